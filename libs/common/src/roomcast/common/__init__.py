@@ -1,0 +1,1 @@
+"""Code shared by every Roomcast service: settings, logging, metrics, tokens, errors."""

@@ -1,0 +1,70 @@
+"""Prometheus metrics shared by the HTTP services.
+
+Names follow ``roomcast_<service>_<what>_<unit>``; labels are bounded: the route
+*template* (``/v1/rooms/{room_id}``), never a concrete id.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Buckets from 1 ms to 10 s: REST calls sit around a few ms; bcrypt logins around
+# 200-300 ms; anything past 10 s is a timeout anyway.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class HttpMetrics:
+    def __init__(self, service: str) -> None:
+        self.requests = Counter(
+            f"roomcast_{service}_http_requests_total",
+            "HTTP requests served, by method, route template and status code.",
+            ["method", "route", "status"],
+        )
+        self.latency = Histogram(
+            f"roomcast_{service}_http_request_duration_seconds",
+            "HTTP request latency, by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+        )
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = _route_template(scope)
+            method = scope.get("method", "GET")
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)

@@ -1,0 +1,60 @@
+"""NATS connections tuned for long-lived services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NatsClient
+
+log = logging.getLogger(__name__)
+
+# Ping every 10 s and declare the server gone after 3 missed pongs: a dead TCP peer is
+# noticed in ~30 s instead of the kernel's keepalive (minutes).
+PING_INTERVAL_SECONDS = 10
+MAX_OUTSTANDING_PINGS = 3
+# Between reconnect attempts; short so a restarted server is found again quickly.
+RECONNECT_WAIT_SECONDS = 0.5
+# Bytes buffered for publishes while disconnected; beyond this publishes fail fast
+# rather than growing memory without bound.
+RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+async def connect_nats(
+    url: str,
+    *,
+    name: str,
+    on_reconnected: Callable[[], Awaitable[None]] | None = None,
+    on_disconnected: Callable[[], Awaitable[None]] | None = None,
+    connect_timeout: float = 5.0,
+) -> NatsClient:
+    """Connect to NATS, retrying forever after the first successful connection."""
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def disconnected_cb() -> None:
+        log.warning("nats disconnected")
+        if on_disconnected is not None:
+            await on_disconnected()
+
+    async def reconnected_cb() -> None:
+        log.info("nats reconnected")
+        if on_reconnected is not None:
+            await on_reconnected()
+
+    return await nats.connect(
+        servers=[u.strip() for u in url.split(",") if u.strip()],
+        name=name,
+        connect_timeout=connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=RECONNECT_WAIT_SECONDS,
+        ping_interval=PING_INTERVAL_SECONDS,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+        pending_size=RECONNECT_BUFFER_BYTES,
+        allow_reconnect=True,
+        error_cb=error_cb,
+        disconnected_cb=disconnected_cb,
+        reconnected_cb=reconnected_cb,
+    )

@@ -1,0 +1,272 @@
+"""Access tokens: issued by auth, verified locally by every other service.
+
+Tokens are EdDSA (Ed25519) JWTs. The algorithm is hard-coded on both sides: a token
+whose header names any other algorithm (``none``, ``HS256`` with the public key as the
+secret, ``RS256``...) is rejected before any key is looked at. Verification also checks
+``iss``, ``aud``, ``typ`` and ``exp``, and requires the ``kid`` to be a known key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from roomcast.common.errors import DependencyUnavailable, Unauthenticated
+
+ALGORITHM = "EdDSA"
+ACCESS_TYPE = "access"
+# Clock skew tolerated between the issuer and a verifier; NTP keeps hosts within
+# milliseconds, 30 s covers a badly drifting container without extending tokens much.
+LEEWAY_SECONDS = 30
+# How long a fetched JWKS is trusted before it is fetched again, so a removed key stops
+# verifying within this time.
+JWKS_TTL_SECONDS = 300.0
+# Minimum interval between refetches triggered by an unknown kid: a flood of tokens with
+# random kids must not turn into a flood of requests to auth.
+JWKS_REFETCH_MIN_INTERVAL_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """The verified identity of a caller."""
+
+    user_id: str
+    username: str
+    display_name: str
+    avatar_url: str | None
+    roles: tuple[str, ...]
+    expires_at: float
+    token_id: str
+    raw: str = field(repr=False, default="")
+
+    @property
+    def is_global_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def public_jwk(public_key: Ed25519PublicKey, kid: str) -> dict[str, str]:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": _b64url(raw),
+        "kid": kid,
+        "alg": ALGORITHM,
+        "use": "sig",
+    }
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """A stable key id derived from the public key, so rotation never reuses a kid."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return _b64url(raw)[:16]
+
+
+def load_private_key(pem: str | bytes) -> Ed25519PrivateKey:
+    data = pem.encode() if isinstance(pem, str) else pem
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("signing key must be an Ed25519 private key in PEM (PKCS#8)")
+    return key
+
+
+def generate_private_key_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+class TokenSigner:
+    """Issues access tokens with the current key; publishes current and previous keys."""
+
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey,
+        *,
+        issuer: str,
+        audience: str,
+        access_ttl_seconds: int,
+        extra_public_keys: tuple[Ed25519PublicKey, ...] = (),
+    ) -> None:
+        self._key = private_key
+        self.kid = key_id(private_key.public_key())
+        self.issuer = issuer
+        self.audience = audience
+        self.access_ttl_seconds = access_ttl_seconds
+        self._published = [private_key.public_key(), *extra_public_keys]
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [public_jwk(k, key_id(k)) for k in self._published]}
+
+    def issue_access(
+        self,
+        *,
+        user_id: str,
+        username: str,
+        display_name: str,
+        avatar_url: str | None = None,
+        roles: tuple[str, ...] = (),
+        now: float | None = None,
+        ttl_seconds: int | None = None,
+    ) -> tuple[str, int]:
+        """Return ``(token, expires_in_seconds)``."""
+        issued = int(now if now is not None else time.time())
+        ttl = self.access_ttl_seconds if ttl_seconds is None else ttl_seconds
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": user_id,
+            "typ": ACCESS_TYPE,
+            "iat": issued,
+            "exp": issued + ttl,
+            "jti": uuid.uuid4().hex,
+            "username": username,
+            "name": display_name,
+            "avatar_url": avatar_url,
+            "roles": list(roles),
+        }
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        return token, ttl
+
+
+JwksFetcher = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+class TokenVerifier:
+    """Verifies access tokens against a JWKS, refetched on TTL expiry or unknown kid."""
+
+    def __init__(
+        self,
+        fetch_jwks: JwksFetcher,
+        *,
+        issuer: str,
+        audience: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch_jwks
+        self.issuer = issuer
+        self.audience = audience
+        self._clock = clock
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._fetched_at: float | None = None
+        self._last_refetch: float = float("-inf")
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, issuer: str, audience: str, timeout: float = 3.0
+    ) -> TokenVerifier:
+        import httpx
+
+        async def fetch() -> Mapping[str, Any]:
+            try:
+                async with httpx.AsyncClient(timeout=timeout) as client:
+                    response = await client.get(url)
+                    response.raise_for_status()
+                    data: Mapping[str, Any] = response.json()
+                    return data
+            except (httpx.HTTPError, ValueError) as exc:
+                raise DependencyUnavailable(f"cannot fetch JWKS: {exc}") from exc
+
+        return cls(fetch, issuer=issuer, audience=audience)
+
+    @classmethod
+    def from_jwks(cls, jwks: Mapping[str, Any], *, issuer: str, audience: str) -> TokenVerifier:
+        async def fetch() -> Mapping[str, Any]:
+            return jwks
+
+        return cls(fetch, issuer=issuer, audience=audience)
+
+    async def _refresh(self, *, forced: bool) -> None:
+        async with self._lock:
+            now = self._clock()
+            if forced and now - self._last_refetch < JWKS_REFETCH_MIN_INTERVAL_SECONDS:
+                return
+            jwks = await self._fetch()
+            keys: dict[str, Ed25519PublicKey] = {}
+            for jwk in jwks.get("keys", []):
+                if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or "kid" not in jwk:
+                    continue
+                keys[str(jwk["kid"])] = Ed25519PublicKey.from_public_bytes(_b64url_decode(jwk["x"]))
+            self._keys = keys
+            self._fetched_at = now
+            if forced:
+                self._last_refetch = now
+
+    async def _key_for(self, kid: str) -> Ed25519PublicKey:
+        if self._fetched_at is None or self._clock() - self._fetched_at > JWKS_TTL_SECONDS:
+            await self._refresh(forced=False)
+        key = self._keys.get(kid)
+        if key is None:
+            await self._refresh(forced=True)
+            key = self._keys.get(kid)
+        if key is None:
+            raise Unauthenticated("token signed with an unknown key", code="invalid_token")
+        return key
+
+    async def verify(self, token: str) -> AccessClaims:
+        """Verify an access token or raise :class:`Unauthenticated`."""
+        if not isinstance(token, str) or not token or len(token) > 4096:
+            raise Unauthenticated("missing or malformed token", code="invalid_token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed token", code="invalid_token") from exc
+        if header.get("alg") != ALGORITHM:
+            raise Unauthenticated("token algorithm not accepted", code="invalid_token")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthenticated("token has no key id", code="invalid_token")
+        key = await self._key_for(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("token expired", code="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {exc}", code="invalid_token") from exc
+        if claims.get("typ") != ACCESS_TYPE:
+            raise Unauthenticated("not an access token", code="invalid_token")
+        roles = claims.get("roles") or []
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise Unauthenticated("malformed roles claim", code="invalid_token")
+        sub, username = claims.get("sub"), claims.get("username")
+        if not isinstance(sub, str) or not isinstance(username, str):
+            raise Unauthenticated("malformed subject", code="invalid_token")
+        name = claims.get("name")
+        avatar = claims.get("avatar_url")
+        return AccessClaims(
+            user_id=sub,
+            username=username,
+            display_name=name if isinstance(name, str) else username,
+            avatar_url=avatar if isinstance(avatar, str) else None,
+            roles=tuple(roles),
+            expires_at=float(claims["exp"]),
+            token_id=str(claims["jti"]),
+            raw=token,
+        )

@@ -1,0 +1,149 @@
+"""Token verification: everything a forged or stale token might try is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
+from roomcast.common.errors import Unauthenticated
+from roomcast.common.tokens import TokenSigner, TokenVerifier
+
+ISS, AUD = "roomcast-auth", "roomcast"
+
+
+def make_signer(key: Ed25519PrivateKey | None = None) -> TokenSigner:
+    return TokenSigner(
+        key or Ed25519PrivateKey.generate(), issuer=ISS, audience=AUD, access_ttl_seconds=900
+    )
+
+
+def claims(**overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    base: dict[str, object] = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "a" * 24,
+        "typ": "access",
+        "iat": now,
+        "exp": now + 600,
+        "jti": "j1",
+        "username": "alice",
+    }
+    base.update(overrides)
+    return base
+
+
+async def test_valid_token_round_trips() -> None:
+    signer = make_signer()
+    token, ttl = signer.issue_access(
+        user_id="a" * 24, username="alice", display_name="Alice", roles=("admin",)
+    )
+    verified = await TokenVerifier.from_jwks(signer.jwks(), issuer=ISS, audience=AUD).verify(token)
+    assert verified.user_id == "a" * 24
+    assert verified.username == "alice"
+    assert verified.display_name == "Alice"
+    assert verified.is_global_admin
+    assert ttl == 900
+
+
+def _unsigned(payload: dict[str, object], header: dict[str, object]) -> str:
+    def enc(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{enc(header)}.{enc(payload)}."
+
+
+@pytest.mark.parametrize(
+    ("forge", "code"),
+    [
+        ("alg_none", "invalid_token"),
+        ("hs256_with_public_key", "invalid_token"),
+        ("rs256_other_key", "invalid_token"),
+        ("other_ed25519_key_same_kid", "invalid_token"),
+        ("expired", "token_expired"),
+        ("wrong_audience", "invalid_token"),
+        ("wrong_issuer", "invalid_token"),
+        ("refresh_type", "invalid_token"),
+        ("no_kid", "invalid_token"),
+        ("garbage", "invalid_token"),
+    ],
+)
+async def test_forged_and_stale_tokens_are_refused(forge: str, code: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    signer = make_signer(key)
+    kid = signer.kid
+    verifier = TokenVerifier.from_jwks(signer.jwks(), issuer=ISS, audience=AUD)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"kid": kid}
+    token: str
+    if forge == "alg_none":
+        token = _unsigned(claims(), {"alg": "none", "typ": "JWT", "kid": kid})
+    elif forge == "hs256_with_public_key":
+        token = _unsigned(claims(), {"alg": "HS256", "kid": kid}) + "c2ln"
+    elif forge == "rs256_other_key":
+        rsa = generate_private_key(public_exponent=65537, key_size=2048)
+        token = jwt.encode(claims(), rsa, algorithm="RS256", headers=header)
+    elif forge == "other_ed25519_key_same_kid":
+        token = jwt.encode(
+            claims(), Ed25519PrivateKey.generate(), algorithm="EdDSA", headers=header
+        )
+    elif forge == "expired":
+        token = jwt.encode(
+            claims(exp=int(time.time()) - 120), key, algorithm="EdDSA", headers=header
+        )
+    elif forge == "wrong_audience":
+        token = jwt.encode(claims(aud="other"), key, algorithm="EdDSA", headers=header)
+    elif forge == "wrong_issuer":
+        token = jwt.encode(claims(iss="evil"), key, algorithm="EdDSA", headers=header)
+    elif forge == "refresh_type":
+        token = jwt.encode(claims(typ="refresh"), key, algorithm="EdDSA", headers=header)
+    elif forge == "no_kid":
+        token = jwt.encode(claims(), key, algorithm="EdDSA")
+    else:
+        token = "not.a.token"
+    assert public_pem  # the public key is what an HS256 confusion attack would use
+    with pytest.raises(Unauthenticated) as info:
+        await verifier.verify(token)
+    assert info.value.code == code
+
+
+async def test_unknown_kid_refetches_jwks_but_rate_limited() -> None:
+    old, new = make_signer(), make_signer()
+    published = {"jwks": old.jwks()}
+    fetches = 0
+    now = [1000.0]
+
+    async def fetch() -> dict[str, object]:
+        nonlocal fetches
+        fetches += 1
+        return published["jwks"]
+
+    verifier = TokenVerifier(fetch, issuer=ISS, audience=AUD, clock=lambda: now[0])
+    old_token, _ = old.issue_access(user_id="b" * 24, username="bob", display_name="Bob")
+    new_token, _ = new.issue_access(user_id="b" * 24, username="bob", display_name="Bob")
+    await verifier.verify(old_token)
+    assert fetches == 1
+
+    # auth rotated: the new kid is unknown until a refetch
+    published["jwks"] = {"keys": old.jwks()["keys"] + new.jwks()["keys"]}
+    await verifier.verify(new_token)
+    assert fetches == 2
+
+    # a flood of unknown kids within the interval costs no further fetch
+    stranger, _ = make_signer().issue_access(user_id="c" * 24, username="eve", display_name="E")
+    for _ in range(5):
+        with pytest.raises(Unauthenticated):
+            await verifier.verify(stranger)
+    assert fetches == 2
+    now[0] += 11
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(stranger)
+    assert fetches == 3

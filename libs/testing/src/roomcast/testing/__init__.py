@@ -1,0 +1,1 @@
+"""Test harness: real nats-server and SecantusDB processes on free ports, and fixtures."""

@@ -1,0 +1,275 @@
+"""Child processes that tests start and stop: servers and Roomcast services.
+
+Readiness is always a condition polled with a deadline (a TCP connect, an HTTP 200, a
+MongoDB ping), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# How long a server may take to come up on a loaded 2-core CI machine; SecantusDB opens
+# WiredTiger (~1-2 s), a Python service imports its stack (~1-3 s).
+START_TIMEOUT_SECONDS = 30.0
+# Poll interval while waiting for readiness: fast enough not to add visible latency.
+POLL_INTERVAL_SECONDS = 0.05
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_accepts(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float, what: str, poll: float = POLL_INTERVAL_SECONDS
+) -> None:
+    """Poll ``condition`` until it is true, or raise ``TimeoutError`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(poll)
+
+
+class ManagedProcess:
+    """A child process with its log in a file, stoppable by signal."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(tempfile.mkstemp(prefix=f"roomcast-{name}-", suffix=".log")[1])
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+            )
+        return True
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (a crash)."""
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.terminate()
+        code = self.wait(timeout)
+        if code is None:
+            self.proc.kill()
+            code = self.wait(5)
+        return code
+
+
+def nats_server_binary() -> str:
+    """The nats-server under test: ``ROOMCAST_NATS_SERVER`` if set, else Debian's package,
+    else the first on PATH."""
+    configured = os.environ.get("ROOMCAST_NATS_SERVER")
+    if configured:
+        return configured
+    if Path("/usr/bin/nats-server").exists():
+        return "/usr/bin/nats-server"
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError(
+            "nats-server not found: install Debian's nats-server or set ROOMCAST_NATS_SERVER"
+        )
+    return found
+
+
+def nats_server_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    return (out.stdout or out.stderr).strip()
+
+
+class NatsServer(ManagedProcess):
+    """nats-server with JetStream on a private data directory, on loopback."""
+
+    def __init__(self, port: int | None = None, store_dir: str | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.store_dir = store_dir or tempfile.mkdtemp(prefix="roomcast-nats-")
+        self.binary = nats_server_binary()
+        super().__init__(
+            "nats",
+            [self.binary, "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir],
+        )
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        wait_until(
+            lambda: self.check_alive() and port_accepts(self.host, self.port),
+            timeout=START_TIMEOUT_SECONDS,
+            what=f"nats-server on {self.port}",
+        )
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+def secantus_binary() -> str:
+    configured = os.environ.get("ROOMCAST_SECANTUSD")
+    if configured:
+        return configured
+    beside = Path(sys.executable).with_name("secantusd-py")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("secantusd-py")
+    if not found:
+        raise RuntimeError("secantusd-py not found: pip install secantusdb")
+    return found
+
+
+class MongoServer(ManagedProcess):
+    """SecantusDB (a MongoDB-wire server) in its own process, on loopback."""
+
+    def __init__(self, port: int | None = None, storage_path: str | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.storage_path = storage_path or tempfile.mkdtemp(prefix="roomcast-mongo-")
+        super().__init__(
+            "secantusdb",
+            [
+                secantus_binary(),
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--storage-path",
+                self.storage_path,
+                "--log-level",
+                "WARNING",
+                # Tests don't need a big WiredTiger cache; keep the process small.
+                "--cache-size",
+                "256M",
+            ],
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+
+    def ping(self) -> bool:
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        client: MongoClient[dict[str, object]] = MongoClient(self.url, serverSelectionTimeoutMS=500)
+        try:
+            client.admin.command("ping")
+            return True
+        except PyMongoError:
+            return False
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        super().start()
+        wait_until(
+            lambda: self.check_alive() and port_accepts(self.host, self.port) and self.ping(),
+            timeout=START_TIMEOUT_SECONDS,
+            what=f"SecantusDB on {self.port}",
+        )
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.storage_path, ignore_errors=True)
+
+
+def http_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class ServiceProcess(ManagedProcess):
+    """A Roomcast service run as ``python -m roomcast.<service>``, ready when
+    ``ready_url`` answers 200 (or, for non-HTTP readiness, when ``port`` accepts)."""
+
+    def __init__(
+        self,
+        service: str,
+        env: dict[str, str],
+        *,
+        ready_url: str | None = None,
+        port: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name or service, [sys.executable, "-m", f"roomcast.{service}"], env)
+        self.ready_url = ready_url
+        self.port = port
+
+    def start(self) -> None:
+        super().start()
+        if self.ready_url is not None:
+            url = self.ready_url
+            wait_until(
+                lambda: self.check_alive() and http_ok(url),
+                timeout=START_TIMEOUT_SECONDS,
+                what=f"{self.name} at {url}",
+            )
+        elif self.port is not None:
+            port = self.port
+            wait_until(
+                lambda: self.check_alive() and port_accepts("127.0.0.1", port),
+                timeout=START_TIMEOUT_SECONDS,
+                what=f"{self.name} on {port}",
+            )

@@ -1,0 +1,43 @@
+"""The harness starts real servers that answer their protocols."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+from pymongo import AsyncMongoClient
+from roomcast.testing.processes import MongoServer, NatsServer
+
+
+async def test_nats_server_has_jetstream(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        info = await js.account_info()
+        assert info.limits is not None
+    finally:
+        await nc.close()
+
+
+async def test_mongo_database_is_per_test(mongo_url: str, mongo_db_name: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    try:
+        await client[mongo_db_name].things.insert_one({"x": 1})
+        assert await client[mongo_db_name].things.count_documents({}) == 1
+    finally:
+        await client.close()
+
+
+def test_restartable_mongo_keeps_data(restartable_mongo: MongoServer) -> None:
+    from pymongo import MongoClient
+
+    def client() -> MongoClient[dict[str, Any]]:
+        return MongoClient(restartable_mongo.url, serverSelectionTimeoutMS=2000)
+
+    with client() as c:
+        c.db.kept.insert_one({"k": 1})
+    restartable_mongo.stop()
+    assert not restartable_mongo.ping()
+    restartable_mongo.start()
+    with client() as c:
+        assert c.db.kept.count_documents({}) == 1
