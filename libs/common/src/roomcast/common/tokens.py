@@ -45,6 +45,9 @@ class AccessClaims:
     roles: tuple[str, ...]
     expires_at: float
     token_id: str
+    # The refresh-token family this access token was issued under: logout or reuse
+    # detection revokes the family, and gateways close the sockets that carry it.
+    session_id: str | None = None
     raw: str = field(repr=False, default="")
 
     @property
@@ -124,6 +127,7 @@ class TokenSigner:
         display_name: str,
         avatar_url: str | None = None,
         roles: tuple[str, ...] = (),
+        session_id: str | None = None,
         now: float | None = None,
         ttl_seconds: int | None = None,
     ) -> tuple[str, int]:
@@ -143,6 +147,8 @@ class TokenSigner:
             "avatar_url": avatar_url,
             "roles": list(roles),
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
         return token, ttl
 
@@ -260,6 +266,7 @@ class TokenVerifier:
             raise Unauthenticated("malformed subject", code="invalid_token")
         name = claims.get("name")
         avatar = claims.get("avatar_url")
+        sid = claims.get("sid")
         return AccessClaims(
             user_id=sub,
             username=username,
@@ -268,5 +275,6 @@ class TokenVerifier:
             roles=tuple(roles),
             expires_at=float(claims["exp"]),
             token_id=str(claims["jti"]),
+            session_id=sid if isinstance(sid, str) else None,
             raw=token,
         )
