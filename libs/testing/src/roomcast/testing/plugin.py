@@ -6,12 +6,13 @@
   tens of milliseconds, and a fresh one isolates stream configuration completely.
 - ``restartable_mongo`` (function): a private SecantusDB that a test may stop and start.
 - ``signer`` / ``verifier`` / ``issue_token``: Ed25519 tokens like auth's.
+- ``jwks_server``: the signer's JWKS over HTTP; ``fake_rooms``: membership over real gRPC.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from roomcast.common.tokens import (
     generate_private_key_pem,
     load_private_key,
 )
+from roomcast.testing.fakes import FakeRooms, JwksServer
 from roomcast.testing.processes import (
     MongoServer,
     NatsServer,
@@ -134,3 +136,21 @@ def issue_token(signer: TokenSigner) -> IssueToken:
         return token
 
     return issue
+
+
+@pytest.fixture
+def jwks_server(signer: TokenSigner) -> Iterator[JwksServer]:
+    """auth's JWKS endpoint for the test signer, over real HTTP."""
+    server = JwksServer(signer.jwks())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def fake_rooms(verifier: TokenVerifier) -> AsyncIterator[FakeRooms]:
+    """A real gRPC server with an in-memory membership table (see roomcast.testing.fakes)."""
+    rooms = FakeRooms(verifier)
+    await rooms.start()
+    yield rooms
+    await rooms.stop()
