@@ -34,6 +34,17 @@ TEST_ISSUER = "roomcast-auth"
 TEST_AUDIENCE = "roomcast"
 
 
+# Tests that use any of these fixtures talk to a real nats-server: they carry the
+# ``nats`` marker, so CI can run exactly them again against another nats-server release.
+NATS_FIXTURES = frozenset({"nats_server", "nats_url", "stack", "e2e_stack"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if NATS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.nats)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     try:
         binary = nats_server_binary()

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,34 @@ from pathlib import Path
 START_TIMEOUT_SECONDS = 30.0
 # Poll interval while waiting for readiness: fast enough not to add visible latency.
 POLL_INTERVAL_SECONDS = 0.05
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    # Resolved once in the parent: the child between fork and exec must not import or
+    # take locks (other threads may hold them), only call an already-resolved function.
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _own_session() -> None:
+    os.setsid()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the child when the process that started it dies, so a killed test
+    run or launcher never leaves servers behind. Its own session: a terminal's Ctrl-C
+    reaches only the launcher, which stops the children in order."""
+    os.setsid()
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,7 +92,17 @@ class ManagedProcess:
         if self.env:
             env.update(self.env)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # The death signal follows the *thread* that forked; only tie it to the main
+            # thread, which lives as long as the process.
+            preexec_fn=_die_with_parent
+            if threading.current_thread() is threading.main_thread()
+            else _own_session,
+        )
         log.close()
 
     @property

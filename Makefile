@@ -1,0 +1,63 @@
+# Roomcast — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The nats-server that tests use; CI also runs the NATS tests against a current release.
+CURRENT_NATS_SERVER := $(VENV)/bin/nats-server
+
+.PHONY: help setup up test test-nats-current lint fmt proto proto-check bench soak clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## Create the virtualenv and install nats-server (Debian package) if missing
+	@if [ ! -x /usr/bin/nats-server ] && ! command -v nats-server >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; \
+	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; \
+	  else \
+	    echo "nats-server is missing: install Debian's nats-server package, or set ROOMCAST_NATS_SERVER=$(CURRENT_NATS_SERVER)"; exit 1; \
+	  fi; \
+	fi
+
+up: setup ## Run the whole stack on this machine (Ctrl-C stops everything)
+	$(PY) -m roomcast.testing.stack
+
+test: setup ## Run the test suite (real nats-server and SecantusDB, started on free ports)
+	$(PY) -m pytest
+
+test-nats-current: setup ## Run the NATS-backed tests against a current nats-server release
+	ROOMCAST_NATS_SERVER=$(CURRENT_NATS_SERVER) $(PY) -m pytest -m nats
+
+lint: setup ## ruff (format check + lint) and mypy
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+fmt: setup ## Format the code
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+proto: setup ## Regenerate the gRPC code from proto/
+	PYTHON=$(PY) PATH=$(VENV)/bin:$$PATH tools/gen_proto.sh
+
+bench: setup ## Run the benchmark scripts and print their figures (see docs/benchmarks.md)
+	$(PY) bench/run_all.py
+
+soak: setup ## Long-running load and soak tests (not part of `make test`)
+	$(PY) -m pytest -m soak --timeout 3600
+
+clean: ## Remove the virtualenv and local state (.roomcast/)
+	rm -rf $(VENV) .roomcast .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,236 @@
+"""The whole Roomcast stack on one machine: nats-server (JetStream), SecantusDB, auth,
+rooms, history and two gateways. ``make up`` runs :func:`main` with the documented
+default ports; the end-to-end tests start a :class:`Stack` on free ports.
+
+Every port can be changed with environment variables (``ROOMCAST_UP_<PART>_PORT``).
+Ctrl-C (or SIGTERM) stops the services in reverse order, each gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from roomcast.common.tokens import generate_private_key_pem
+from roomcast.testing.processes import (
+    ManagedProcess,
+    MongoServer,
+    NatsServer,
+    ServiceProcess,
+    free_port,
+)
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    gateway_a: int = 8080
+    gateway_b: int = 8090
+    auth: int = 8081
+    rooms_http: int = 8082
+    rooms_grpc: int = 50051
+    history: int = 8083
+    nats: int = 4222
+    mongo: int = 27017
+
+    @classmethod
+    def from_env(cls) -> StackPorts:
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"ROOMCAST_UP_{f.name.upper()}_PORT")
+            if raw:
+                values[f.name] = int(raw)
+        return cls(**values)
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        return cls(**{f.name: free_port() for f in fields(cls)})
+
+
+@dataclass
+class Stack:
+    """Starts and stops the processes of one stack; ``state_dir`` keeps data and keys."""
+
+    state_dir: Path
+    ports: StackPorts = field(default_factory=StackPorts)
+    # bcrypt cost for auth; tests lower it, ``make up`` keeps the production default.
+    bcrypt_cost: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    nats: NatsServer | None = None
+    mongo: MongoServer | None = None
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        return [
+            f"http://127.0.0.1:{self.ports.gateway_a}",
+            f"http://127.0.0.1:{self.ports.gateway_b}",
+        ]
+
+    @property
+    def jwks_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.auth}/.well-known/jwks.json"
+
+    def signing_key_file(self) -> Path:
+        """The development signing key, generated once and kept out of git (.roomcast/)."""
+        path = self.state_dir / "dev-signing-key.pem"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(generate_private_key_pem())
+        return path
+
+    def _common(self, prefix: str) -> dict[str, str]:
+        if self.nats is None or self.mongo is None:
+            raise RuntimeError("start NATS and MongoDB before the services")
+        env = {
+            f"{prefix}HOST": "127.0.0.1",
+            f"{prefix}NATS_URL": self.nats.url,
+            f"{prefix}MONGO_URL": self.mongo.url,
+            f"{prefix}JWKS_URL": self.jwks_url,
+        }
+        env.update({k: v for k, v in self.extra_env.items() if k.startswith(prefix)})
+        return env
+
+    def service_env(self, name: str) -> dict[str, str]:
+        p = self.ports
+        rooms_target = f"127.0.0.1:{p.rooms_grpc}"
+        if name == "auth":
+            env = self._common("ROOMCAST_AUTH_")
+            env |= {
+                "ROOMCAST_AUTH_PORT": str(p.auth),
+                "ROOMCAST_AUTH_SIGNING_KEY_FILE": str(self.signing_key_file()),
+                # The gateways forward REST calls from 127.0.0.1 with X-Forwarded-For.
+                "ROOMCAST_AUTH_TRUSTED_PROXIES": "127.0.0.1",
+            }
+            if self.bcrypt_cost is not None:
+                env["ROOMCAST_AUTH_BCRYPT_COST"] = str(self.bcrypt_cost)
+            return env
+        if name == "rooms":
+            env = self._common("ROOMCAST_ROOMS_")
+            return env | {
+                "ROOMCAST_ROOMS_GRPC_PORT": str(p.rooms_grpc),
+                "ROOMCAST_ROOMS_HTTP_PORT": str(p.rooms_http),
+            }
+        if name == "history":
+            env = self._common("ROOMCAST_HISTORY_")
+            return env | {
+                "ROOMCAST_HISTORY_PORT": str(p.history),
+                "ROOMCAST_HISTORY_ROOMS_TARGET": rooms_target,
+            }
+        port = p.gateway_a if name == "gateway-a" else p.gateway_b
+        env = self._common("ROOMCAST_GATEWAY_")
+        return env | {
+            "ROOMCAST_GATEWAY_PORT": str(port),
+            "ROOMCAST_GATEWAY_ROOMS_TARGET": rooms_target,
+            "ROOMCAST_GATEWAY_AUTH_URL": f"http://127.0.0.1:{p.auth}",
+            "ROOMCAST_GATEWAY_HISTORY_URL": f"http://127.0.0.1:{p.history}",
+        }
+
+    def make_service(self, name: str) -> ServiceProcess:
+        p = self.ports
+        module = "gateway" if name.startswith("gateway") else name
+        port = {
+            "auth": p.auth,
+            "rooms": p.rooms_http,
+            "history": p.history,
+            "gateway-a": p.gateway_a,
+            "gateway-b": p.gateway_b,
+        }[name]
+        return ServiceProcess(
+            module,
+            self.service_env(name),
+            ready_url=f"http://127.0.0.1:{port}/readyz",
+            name=name,
+        )
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "nats").mkdir(exist_ok=True)
+        (self.state_dir / "mongo").mkdir(exist_ok=True)
+        self.nats = NatsServer(self.ports.nats, str(self.state_dir / "nats"))
+        self.mongo = MongoServer(self.ports.mongo, str(self.state_dir / "mongo"))
+        try:
+            self.nats.start()
+            self.mongo.start()
+            for name in ("auth", "rooms", "history", "gateway-a", "gateway-b"):
+                service = self.make_service(name)
+                self.services[name] = service
+                service.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def restart(self, name: str) -> ServiceProcess:
+        """Start a fresh process for a service that was stopped or killed."""
+        old = self.services.get(name)
+        if old is not None:
+            old.stop()
+        service = self.make_service(name)
+        self.services[name] = service
+        service.start()
+        return service
+
+    def processes(self) -> list[ManagedProcess]:
+        infra: list[ManagedProcess] = [p for p in (self.nats, self.mongo) if p is not None]
+        return infra + list(self.services.values())
+
+    def stop(self) -> None:
+        for process in reversed(self.processes()):
+            process.stop()
+
+    def describe(self) -> str:
+        p = self.ports
+        rows = [
+            ("gateway A (REST + WebSocket /v1/ws)", f"http://127.0.0.1:{p.gateway_a}"),
+            ("gateway B (REST + WebSocket /v1/ws)", f"http://127.0.0.1:{p.gateway_b}"),
+            ("auth", f"http://127.0.0.1:{p.auth}"),
+            ("rooms gRPC", f"127.0.0.1:{p.rooms_grpc}"),
+            ("rooms health/metrics", f"http://127.0.0.1:{p.rooms_http}"),
+            ("history", f"http://127.0.0.1:{p.history}"),
+            ("NATS (JetStream)", f"nats://127.0.0.1:{p.nats}"),
+            ("MongoDB (SecantusDB)", f"mongodb://127.0.0.1:{p.mongo}"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"  {name.ljust(width)}  {where}" for name, where in rows]
+        logs = [f"  {proc.name.ljust(width)}  {proc.log_path}" for proc in self.processes()]
+        return "\n".join(
+            ["Roomcast is up:", *lines, "Logs:", *logs, "Press Ctrl-C to stop everything."]
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m roomcast.testing.stack", description=__doc__)
+    parser.add_argument("--state-dir", default=os.environ.get("ROOMCAST_UP_STATE_DIR", ".roomcast"))
+    args = parser.parse_args(argv)
+    stack = Stack(Path(args.state_dir), StackPorts.from_env())
+    stopping = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start()
+    except Exception as exc:
+        print(f"could not start the stack: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(stack.describe(), flush=True)
+    while not stopping.wait(1.0):
+        for process in stack.processes():
+            if not process.running:
+                print(f"{process.name} exited; see {process.log_path}", file=sys.stderr)
+                stopping.set()
+    print("stopping...", flush=True)
+    stack.stop()
+    print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()
