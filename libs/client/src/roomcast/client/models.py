@@ -1,0 +1,218 @@
+"""Typed values the SDK hands out: WebSocket items, acks, stats, REST rows.
+
+WebSocket frames are parsed into slotted dataclasses (not frozen: a frozen dataclass
+costs ~5x more to build, and one is built per received frame; treat them as read-only).
+REST rows are TypedDicts: they are the gateway's JSON as-is, so a field the server adds
+later is still there, just not typed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, TypedDict
+
+# --------------------------------------------------------------------- WebSocket
+
+
+@dataclass(slots=True)
+class Sender:
+    """Who sent a message (a public profile)."""
+
+    id: str
+    username: str
+    display_name: str | None = None
+    avatar_url: str | None = None
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Sender:
+        if not isinstance(raw, dict):
+            return cls(id=str(raw), username="")
+        get = raw.get
+        return cls(
+            str(get("id", "")), str(get("username", "")), get("display_name"), get("avatar_url")
+        )
+
+
+@dataclass(slots=True)
+class Message:
+    """A chat message in a room. ``prev`` is the previous message's ``seq`` in the same room."""
+
+    room: str
+    id: str
+    seq: int
+    prev: int
+    sender: Sender
+    body: dict[str, Any]
+    sent_at: str | int | float | None
+    to: str | None = None
+    #: True when it was delivered by a resume (re-subscribe with ``since``), not live.
+    replayed: bool = False
+
+    @property
+    def content(self) -> str | None:
+        """The text of a ``{"type":"text","content"}`` body, else None."""
+        value = self.body.get("content")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(slots=True)
+class Event:
+    """A room event (``member_joined``, ``member_left``, ``room_updated``, ...)."""
+
+    room: str
+    event: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Typing:
+    """Someone is typing in a room; ``data`` is the whole frame."""
+
+    room: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Presence:
+    """A presence update or answer; ``data`` is the whole frame."""
+
+    room: str | None
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ErrorFrame:
+    """An ``error`` frame that did not answer a pending request of this SDK."""
+
+    code: str
+    message: str
+    ref: str | None = None
+
+
+@dataclass(slots=True)
+class Subscribed:
+    """A room subscription is active. ``seq`` is the room's head at that moment.
+
+    ``resumed`` marks automatic re-subscriptions after a reconnect (only those appear in
+    the item stream); ``truncated`` means the server could not replay everything since
+    ``since``: messages were lost for this client and must be fetched from history.
+    """
+
+    room: str
+    seq: int
+    since: int | None = None
+    truncated: bool = False
+    resumed: bool = False
+
+
+@dataclass(slots=True)
+class Unsubscribed:
+    """A subscription ended; ``reason`` is set when the server ended it (kicked, deleted)."""
+
+    room: str
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class Ack:
+    """The gateway stored a sent message: its ``id`` and ``seq``; ``duplicate`` on a retry."""
+
+    client_id: str
+    id: str
+    seq: int
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class Gap:
+    """A message's ``prev`` did not match the last ``seq`` this client held for the room."""
+
+    room: str
+    expected_prev: int
+    prev: int
+    seq: int
+
+
+#: What ``async for item in socket`` yields.
+Item = Message | Event | Typing | Presence | ErrorFrame | Subscribed | Unsubscribed
+
+
+@dataclass(slots=True)
+class SocketStats:
+    """Counters of one ``RoomcastSocket`` (monotonic; read them any time)."""
+
+    connects: int = 0  # successful auth+ready, the first one included
+    reconnects: int = 0  # successful auth+ready after the first
+    reauths: int = 0  # tokens renewed on the live socket (auth -> ready again)
+    connect_failures: int = 0  # attempts that never reached ready
+    messages: int = 0  # message frames delivered (replayed ones included)
+    resumed_messages: int = 0  # delivered by a resume, i.e. missed while away
+    skips: int = 0  # skip frames (private messages for someone else)
+    gaps: int = 0  # prev != last seq held
+    duplicates: int = 0  # seq <= last seq held: dropped
+    truncated_resumes: int = 0  # the server could not replay everything
+    sent: int = 0  # send() calls
+    acks: int = 0
+    duplicate_acks: int = 0  # acks with duplicate=true (a retry hit the dedupe window)
+    retried_sends: int = 0  # send frames transmitted again after a reconnect
+    rejected: int = 0  # requests answered with an error frame
+    read_pauses: int = 0  # times the item buffer was full and reading stopped
+    close_codes: Counter[int] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy (close codes keyed by str)."""
+        out: dict[str, Any] = {
+            name: getattr(self, name) for name in self.__slots__ if name != "close_codes"
+        }
+        out["close_codes"] = {str(code): n for code, n in sorted(self.close_codes.items())}
+        return out
+
+
+# -------------------------------------------------------------------------- REST
+
+
+class User(TypedDict):
+    id: str
+    username: str
+    display_name: NotRequired[str | None]
+    avatar_url: NotRequired[str | None]
+    email: NotRequired[str | None]
+
+
+class TokenPair(TypedDict):
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+    user: NotRequired[User]
+
+
+Visibility = Literal["public", "private"]
+
+
+class Room(TypedDict):
+    id: str
+    name: str
+    visibility: str
+    topic: NotRequired[str | None]
+    owner_id: NotRequired[str]
+    invite_code: NotRequired[str | None]
+    member_count: NotRequired[int]
+    my_role: NotRequired[str | None]
+
+
+class Member(TypedDict):
+    user_id: str
+    role: str
+
+
+class RoomPage(TypedDict):
+    items: list[Room]
+    next_cursor: str | None
+
+
+class HistoryPage(TypedDict):
+    #: Message rows, newest first (same fields as a ``message`` frame).
+    items: list[dict[str, Any]]
+    next_before: int | None
