@@ -142,7 +142,7 @@ def create_service_app(
     then answers 503 with the error envelope.
     """
     app = FastAPI(title=f"Roomcast {service}", **fastapi_kwargs)
-    metrics = HttpMetrics(service)
+    metrics = HttpMetrics.for_service(service)
 
     @app.exception_handler(RoomcastError)
     async def _roomcast_error(_: Request, exc: RoomcastError) -> Response:

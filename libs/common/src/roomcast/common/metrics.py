@@ -21,6 +21,17 @@ def render_metrics() -> tuple[bytes, str]:
 
 
 class HttpMetrics:
+    """HTTP request metrics of one service. Use :meth:`for_service`: Prometheus metrics
+    are process-global, so building a second app in one process must reuse them."""
+
+    _instances: dict[str, HttpMetrics] = {}
+
+    @classmethod
+    def for_service(cls, service: str) -> HttpMetrics:
+        if service not in cls._instances:
+            cls._instances[service] = cls(service)
+        return cls._instances[service]
+
     def __init__(self, service: str) -> None:
         self.requests = Counter(
             f"roomcast_{service}_http_requests_total",

@@ -1,0 +1,94 @@
+"""``python -m roomcast.auth``: the auth service process.
+
+Start-up order: settings and signing key (refuse to start without one), logging,
+MongoDB indexes (retried until MongoDB answers or SIGTERM), NATS in the background,
+then serve. SIGTERM stops accepting, finishes in-flight requests, closes NATS and
+MongoDB, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+
+from pydantic import ValidationError
+from roomcast.auth.app import auth_service, create_app
+from roomcast.auth.errors import ConfigurationError
+from roomcast.auth.events import NatsEventPublisher
+from roomcast.auth.keys import build_signer
+from roomcast.auth.settings import Settings
+from roomcast.common.lifecycle import (
+    run,
+    serve_until_stopped,
+    stop_event_on_signals,
+    uvicorn_server,
+)
+from roomcast.common.logging import configure_logging
+from roomcast.common.mongo import UNAVAILABLE_ERRORS, connect_mongo
+from roomcast.common.tokens import TokenSigner
+
+log = logging.getLogger("roomcast.auth")
+
+# Wait between attempts to create indexes while MongoDB is not reachable yet (e.g. the
+# whole stack starting at once); each attempt already waits mongo_timeout_ms.
+INDEX_RETRY_SECONDS = 1.0
+# Exit status for a configuration the service cannot run with (EX_CONFIG).
+EXIT_CONFIG = 78
+
+
+async def serve(settings: Settings, signer: TokenSigner) -> None:
+    stop = stop_event_on_signals()
+    mongo = connect_mongo(
+        settings.mongo_url, timeout_ms=settings.mongo_timeout_ms, app_name="roomcast-auth"
+    )
+    publisher = NatsEventPublisher(settings.nats_url)
+    app = create_app(settings, mongo, signer, publisher)
+    service = auth_service(app)
+    try:
+        while not stop.is_set():
+            try:
+                await service.ensure_indexes()
+                break
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("MongoDB not reachable yet; retrying", extra={"error": str(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), INDEX_RETRY_SECONDS)
+        if stop.is_set():
+            return
+        publisher.start()
+        await service.hasher.warm_up()
+        server = uvicorn_server(
+            app, settings.host, settings.port, grace_seconds=settings.shutdown_grace_seconds
+        )
+        log.info(
+            "auth listening",
+            extra={"host": settings.host, "port": settings.port, "kid": signer.kid},
+        )
+        await serve_until_stopped(server, stop)
+    finally:
+        service.hasher.close()
+        await publisher.close()
+        await mongo.close()
+        log.info("auth stopped")
+
+
+def main() -> None:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"roomcast-auth: invalid configuration:\n{exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    configure_logging("auth", settings.log_level)
+    try:
+        signer = build_signer(settings)
+    except ConfigurationError as exc:
+        log.error("cannot start: %s", exc)
+        print(f"roomcast-auth: cannot start: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    run(lambda: serve(settings, signer))
+
+
+if __name__ == "__main__":
+    main()

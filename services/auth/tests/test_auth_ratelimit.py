@@ -1,0 +1,201 @@
+"""Rate limits on login and registration: per client IP and per username, 429 with
+Retry-After and the envelope, refilled over time (no lockout), and the client IP taken
+from X-Forwarded-For only behind a trusted proxy. The limiter clock is injected: no
+sleeps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from roomcast.auth.limits import client_ip
+from roomcast.auth.settings import Settings
+
+if TYPE_CHECKING:
+    from conftest import AuthHarness, MakeAuth
+
+PASSWORD = "correct horse battery staple"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _login(
+    auth: AuthHarness,
+    username: str,
+    password: str = "wrong-password",  # noqa: S107
+    **kw: Any,
+) -> Any:
+    return await auth.client.post(
+        "/v1/auth/login", json={"username": username, "password": password}, **kw
+    )
+
+
+async def test_login_is_limited_per_username_across_ips(make_auth: MakeAuth) -> None:
+    clock = Clock()
+    # Behind a trusted proxy, so every attempt can come from its own client address.
+    auth = await make_auth(
+        login_rate_limit=3,
+        login_rate_window_seconds=30,
+        rate_limit_clock=clock,
+        trusted_proxies="10.0.0.1",
+        client_address=("10.0.0.1", 1),
+    )
+    await auth.register("target")
+
+    def from_ip(n: int) -> dict[str, Any]:
+        return {"headers": {"X-Forwarded-For": f"198.51.100.{n}"}}
+
+    for n in range(3):
+        assert (await _login(auth, "target", **from_ip(n))).status_code == 401
+    limited = await _login(auth, "TARGET", **from_ip(50))  # same canonical name, new IP
+    auth.expect_error(limited, 429, "rate_limited")
+    retry_after = int(limited.headers["Retry-After"])
+    assert retry_after == 10  # 3 per 30 s: one attempt back every 10 s
+    # Even the right password is refused while limited: guessing gains nothing.
+    auth.expect_error(await _login(auth, "target", PASSWORD, **from_ip(51)), 429, "rate_limited")
+    # Another user is still served from the same new IP.
+    assert (await _login(auth, "someone-else", **from_ip(50))).status_code == 401
+
+    # Time passes: the bucket refills; the right password works. No lockout.
+    clock.now += retry_after
+    assert (await _login(auth, "target", PASSWORD, **from_ip(52))).status_code == 200
+
+
+async def test_login_is_limited_per_ip_across_usernames(make_auth: MakeAuth) -> None:
+    clock = Clock()
+    auth = await make_auth(login_rate_limit=4, login_rate_window_seconds=60, rate_limit_clock=clock)
+    for i in range(4):
+        assert (await _login(auth, f"user{i}")).status_code == 401
+    limited = await _login(auth, "user-new")
+    auth.expect_error(limited, 429, "rate_limited")
+    # 4 per 60 s refills one attempt every 15 s.
+    assert int(limited.headers["Retry-After"]) == 15
+    clock.now += 15
+    assert (await _login(auth, "user-new")).status_code == 401
+    auth.expect_error(await _login(auth, "user-newer"), 429)
+
+
+async def test_default_limits_are_10_per_30_seconds(make_auth: MakeAuth) -> None:
+    clock = Clock()
+    auth = await make_auth(rate_limit_clock=clock)
+    assert auth.settings.login_rate_limit == 10
+    assert auth.settings.login_rate_window_seconds == 30
+    for _ in range(10):
+        assert (await _login(auth, "defaults")).status_code == 401
+    limited = await _login(auth, "defaults")
+    auth.expect_error(limited, 429, "rate_limited")
+    assert limited.headers["Retry-After"] == "3"
+
+
+async def test_register_is_limited_per_ip_and_per_username(make_auth: MakeAuth) -> None:
+    clock = Clock()
+    auth = await make_auth(
+        register_rate_limit=2, register_rate_window_seconds=10, rate_limit_clock=clock
+    )
+    await auth.register("reg1")
+    await auth.register("reg2")
+    limited = await auth.client.post(
+        "/v1/auth/register", json={"username": "reg3", "password": PASSWORD}
+    )
+    auth.expect_error(limited, 429, "rate_limited")
+    assert int(limited.headers["Retry-After"]) == 5
+    clock.now += 5
+    await auth.register("reg3")
+
+    # Per username, from many IPs (behind a trusted proxy, so each request has its own).
+    proxied = await make_auth(
+        register_rate_limit=2,
+        register_rate_window_seconds=10,
+        rate_limit_clock=clock,
+        trusted_proxies="10.0.0.1",
+        client_address=("10.0.0.1", 1),
+    )
+    for i in range(2):
+        response = await proxied.client.post(
+            "/v1/auth/register",
+            json={"username": "contested", "password": "short"},
+            headers={"X-Forwarded-For": f"192.0.2.{i}"},
+        )
+        assert response.status_code == 400  # invalid input is not counted
+    for i in range(2):
+        response = await proxied.client.post(
+            "/v1/auth/register",
+            json={"username": "contested", "password": PASSWORD},
+            headers={"X-Forwarded-For": f"192.0.2.{i}"},
+        )
+        assert response.status_code in (201, 409)
+    limited = await proxied.client.post(
+        "/v1/auth/register",
+        json={"username": "Contested", "password": PASSWORD},
+        headers={"X-Forwarded-For": "192.0.2.99"},
+    )
+    proxied.expect_error(limited, 429, "rate_limited")
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(make_auth: MakeAuth) -> None:
+    clock = Clock()
+    behind_proxy = await make_auth(
+        login_rate_limit=2,
+        rate_limit_clock=clock,
+        trusted_proxies="10.0.0.0/8",
+        client_address=("10.1.2.3", 1),
+    )
+    # Two different real clients behind the proxy each get their own budget; a spoofed
+    # left-most entry does not change who they are.
+    for i in range(2):
+        response = await _login(
+            behind_proxy, f"a{i}x", headers={"X-Forwarded-For": "1.1.1.1, 198.51.100.7"}
+        )
+        assert response.status_code == 401
+    spoofed = await _login(
+        behind_proxy, "a9x", headers={"X-Forwarded-For": "9.9.9.9, 198.51.100.7"}
+    )
+    behind_proxy.expect_error(spoofed, 429)
+    other_client = await _login(
+        behind_proxy, "a9x", headers={"X-Forwarded-For": "198.51.100.8, 10.0.0.5"}
+    )
+    assert other_client.status_code == 401
+
+    # From an untrusted peer the header is ignored: rotating it does not help.
+    direct = await make_auth(login_rate_limit=2, rate_limit_clock=clock)
+    for i in range(2):
+        response = await _login(direct, f"b{i}x", headers={"X-Forwarded-For": f"203.0.113.{i}"})
+        assert response.status_code == 401
+    rotated = await _login(direct, "b9x", headers={"X-Forwarded-For": "203.0.113.200"})
+    direct.expect_error(rotated, 429)
+
+
+@pytest.mark.parametrize(
+    ("peer", "header", "expected"),
+    [
+        ("203.0.113.1", ["198.51.100.1"], "203.0.113.1"),  # untrusted peer: header ignored
+        ("10.0.0.1", [], "10.0.0.1"),  # trusted peer without header
+        ("10.0.0.1", ["198.51.100.1"], "198.51.100.1"),
+        ("10.0.0.1", ["6.6.6.6, 198.51.100.1"], "198.51.100.1"),  # left part is client's
+        ("10.0.0.1", ["198.51.100.1, 10.0.0.2"], "198.51.100.1"),  # skip trusted hops
+        ("10.0.0.1", ["6.6.6.6", "198.51.100.1"], "198.51.100.1"),  # repeated headers
+        ("10.0.0.1", ["10.0.0.3, 10.0.0.2"], "10.0.0.3"),  # all trusted
+        ("10.0.0.1", ["garbage"], "garbage"),
+        ("10.0.0.1", ["x" * 200], "x" * 64),
+        ("::1", ["2001:db8::1"], "2001:db8::1"),
+        (None, [], "unknown"),
+    ],
+)
+def test_client_ip(peer: str | None, header: list[str], expected: str) -> None:
+    settings = Settings(trusted_proxies="10.0.0.0/8, ::1")
+    assert client_ip(peer, header, settings.trusted_proxies) == expected
+
+
+async def test_rate_limits_are_counted_in_metrics(make_auth: MakeAuth) -> None:
+    auth = await make_auth(login_rate_limit=1, rate_limit_clock=Clock())
+    await _login(auth, "counted")
+    auth.expect_error(await _login(auth, "counted"), 429)
+    text = (await auth.client.get("/metrics")).text
+    assert 'roomcast_auth_rate_limited_total{endpoint="login",key="ip"}' in text
+    assert 'roomcast_auth_logins_total{result="rate_limited"}' in text
