@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NatsClient
+from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,21 @@ RECONNECT_WAIT_SECONDS = 0.5
 RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024
 
 
+_CONNECTED_GAUGES: dict[str, Gauge] = {}
+
+
+def connected_gauge(name: str) -> Gauge:
+    """``roomcast_<service>_nats_connected``: 1 while the connection is up, so an alert
+    can tell "this service lost NATS" apart from "NATS is down"."""
+    service = re.sub(r"[^a-z0-9_]", "_", name.removeprefix("roomcast-").split("-")[0].lower())
+    if service not in _CONNECTED_GAUGES:
+        _CONNECTED_GAUGES[service] = Gauge(
+            f"roomcast_{service}_nats_connected",
+            "1 while this process is connected to NATS, else 0.",
+        )
+    return _CONNECTED_GAUGES[service]
+
+
 async def connect_nats(
     url: str,
     *,
@@ -29,22 +46,32 @@ async def connect_nats(
     on_disconnected: Callable[[], Awaitable[None]] | None = None,
     connect_timeout: float = 5.0,
 ) -> NatsClient:
-    """Connect to NATS, retrying forever after the first successful connection."""
+    """Connect to NATS, retrying forever after the first successful connection.
+
+    ``name`` is ``roomcast-<service>[-suffix]``; it names the connection on the server
+    and the ``roomcast_<service>_nats_connected`` gauge.
+    """
+    connected = connected_gauge(name)
 
     async def error_cb(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
     async def disconnected_cb() -> None:
         log.warning("nats disconnected")
+        connected.set(0)
         if on_disconnected is not None:
             await on_disconnected()
 
     async def reconnected_cb() -> None:
         log.info("nats reconnected")
+        connected.set(1)
         if on_reconnected is not None:
             await on_reconnected()
 
-    return await nats.connect(
+    async def closed_cb() -> None:
+        connected.set(0)
+
+    client = await nats.connect(
         servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
         connect_timeout=connect_timeout,
@@ -57,4 +84,7 @@ async def connect_nats(
         error_cb=error_cb,
         disconnected_cb=disconnected_cb,
         reconnected_cb=reconnected_cb,
+        closed_cb=closed_cb,
     )
+    connected.set(1)
+    return client
