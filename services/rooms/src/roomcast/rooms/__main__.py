@@ -1,0 +1,124 @@
+"""``python -m roomcast.rooms``: the rooms gRPC service and its HTTP side port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+from roomcast.common.lifecycle import (
+    run,
+    serve_until_stopped,
+    stop_event_on_signals,
+    uvicorn_server,
+)
+from roomcast.common.logging import configure_logging
+from roomcast.common.mongo import UNAVAILABLE_ERRORS, connect_mongo
+from roomcast.common.natsconn import connect_nats
+from roomcast.common.tokens import TokenVerifier
+from roomcast.rooms.server import RunningRooms, create_http_app, start_server
+from roomcast.rooms.settings import Settings
+
+log = logging.getLogger("roomcast.rooms")
+
+T = TypeVar("T")
+
+# Pause between attempts to reach MongoDB or NATS at startup: dependencies started at
+# the same time (docker compose, a fresh cluster) usually appear within seconds.
+STARTUP_RETRY_SECONDS = 1.0
+# Time allowed to hand buffered events to NATS at shutdown.
+NATS_DRAIN_SECONDS = 2.0
+
+
+def build_verifier(settings: Settings) -> TokenVerifier:
+    if settings.jwks_file:
+        log.warning("verifying tokens with a static JWKS file (dev/bench only)")
+        jwks = json.loads(Path(settings.jwks_file).read_text())
+        return TokenVerifier.from_jwks(
+            jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+    return TokenVerifier.from_url(
+        settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+
+
+async def _until_ready(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    errors: tuple[type[BaseException], ...],
+    stop: asyncio.Event,
+) -> T | None:
+    """Retry ``attempt`` until it succeeds (its value) or ``stop`` is set (None)."""
+    while not stop.is_set():
+        try:
+            return await attempt()
+        except errors as exc:
+            log.warning("%s not reachable yet: %r", what, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), STARTUP_RETRY_SECONDS)
+    return None
+
+
+async def serve(settings: Settings) -> None:
+    stop = stop_event_on_signals()
+    verifier = build_verifier(settings)
+    mongo = connect_mongo(
+        settings.mongo_url, timeout_ms=settings.mongo_timeout_ms, app_name="roomcast-rooms"
+    )
+    nats: NatsClient | None = None
+    running: RunningRooms | None = None
+    try:
+        nats = await _until_ready(
+            "NATS",
+            lambda: connect_nats(settings.nats_url, name="roomcast-rooms"),
+            (NatsError, OSError, TimeoutError),
+            stop,
+        )
+        if nats is None:
+            return
+        nats_client = nats
+        running = await _until_ready(
+            "MongoDB",
+            lambda: start_server(
+                settings, verifier=verifier, mongo_client=mongo, nats_client=nats_client
+            ),
+            UNAVAILABLE_ERRORS,
+            stop,
+        )
+        if running is None:
+            return
+        http = uvicorn_server(
+            create_http_app(running.store),
+            settings.host,
+            settings.http_port,
+            grace_seconds=settings.shutdown_grace_seconds,
+        )
+        log.info("rooms ready", extra={"grpc_port": running.port, "http_port": settings.http_port})
+        await serve_until_stopped(http, stop)
+    finally:
+        log.info("rooms stopping")
+        if running is not None:
+            await running.stop(settings.shutdown_grace_seconds)
+        if nats is not None:
+            try:
+                await asyncio.wait_for(nats.drain(), NATS_DRAIN_SECONDS)
+            except (NatsError, TimeoutError) as exc:
+                log.warning("nats drain: %r", exc)
+        await mongo.close()
+        log.info("rooms stopped")
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("rooms", settings.log_level)
+    run(lambda: serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The one server interceptor of the Rooms service: maps errors to gRPC status codes
+(through :func:`roomcast.rooms.errors.grpc_status_for`, the only mapping) and records
+request counts and latency per RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import grpc
+from roomcast.rooms.errors import grpc_status_for
+from roomcast.rooms.metrics import GRPC_DURATION, GRPC_REQUESTS
+from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Rooms"].full_name
+_PREFIX = f"/{SERVICE_NAME}/"
+# The metric label set is bounded by the proto: only these names are ever used.
+RPC_NAMES = frozenset(pb.DESCRIPTOR.services_by_name["Rooms"].methods_by_name)
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class RoomsInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(_PREFIX):
+            return handler  # health, reflection, unknown methods: untouched
+        name = method[len(_PREFIX) :]
+        if name not in RPC_NAMES or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap(name, cast(Behavior, handler.unary_unary)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _wrap(name: str, behavior: Behavior) -> Behavior:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await behavior(request, context)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client went away or the server stops
+            raise
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            mapped = grpc_status_for(exc)
+            if mapped is None:
+                log.exception("unhandled error in %s", name)
+                code, message = grpc.StatusCode.INTERNAL, "internal: internal error"
+            else:
+                code, message = mapped
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    log.warning("%s: dependency unavailable: %r", name, exc)
+            await context.abort(code, message)
+        finally:
+            GRPC_REQUESTS.labels(name, code.name).inc()
+            GRPC_DURATION.labels(name).observe(time.perf_counter() - start)
+
+    return wrapped

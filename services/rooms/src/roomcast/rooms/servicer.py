@@ -1,0 +1,382 @@
+"""The ``roomcast.rooms.v1.Rooms`` servicer: authenticate, validate, apply the policy,
+change MongoDB, publish the event. Errors are raised as domain errors; the
+interceptor maps them to gRPC status codes."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import grpc
+from roomcast.common.grpcmeta import token_from_metadata
+from roomcast.common.ratelimit import KeyedRateLimiter
+from roomcast.common.subjects import is_object_id
+from roomcast.common.tokens import AccessClaims, TokenVerifier
+from roomcast.rooms import policy
+from roomcast.rooms import validation as v
+from roomcast.rooms.convert import ROLE_OUT, VISIBILITY_OUT, member_message, room_message
+from roomcast.rooms.errors import (
+    ConcurrentChange,
+    DirectRoomFixed,
+    InvalidArgument,
+    MemberNotFound,
+    NotAuthenticated,
+    RoomNotFound,
+    TooManyRequests,
+)
+from roomcast.rooms.events import EventPublisher, EventType
+from roomcast.rooms.listing import RoomListing
+from roomcast.rooms.policy import Role, RoleChange, Visibility
+from roomcast.rooms.records import MemberRecord, RoomRecord
+from roomcast.rooms.store import RoomStore
+from roomcast.rooms.tokencache import CachingVerifier
+from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
+from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class RoomsServicer(pb_grpc.RoomsServicer):
+    def __init__(
+        self,
+        store: RoomStore,
+        verifier: TokenVerifier,
+        events: EventPublisher,
+        *,
+        create_rooms_per_minute: int,
+    ) -> None:
+        self.store = store
+        self.listing = RoomListing(store)
+        self.verifier = CachingVerifier(verifier)
+        self.events = events
+        self.create_limiter = KeyedRateLimiter(capacity=create_rooms_per_minute, per_seconds=60.0)
+
+    # ----------------------------------------------------------------- helpers
+
+    async def _caller(self, context: Context) -> AccessClaims:
+        token = token_from_metadata(context.invocation_metadata())
+        if token is None:
+            raise NotAuthenticated("missing bearer token in the authorization metadata")
+        claims = await self.verifier.verify(token)
+        if not is_object_id(claims.user_id):
+            raise NotAuthenticated("token subject is not a user id", code="invalid_token")
+        return claims
+
+    async def _visible_room(
+        self, room_id: str, caller: AccessClaims
+    ) -> tuple[RoomRecord, MemberRecord | None]:
+        """The room and the caller's membership; RoomNotFound unless the caller may see
+        it (a private room is indistinguishable from a missing one to outsiders)."""
+        room, member = await self.store.get_room_and_member(room_id, caller.user_id)
+        role = member.role if member is not None else None
+        if room is None or not policy.can_see(
+            room.visibility, role, global_admin=caller.is_global_admin
+        ):
+            raise RoomNotFound()
+        return room, member
+
+    def _limit_creations(self, user_id: str) -> None:
+        wait = self.create_limiter.hit(user_id)
+        if wait > 0:
+            raise TooManyRequests("too many rooms created; retry later", retry_after=wait)
+
+    # -------------------------------------------------------------------- rooms
+
+    async def CreateRoom(
+        self, request: pb.CreateRoomRequest, context: Context
+    ) -> pb.CreateRoomResponse:
+        caller = await self._caller(context)
+        name = v.parse_name(request.name)
+        topic = v.parse_topic(request.topic)
+        visibility = v.parse_visibility(request.visibility, allow_unspecified=False)
+        assert visibility is not None
+        self._limit_creations(caller.user_id)
+        room, owner = await self.store.create_room(
+            owner_id=caller.user_id,
+            name=name,
+            name_key=v.name_key(name),
+            topic=topic,
+            visibility=visibility,
+        )
+        await self.events.publish(
+            EventType.MEMBER_JOINED,
+            room.id,
+            actor_id=caller.user_id,
+            user_id=owner.user_id,
+            role=owner.role,
+        )
+        return pb.CreateRoomResponse(room=room_message(room, owner.role))
+
+    async def GetRoom(self, request: pb.GetRoomRequest, context: Context) -> pb.GetRoomResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        room, member = await self._visible_room(room_id, caller)
+        return pb.GetRoomResponse(room=room_message(room, member.role if member else None))
+
+    async def ListRooms(
+        self, request: pb.ListRoomsRequest, context: Context
+    ) -> pb.ListRoomsResponse:
+        caller = await self._caller(context)
+        limit = v.parse_limit(request.limit)
+        prefix = v.parse_name_prefix(request.name_prefix)
+        if request.scope in (pb.LIST_SCOPE_UNSPECIFIED, pb.LIST_SCOPE_PUBLIC):
+            after = v.decode_cursor(v.PUBLIC_ROOMS, request.cursor)
+            rooms = await self.listing.list_public(
+                name_prefix=prefix, after_id=after, limit=limit + 1
+            )
+            page = rooms[:limit]
+            roles = await self.listing.roles_of(caller.user_id, [r.id for r in page])
+            more = len(rooms) > limit
+            return pb.ListRoomsResponse(
+                rooms=[room_message(r, roles.get(r.id)) for r in page],
+                next_cursor=v.encode_cursor(v.PUBLIC_ROOMS, page[-1].id) if more else "",
+            )
+        if request.scope != pb.LIST_SCOPE_JOINED:
+            raise InvalidArgument("scope must be LIST_SCOPE_PUBLIC or LIST_SCOPE_JOINED")
+        after = v.decode_cursor(v.JOINED_ROOMS, request.cursor)
+        items, last, exhausted = await self.listing.list_joined(
+            caller.user_id, name_prefix=prefix, after_id=after, want=limit + 1
+        )
+        next_cursor = ""
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = v.encode_cursor(v.JOINED_ROOMS, items[-1][0].id)
+        elif not exhausted and last is not None:
+            # The scan limit stopped the walk: a short page, resume after what was read.
+            next_cursor = v.encode_cursor(v.JOINED_ROOMS, last)
+        return pb.ListRoomsResponse(
+            rooms=[room_message(room, role) for room, role in items], next_cursor=next_cursor
+        )
+
+    async def UpdateRoom(
+        self, request: pb.UpdateRoomRequest, context: Context
+    ) -> pb.UpdateRoomResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        name = v.parse_name(request.name) if request.HasField("name") else None
+        topic = v.parse_topic(request.topic) if request.HasField("topic") else None
+        visibility = v.parse_visibility(request.visibility, allow_unspecified=True)
+        room, member = await self._visible_room(room_id, caller)
+        policy.require_not_direct(room.visibility)
+        my_role = policy.require_manager(member.role if member else None)
+        changes: dict[str, Any] = {}
+        if name is not None and name != room.name:
+            changes["name"] = name
+            changes["name_key"] = v.name_key(name)
+        if topic is not None and topic != room.topic:
+            changes["topic"] = topic
+        if visibility is not None and visibility is not room.visibility:
+            changes["visibility"] = visibility.value
+        if not changes:
+            return pb.UpdateRoomResponse(room=room_message(room, my_role))
+        updated = await self.store.update_room(room_id, changes)
+        await self.events.publish(
+            EventType.ROOM_UPDATED, room_id, actor_id=caller.user_id, room=updated
+        )
+        return pb.UpdateRoomResponse(room=room_message(updated, my_role))
+
+    async def DeleteRoom(
+        self, request: pb.DeleteRoomRequest, context: Context
+    ) -> pb.DeleteRoomResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        _, member = await self._visible_room(room_id, caller)
+        policy.check_delete(member.role if member else None, global_admin=caller.is_global_admin)
+        await self.store.delete_room(room_id)
+        await self.events.publish(EventType.ROOM_DELETED, room_id, actor_id=caller.user_id)
+        return pb.DeleteRoomResponse()
+
+    async def RotateInviteCode(
+        self, request: pb.RotateInviteCodeRequest, context: Context
+    ) -> pb.RotateInviteCodeResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        room, member = await self._visible_room(room_id, caller)
+        policy.require_not_direct(room.visibility)
+        policy.require_manager(member.role if member else None)
+        # No event: nothing another member (or a gateway cache) sees has changed.
+        return pb.RotateInviteCodeResponse(invite_code=await self.store.rotate_invite_code(room_id))
+
+    async def OpenDirectRoom(
+        self, request: pb.OpenDirectRoomRequest, context: Context
+    ) -> pb.OpenDirectRoomResponse:
+        caller = await self._caller(context)
+        other = v.parse_id(request.user_id, "user_id")
+        if other == caller.user_id:
+            raise InvalidArgument("cannot open a direct room with yourself")
+        created = False
+        room = await self.store.find_direct(caller.user_id, other)
+        if room is None:
+            self._limit_creations(caller.user_id)
+            room, created = await self.store.create_direct(caller.user_id, other)
+        await self.store.ensure_direct_members(room)
+        if created:
+            for user_id in room.direct_user_ids:
+                await self.events.publish(
+                    EventType.MEMBER_JOINED,
+                    room.id,
+                    actor_id=caller.user_id,
+                    user_id=user_id,
+                    role=Role.MEMBER,
+                )
+        return pb.OpenDirectRoomResponse(room=room_message(room, Role.MEMBER), created=created)
+
+    # --------------------------------------------------------------- membership
+
+    async def JoinRoom(self, request: pb.JoinRoomRequest, context: Context) -> pb.JoinRoomResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        invite_code = v.parse_invite_code(request.invite_code)
+        room, member = await self.store.get_room_and_member(room_id, caller.user_id)
+        if room is None:
+            raise RoomNotFound()
+        if member is not None:
+            if room.visibility is Visibility.DIRECT:
+                raise DirectRoomFixed()
+            # Already a member: idempotent, no second membership and no second event.
+            return pb.JoinRoomResponse(
+                room=room_message(room, member.role), member=member_message(member)
+            )
+        if room.visibility is Visibility.DIRECT:
+            raise RoomNotFound()
+        if room.visibility is Visibility.PRIVATE and not (
+            invite_code and secrets.compare_digest(invite_code, room.invite_code)
+        ):
+            # A wrong code must not reveal that the room exists.
+            raise RoomNotFound()
+        member, inserted, room = await self.store.add_member(
+            room_id, caller.user_id, Role.MEMBER, visibility=room.visibility
+        )
+        if inserted:
+            await self.events.publish(
+                EventType.MEMBER_JOINED,
+                room_id,
+                actor_id=caller.user_id,
+                user_id=caller.user_id,
+                role=member.role,
+            )
+        return pb.JoinRoomResponse(
+            room=room_message(room, member.role), member=member_message(member)
+        )
+
+    async def LeaveRoom(
+        self, request: pb.LeaveRoomRequest, context: Context
+    ) -> pb.LeaveRoomResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        room, member = await self._visible_room(room_id, caller)
+        policy.require_not_direct(room.visibility)
+        if member is None:
+            return pb.LeaveRoomResponse()  # not a member of a visible room: nothing to do
+        policy.check_leave(member.role)
+        if not await self.store.remove_member(room_id, caller.user_id, role=member.role):
+            if await self.store.get_member(room_id, caller.user_id) is not None:
+                raise ConcurrentChange("your role changed concurrently; retry")
+            return pb.LeaveRoomResponse()  # a concurrent leave already removed it
+        await self.events.publish(
+            EventType.MEMBER_LEFT, room_id, actor_id=caller.user_id, user_id=caller.user_id
+        )
+        return pb.LeaveRoomResponse()
+
+    async def ListMembers(
+        self, request: pb.ListMembersRequest, context: Context
+    ) -> pb.ListMembersResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        limit = v.parse_limit(request.limit)
+        after = v.decode_cursor(v.MEMBERS, request.cursor)
+        await self._visible_room(room_id, caller)
+        members = await self.listing.list_members(room_id, after_user_id=after, limit=limit + 1)
+        page = members[:limit]
+        more = len(members) > limit
+        return pb.ListMembersResponse(
+            members=[member_message(m) for m in page],
+            next_cursor=v.encode_cursor(v.MEMBERS, page[-1].user_id) if more else "",
+        )
+
+    async def _target(
+        self, room_id: str, user_id: str, caller: AccessClaims
+    ) -> tuple[RoomRecord, Role, MemberRecord]:
+        """Common checks of SetMemberRole and RemoveMember, in the order that leaks
+        nothing: visibility, then the caller's own role, then the target."""
+        room, member = await self._visible_room(room_id, caller)
+        policy.require_not_direct(room.visibility)
+        my_role = policy.require_manager(member.role if member else None)
+        target = await self.store.get_member(room_id, user_id)
+        if target is None:
+            raise MemberNotFound()
+        return room, my_role, target
+
+    async def SetMemberRole(
+        self, request: pb.SetMemberRoleRequest, context: Context
+    ) -> pb.SetMemberRoleResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        user_id = v.parse_id(request.user_id, "user_id")
+        new_role = v.parse_role(request.role)
+        if user_id == caller.user_id:
+            raise InvalidArgument("cannot change your own role (transfer ownership or leave)")
+        _, my_role, target = await self._target(room_id, user_id, caller)
+        change = policy.check_set_role(my_role, target.role, new_role)
+        if change is RoleChange.NONE:
+            return pb.SetMemberRoleResponse(member=member_message(target))
+        if change is RoleChange.SET:
+            updated = await self.store.set_role(room_id, user_id, old=target.role, new=new_role)
+            await self.events.publish(
+                EventType.ROLE_CHANGED,
+                room_id,
+                actor_id=caller.user_id,
+                user_id=user_id,
+                role=updated.role,
+            )
+            return pb.SetMemberRoleResponse(member=member_message(updated))
+        promoted, demoted, room = await self.store.transfer_ownership(
+            room_id, old_owner=caller.user_id, new_owner=user_id, new_owner_role=target.role
+        )
+        for changed in (promoted, demoted):
+            await self.events.publish(
+                EventType.ROLE_CHANGED,
+                room_id,
+                actor_id=caller.user_id,
+                user_id=changed.user_id,
+                role=changed.role,
+            )
+        await self.events.publish(
+            EventType.ROOM_UPDATED, room_id, actor_id=caller.user_id, room=room
+        )
+        return pb.SetMemberRoleResponse(member=member_message(promoted))
+
+    async def RemoveMember(
+        self, request: pb.RemoveMemberRequest, context: Context
+    ) -> pb.RemoveMemberResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        user_id = v.parse_id(request.user_id, "user_id")
+        if user_id == caller.user_id:
+            raise InvalidArgument("cannot remove yourself; use LeaveRoom")
+        _, my_role, target = await self._target(room_id, user_id, caller)
+        policy.check_remove(my_role, target.role)
+        if not await self.store.remove_member(room_id, user_id, role=target.role):
+            if await self.store.get_member(room_id, user_id) is not None:
+                raise ConcurrentChange("the member's role changed concurrently; retry")
+            return pb.RemoveMemberResponse()  # already gone: the outcome asked for
+        await self.events.publish(
+            EventType.MEMBER_REMOVED, room_id, actor_id=caller.user_id, user_id=user_id
+        )
+        return pb.RemoveMemberResponse()
+
+    async def CheckMembership(
+        self, request: pb.CheckMembershipRequest, context: Context
+    ) -> pb.CheckMembershipResponse:
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        found = await self.store.visibility_and_role(room_id, caller.user_id)
+        if found is None:
+            raise RoomNotFound()
+        visibility, role_name = Visibility(found[0]), found[1]
+        role = Role(role_name) if role_name else None
+        if not policy.can_see(visibility, role, global_admin=caller.is_global_admin):
+            raise RoomNotFound()
+        return pb.CheckMembershipResponse(
+            member=role is not None, role=ROLE_OUT[role], visibility=VISIBILITY_OUT[visibility]
+        )
