@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
+
 from roomcast.common.errors import Unauthenticated
 from roomcast.common.tokens import TokenSigner, TokenVerifier
 

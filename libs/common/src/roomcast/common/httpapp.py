@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from roomcast.common.errors import RateLimited, RoomcastError, error_body, http_status_for
 from roomcast.common.logging import request_id_var
 from roomcast.common.metrics import HttpMetrics, HttpMetricsMiddleware, render_metrics
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +70,33 @@ class BodySizeLimitMiddleware:
                     await self._reject(send)
                     return
         seen = 0
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Over the limit: answer 413 ourselves and tell the app the client left, so
+            # it stops reading; whatever it answers afterwards is dropped.
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _BodyTooLarge
+                    rejected = True
+                    await self._reject(send)
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message: Message) -> None:
+            if not rejected:
+                await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await self._reject(send)
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            # The app may fail on the disconnect we handed it; the client has its 413.
+            if not rejected:
+                raise
 
     async def _reject(self, send: Send) -> None:
         response = JSONResponse(
@@ -90,10 +104,6 @@ class BodySizeLimitMiddleware:
             status_code=413,
         )
         await response({"type": "http"}, _empty_receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 async def _empty_receive() -> Message:

@@ -49,6 +49,9 @@ def uvicorn_server(app: Any, host: str, port: int, *, grace_seconds: float) -> u
         # Clients behind a balancer keep connections open; 30 s is above typical
         # balancer idle timeouts (e.g. 60 s would outlive a restart needlessly).
         timeout_keep_alive=30,
+        # Client addresses from X-Forwarded-For are trusted only by our own explicit
+        # trusted-proxy settings, never implicitly because the peer is 127.0.0.1.
+        proxy_headers=False,
     )
     return _ServerWithoutSignals(config)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+
 from roomcast.common.errors import DependencyUnavailable
 
 # The exceptions that mean "MongoDB is unreachable", as opposed to a bad query.

@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from roomcast.common.errors import DependencyUnavailable, Unauthenticated
 
 ALGORITHM = "EdDSA"
