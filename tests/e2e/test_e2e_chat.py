@@ -9,7 +9,11 @@ import signal
 
 from e2e_helpers import eventually, new_user, open_socket
 
+from roomcast.client import Message
 from roomcast.testing.stack import Stack
+
+# 15 sends/s: under the default per-connection limit of 20 frames/s.
+SEND_INTERVAL_SECONDS = 1 / 15
 
 
 async def test_users_on_different_gateways_talk_in_one_order(e2e_stack: Stack) -> None:
@@ -87,28 +91,37 @@ async def _flow_through_gateway_loss(e2e_stack: Stack, how: signal.Signals) -> N
     reader_http = await new_user(url_a, "reader")
     room = await sender_http.create_room("resilient", visibility="public")
     await reader_http.join_room(room["id"])
-    sender, _ = await open_socket([url_a, url_b], sender_http)
+    sender, sent_items = await open_socket([url_a, url_b], sender_http)
     reader, collected = await open_socket([url_a, url_b], reader_http)
     try:
         await sender.subscribe(room["id"])
         await reader.subscribe(room["id"])
         acks: list[int] = []
-        total = 120
+        total = 90
 
         async def send_all() -> None:
+            # Paced under the gateway's 20 frames/s per connection (the documented limit).
             for i in range(total):
                 acks.append((await sender.send(room["id"], f"m{i}")).seq)
+                await asyncio.sleep(SEND_INTERVAL_SECONDS)
 
         sending = asyncio.create_task(send_all())
-        await collected.wait_for(lambda: len(collected.messages) >= 20, "flow started")
+        await collected.wait_for(lambda: len(collected.messages) >= 15, "flow started")
         gateway_a = e2e_stack.services["gateway-a"]
         if how is signal.SIGKILL:
             gateway_a.kill()
         else:
             gateway_a.signal(how)
             assert gateway_a.wait(30) == 0, gateway_a.log_tail()
-        async with asyncio.timeout(60):
-            await sending
+        try:
+            async with asyncio.timeout(60):
+                await sending
+        except TimeoutError:
+            raise AssertionError(
+                f"sends stalled after {len(acks)} acks: sender {sender.stats.as_dict()}, "
+                f"reader {reader.stats.as_dict()}, sender items "
+                f"{[i for i in sent_items.items if not isinstance(i, Message)]}"
+            ) from None
         await collected.wait_for(lambda: len(collected.seqs(room["id"])) >= total, "all acked")
         received = collected.seqs(room["id"])
         assert len(acks) == total
