@@ -1,0 +1,461 @@
+"""One WebSocket client: a picows listener with its auth state, rate limit and rooms.
+
+Frames arrive in ``on_ws_frame`` (synchronous). Cheap work (parsing, validation, rate
+limiting, ping) happens there; commands that wait on something (auth, subscribe,
+unsubscribe, send) go to a per-socket queue worked by one task at a time, so a client's
+commands take effect in the order it sent them (its messages in one room are stored in
+send order). The task exists only while the queue is non-empty.
+
+Writes go straight to the transport (``write``) with frames built by protocol.py. The
+transport's high-water mark is the send-buffer limit: crossing it calls
+``pause_writing``, which closes the socket with 4009 outside the fan-out loop; replays
+instead wait for the socket to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from picows import WSFrame, WSListener, WSMsgType, WSTransport
+
+from roomcast.common.errors import DependencyUnavailable, RoomcastError, Unauthenticated
+from roomcast.common.ratelimit import TokenBucket
+from roomcast.common.tokens import AccessClaims
+from roomcast.gateway import metrics
+from roomcast.gateway.errors import (
+    ClientIdReused,
+    CloseCode,
+    Draining,
+    FrameRateLimited,
+    InvalidFrame,
+    SessionUserMismatch,
+    TooManySubscriptions,
+    Unavailable,
+    Unsupported,
+    close_code_for,
+)
+from roomcast.gateway.protocol import (
+    PONG_FRAME,
+    Auth,
+    Command,
+    FrameError,
+    Ping,
+    Presence,
+    Read,
+    Send,
+    Subscribe,
+    Typing,
+    Unsubscribe,
+    ack_frame,
+    command_ref,
+    error_frame,
+    message_record,
+    parse_frame,
+    ready_frame,
+    record_headers,
+    unsubscribed_frame,
+    ws_text,
+)
+
+if TYPE_CHECKING:
+    from roomcast.gateway.fanout import RoomChannel
+    from roomcast.gateway.hub import Hub
+
+log = logging.getLogger(__name__)
+
+# Commands waiting behind a slow one (a send while NATS is slow) before more are refused;
+# the rate limit keeps a well-behaved client far below it.
+MAX_QUEUED_COMMANDS = 64
+# After the gateway's close frame, how long the client has to answer with its own before
+# the TCP connection is aborted. Closing TCP at once would make the client's in-flight
+# frames draw a RST that can destroy the close frame unread; a reader that stopped
+# reading (4009) must not hold the connection open either.
+CLOSE_LINGER_SECONDS = 5.0
+# How long a replay waits for a socket over its send-buffer limit to drain before the
+# socket counts as too slow.
+DRAIN_TIMEOUT_SECONDS = 10.0
+# Close reasons are capped to fit the 123-byte limit of a close frame.
+MAX_CLOSE_REASON_BYTES = 120
+
+
+def _noop_write(_: bytes) -> None:
+    return None
+
+
+class Connection(WSListener):
+    def __init__(self, hub: Hub) -> None:
+        super().__init__()
+        self.hub = hub
+        settings = hub.settings
+        self.loop = asyncio.get_running_loop()
+        self.transport: WSTransport | None = None
+        self.write: Callable[[bytes], object] = _noop_write
+        self.claims: AccessClaims | None = None
+        self.user_id = ""
+        self.rooms: dict[str, RoomChannel] = {}
+        self.closed = False
+        self.paused = False
+        self._auth_started = False
+        self._bucket = TokenBucket.full(
+            settings.rate_limit_burst, settings.rate_limit_per_second, time.monotonic()
+        )
+        self._violations: deque[float] = deque()
+        self._queue: deque[Command] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._fragments: bytearray | None = None
+        self._fragment_type = WSMsgType.TEXT
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._replaying = 0
+
+    # --- picows callbacks ----------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        underlying = transport.underlying_transport
+        underlying.set_write_buffer_limits(high=self.hub.settings.max_send_buffer_bytes)
+        self.write = underlying.write
+        self.hub.add(self)
+        self._auth_timer = self.loop.call_later(
+            self.hub.settings.auth_timeout_seconds, self._auth_timed_out
+        )
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.closed:
+            # Closing: the client's close frame completes the handshake.
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.disconnect()
+            return
+        try:
+            self._on_frame(transport, frame)
+        except Exception:
+            log.exception("frame handling failed")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.closed:
+            self.closed = True
+            self._cleanup()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        self._wake_writers()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        if not self._replaying:
+            self.too_slow()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake_writers()
+
+    # --- frames --------------------------------------------------------------------
+
+    def _on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY:
+            if self._fragments is not None:
+                self.close(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
+            elif frame.fin:
+                self._on_message(kind, frame.get_payload_as_bytes())
+            else:
+                self._fragments = bytearray(frame.get_payload_as_memoryview())
+                self._fragment_type = kind
+        elif kind == WSMsgType.CONTINUATION:
+            if self._fragments is None:
+                self.close(CloseCode.PROTOCOL_ERROR, "continuation without a message")
+                return
+            self._fragments += frame.get_payload_as_memoryview()
+            if len(self._fragments) > self.hub.settings.max_frame_bytes:
+                self._fragments = None
+                self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+            elif frame.fin:
+                data, self._fragments = bytes(self._fragments), None
+                self._on_message(self._fragment_type, data)
+        elif kind == WSMsgType.CLOSE:
+            # The client closes: echo its code (RFC 6455), or 1000 when it sent none
+            # or one that must not appear on the wire (1005, 1006, 1015).
+            self.closed = True
+            self._cleanup()
+            code = int(frame.get_close_code().value)
+            if not 1000 <= code <= 4999 or code in (1005, 1006, 1015):
+                code = CloseCode.NORMAL
+            transport.send_close(code)  # type: ignore[arg-type]
+            transport.disconnect()
+
+    def _on_message(self, kind: WSMsgType, data: bytes) -> None:
+        if not self._within_rate():
+            return
+        if kind == WSMsgType.BINARY:
+            if not self._auth_started:
+                self._reject_unauthenticated("the first frame must be an auth frame")
+            else:
+                self._error(InvalidFrame("frames must be JSON text"), None)
+            return
+        try:
+            command = parse_frame(data, max_body_chars=self.hub.settings.max_body_chars)
+        except FrameError as exc:
+            if not self._auth_started:
+                self._reject_unauthenticated("the first frame must be an auth frame")
+            else:
+                self._error(exc.error, exc.ref)
+            return
+        if not self._auth_started:
+            if not isinstance(command, Auth):
+                self._reject_unauthenticated("the first frame must be an auth frame")
+                return
+            self._auth_started = True
+        if isinstance(command, Ping):
+            self.send_payload(PONG_FRAME)
+        elif isinstance(command, Typing | Read | Presence):
+            # Typing, read markers and presence are ephemeral features served later.
+            self._error(Unsupported("not supported by this gateway yet"), command_ref(command))
+        elif len(self._queue) >= MAX_QUEUED_COMMANDS:
+            self._error(FrameRateLimited("too many commands in flight"), command_ref(command))
+        else:
+            self._queue.append(command)
+            if self._worker is None:
+                self._worker = self.loop.create_task(self._work())
+
+    def _within_rate(self) -> bool:
+        now = time.monotonic()
+        if self._bucket.take(now) == 0.0:
+            return True
+        metrics.RATE_LIMITED.inc()
+        settings = self.hub.settings
+        window_start = now - settings.rate_limit_violation_window_seconds
+        violations = self._violations
+        while violations and violations[0] < window_start:
+            violations.popleft()
+        violations.append(now)
+        if len(violations) >= settings.rate_limit_max_violations:
+            self.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
+        else:
+            self._error(FrameRateLimited("too many frames, slow down"), None)
+        return False
+
+    # --- commands ------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                command = self._queue.popleft()
+                try:
+                    await self._execute(command)
+                except RoomcastError as exc:
+                    self._fail(exc, command_ref(command))
+                except Exception:
+                    log.exception("command failed")
+                    self._error(RoomcastError("internal error"), command_ref(command))
+        finally:
+            self._worker = None
+
+    async def _execute(self, command: Command) -> None:
+        if isinstance(command, Send):
+            await self._send(command)
+        elif isinstance(command, Subscribe):
+            await self._subscribe(command)
+        elif isinstance(command, Unsubscribe):
+            self.hub.fanout_or_fail().unsubscribe(self, command.room)
+            self.send_payload(unsubscribed_frame(command.room))
+        elif isinstance(command, Auth):
+            await self._authenticate(command.token)
+
+    async def _authenticate(self, token: str) -> None:
+        first = self.claims is None
+        try:
+            claims = await self.hub.verifier.verify(token)
+        except Unauthenticated as exc:
+            if first:
+                self._error(exc, None)
+                self.close(CloseCode.UNAUTHENTICATED, exc.message)
+            else:
+                self._error(exc, None)  # the current token stays valid until it expires
+            return
+        except DependencyUnavailable:
+            if first:
+                self._error(Unavailable("cannot verify tokens right now"), None)
+                self.close(CloseCode.TRY_AGAIN_LATER, "token verification unavailable")
+            else:
+                self._error(Unavailable("cannot verify tokens right now"), None)
+            return
+        if self.closed:
+            return
+        if first:
+            if self._auth_timer is not None:
+                self._auth_timer.cancel()
+                self._auth_timer = None
+            self.claims = claims
+            self.user_id = claims.user_id
+            self.hub.authenticated(self)
+        elif claims.user_id != self.user_id:
+            raise SessionUserMismatch("a socket stays with the user it authenticated as")
+        else:
+            self.claims = claims
+        self._schedule_expiry(claims.expires_at)
+        self.send_payload(ready_frame(claims))
+
+    async def _subscribe(self, command: Subscribe) -> None:
+        hub = self.hub
+        if hub.draining:
+            raise Draining("gateway restarting")
+        if command.room not in self.rooms and (
+            len(self.rooms) >= hub.settings.max_subscriptions_per_connection
+        ):
+            raise TooManySubscriptions(
+                f"at most {hub.settings.max_subscriptions_per_connection} subscriptions"
+            )
+        assert self.claims is not None
+        await hub.membership.require_member(self.claims, command.room)
+        if self.closed:
+            return
+        self._replaying += 1
+        try:
+            await hub.fanout_or_fail().subscribe(self, command.room, command.since)
+        finally:
+            self._replaying -= 1
+        if self.paused and not self._replaying:
+            await self.wait_writable()
+
+    async def _send(self, command: Send) -> None:
+        hub = self.hub
+        assert self.claims is not None
+        result = "error"
+        try:
+            if hub.draining:
+                raise Draining("gateway restarting")
+            stream = hub.stream_or_fail()
+            await hub.membership.require_member(self.claims, command.room)
+            record = message_record(
+                room=command.room,
+                sender=self.claims,
+                content=command.content,
+                to=command.to,
+                client_id=command.client_id,
+            )
+            headers = record_headers(
+                sender_id=self.user_id, client_id=command.client_id, to=command.to
+            )
+            started = time.perf_counter()
+            with hub.publishing():
+                published = await stream.publish(command.room, record, headers)
+                metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+                if published.duplicate and not await stream.is_stored(command.room, published.seq):
+                    # The deduplication key is user:client_id; a client_id reused
+                    # for another room must not be acked with that room's message.
+                    raise ClientIdReused("client_id already used for another message")
+            result = "duplicate" if published.duplicate else "ok"
+        except RoomcastError as exc:
+            result = exc.code
+            raise
+        finally:
+            metrics.MESSAGES_SENT.labels(result).inc()
+        self.send_payload(
+            ack_frame(command.client_id, published.seq, duplicate=published.duplicate)
+        )
+
+    # --- auth lifetime -------------------------------------------------------------
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
+        if self.claims is None and not self.closed:
+            self._reject_unauthenticated("no auth frame in time")
+
+    def _reject_unauthenticated(self, message: str) -> None:
+        self._error(Unauthenticated(message), None)
+        self.close(CloseCode.UNAUTHENTICATED, message)
+
+    def _schedule_expiry(self, expires_at: float) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        delay = max(0.0, expires_at - time.time())
+        self._expiry_timer = self.loop.call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        self._expiry_timer = None
+        if self.closed or self.claims is None:
+            return
+        if self.claims.expires_at > time.time():  # refreshed meanwhile
+            self._schedule_expiry(self.claims.expires_at)
+            return
+        self._error(Unauthenticated("token expired", code="token_expired"), None)
+        self.close(CloseCode.UNAUTHENTICATED, "token expired")
+
+    # --- writing -------------------------------------------------------------------
+
+    def send_payload(self, payload: bytes) -> None:
+        """Frame and write one JSON payload (no-op once closing)."""
+        if self.closed:
+            return
+        try:
+            self.write(ws_text(payload))
+        except Exception:  # the transport is gone; on_ws_disconnected cleans up
+            return
+
+    def _error(self, error: RoomcastError, ref: str | None) -> None:
+        self.send_payload(error_frame(error.code, error.message, ref))
+
+    def _fail(self, error: RoomcastError, ref: str | None) -> None:
+        self._error(error, ref)
+        code = close_code_for(error)
+        if code is not None:
+            self.close(code, error.message)
+
+    def too_slow(self) -> None:
+        """Close with 4009, from a fresh loop iteration (never inside a fan-out loop)."""
+        if not self.closed:
+            self.loop.call_soon(self.close, CloseCode.TOO_SLOW, "too slow: send buffer full")
+
+    async def wait_writable(self) -> None:
+        """Wait until the socket's send buffer is under its limit (or close it)."""
+        if not self.paused or self.closed:
+            return
+        if self._writable is None or self._writable.done():
+            self._writable = self.loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writable), DRAIN_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self.close(CloseCode.TOO_SLOW, "too slow: send buffer full")
+
+    def _wake_writers(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    # --- closing -------------------------------------------------------------------
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame with ``code`` and drop the socket from everything."""
+        if self.closed:
+            return
+        self.closed = True
+        metrics.CLOSES.labels(str(int(code))).inc()
+        self._cleanup()
+        transport = self.transport
+        if transport is None:
+            return
+        # picows' enum lists only the 1xxx codes; it sends any int code as given.
+        transport.send_close(int(code), reason.encode()[:MAX_CLOSE_REASON_BYTES])  # type: ignore[arg-type]
+        # Wait for the client's close frame (on_ws_frame disconnects), bounded.
+        self._linger_timer = self.loop.call_later(
+            CLOSE_LINGER_SECONDS, transport.underlying_transport.abort
+        )
+
+    def _cleanup(self) -> None:
+        fanout = self.hub.fanout
+        if fanout is not None:
+            fanout.detach_all(self)
+        for timer in (self._auth_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        self._auth_timer = self._expiry_timer = None
+        self._queue.clear()
+        self.hub.remove(self)
+        self._wake_writers()

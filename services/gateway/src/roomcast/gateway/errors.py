@@ -1,0 +1,135 @@
+"""The gateway's errors and their mapping to WebSocket error frames and close codes.
+
+A handler raises one of these; the connection (the edge) turns it into an ``error``
+frame (``{"type":"error","code","message","ref"?}``) and, for the errors that end the
+session, a close code. The REST routes map the same classes to HTTP statuses through
+``roomcast.common.errors.http_status_for``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from roomcast.common.errors import (
+    Conflict,
+    DependencyUnavailable,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RoomcastError,
+    Unauthenticated,
+)
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the gateway sends (the public contract)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    RESTARTING = 1012
+    TRY_AGAIN_LATER = 1013
+    UNAUTHENTICATED = 4001
+    FORBIDDEN = 4003
+    RATE_LIMITED = 4008
+    TOO_SLOW = 4009
+
+
+class InvalidJson(InvalidInput):
+    """The frame is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class InvalidFrame(InvalidInput):
+    """The frame is valid JSON but not a valid command (wrong shape or field types)."""
+
+    code = "invalid_request"
+
+
+class UnknownType(InvalidInput):
+    """The frame's type is not a command the gateway knows."""
+
+    code = "unknown_type"
+
+
+class Unsupported(InvalidInput):
+    """A known command this gateway does not serve yet."""
+
+    code = "unsupported"
+
+
+class BodyTooLarge(PayloadTooLarge):
+    """A message body is longer than allowed."""
+
+    code = "payload_too_large"
+
+
+class NotMember(Forbidden):
+    """The caller is not a member of the room."""
+
+    code = "forbidden"
+
+
+class RoomNotFound(NotFound):
+    """The room does not exist or is private to its members."""
+
+    code = "not_found"
+
+
+class ClientIdReused(Conflict):
+    """The client_id of a send was already used by this user for another room's message
+    within the deduplication window."""
+
+    code = "client_id_reused"
+
+
+class TooManySubscriptions(InvalidInput):
+    """The socket already holds the maximum number of subscriptions."""
+
+    code = "too_many_subscriptions"
+
+
+class FrameRateLimited(RateLimited):
+    """Too many frames on this socket; slow down."""
+
+    code = "rate_limited"
+
+
+class AuthRequired(Unauthenticated):
+    """The first frame must be an auth frame."""
+
+    code = "unauthenticated"
+
+
+class SessionUserMismatch(Forbidden):
+    """A re-auth frame carried another user's token."""
+
+    code = "user_mismatch"
+
+
+class Unavailable(DependencyUnavailable):
+    """A dependency (NATS, rooms) is unreachable; retry."""
+
+    code = "unavailable"
+
+
+class Draining(DependencyUnavailable):
+    """This gateway is restarting; reconnect to another and resume."""
+
+    code = "gateway_restarting"
+
+
+def close_code_for(error: RoomcastError) -> CloseCode | None:
+    """The close code an error ends the socket with, or None if the socket stays open."""
+    if isinstance(error, SessionUserMismatch):
+        return CloseCode.FORBIDDEN
+    if isinstance(error, Unauthenticated):
+        return CloseCode.UNAUTHENTICATED
+    if isinstance(error, Draining):
+        return CloseCode.RESTARTING
+    return None

@@ -1,0 +1,134 @@
+"""Reactions to rooms' and auth's events (core NATS).
+
+``chat.events.room.<room_id>`` (from rooms), JSON ``{"type", "room_id", "user_id"?,
+"role"?, "actor_id"?, "at_ms"?, "room"?}``:
+
+- every event drops the affected membership cache entries;
+- ``member_left`` / ``member_removed``: the event is relayed to the room's sockets, then
+  the user's subscriptions to the room end (``unsubscribed`` with the event as reason);
+- ``room_deleted``: every subscription to the room ends;
+- other types are relayed to the room's sockets as ``{"type":"event", ...}``.
+
+``chat.events.user.<user_id>`` (from auth), ``{"type":"session_revoked", "user_id",
+"session_id"}``: the user's sockets authenticated under that session close with 4001.
+
+Presence and typing (ephemeral, ``ephemeral.room.<id>``) will get their own handler
+here, relayed the same way as events.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from nats.aio.msg import Msg
+
+from roomcast.common.subjects import is_object_id
+from roomcast.gateway import metrics
+from roomcast.gateway.errors import CloseCode
+from roomcast.gateway.hub import Hub
+from roomcast.gateway.protocol import event_frame
+
+log = logging.getLogger(__name__)
+
+MEMBER_JOINED = "member_joined"
+MEMBER_LEFT = "member_left"
+MEMBER_REMOVED = "member_removed"
+ROLE_CHANGED = "role_changed"
+ROOM_UPDATED = "room_updated"
+ROOM_DELETED = "room_deleted"
+ROOM_EVENTS = frozenset(
+    {MEMBER_JOINED, MEMBER_LEFT, MEMBER_REMOVED, ROLE_CHANGED, ROOM_UPDATED, ROOM_DELETED}
+)
+SESSION_REVOKED = "session_revoked"
+# Events are a few hundred bytes; anything much larger is not one of ours.
+MAX_EVENT_BYTES = 64 * 1024
+
+
+def _decode(msg: Msg) -> dict[str, Any] | None:
+    if len(msg.data) > MAX_EVENT_BYTES:
+        return None
+    try:
+        event = orjson.loads(msg.data)
+    except orjson.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and isinstance(event.get("type"), str) else None
+
+
+def public_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a room event clients see (``room`` → ``room_info``)."""
+    fields: dict[str, Any] = {}
+    for key in ("user_id", "role", "actor_id", "at_ms"):
+        value = event.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            fields[key] = value
+    room = event.get("room")
+    if isinstance(room, dict):
+        fields["room_info"] = room
+    return fields
+
+
+class EventRouter:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def on_room_event(self, msg: Msg) -> None:
+        try:
+            self.handle_room_event(msg)
+        except Exception:
+            log.exception("room event handling failed")
+
+    async def on_user_event(self, msg: Msg) -> None:
+        try:
+            self.handle_user_event(msg)
+        except Exception:
+            log.exception("user event handling failed")
+
+    def handle_room_event(self, msg: Msg) -> None:
+        event = _decode(msg)
+        room_id = event.get("room_id") if event is not None else None
+        if event is None or not is_object_id(room_id):
+            metrics.EVENTS_RECEIVED.labels("invalid").inc()
+            return
+        assert isinstance(room_id, str)
+        kind: str = event["type"]
+        metrics.EVENTS_RECEIVED.labels(kind if kind in ROOM_EVENTS else "other").inc()
+        user_id = event.get("user_id")
+        if user_id is not None and not is_object_id(user_id):
+            return
+        hub = self.hub
+        if user_id is not None:
+            hub.membership.invalidate(user_id, room_id)
+        if kind in (ROOM_DELETED, ROOM_UPDATED) or (user_id is None and kind in ROOM_EVENTS):
+            hub.membership.invalidate_room(room_id)
+        fanout = hub.fanout
+        if fanout is None:
+            return
+        frame = event_frame(room_id, kind, public_fields(event))
+        if kind == ROOM_DELETED:
+            fanout.end_subscriptions(room_id, user_id=None, reason=kind, notice=frame)
+            return
+        fanout.broadcast(room_id, frame)
+        if kind in (MEMBER_LEFT, MEMBER_REMOVED) and user_id is not None:
+            fanout.end_subscriptions(room_id, user_id=user_id, reason=kind, notice=None)
+
+    def handle_user_event(self, msg: Msg) -> None:
+        event = _decode(msg)
+        if event is None:
+            metrics.EVENTS_RECEIVED.labels("invalid").inc()
+            return
+        kind = event["type"]
+        metrics.EVENTS_RECEIVED.labels(kind if kind == SESSION_REVOKED else "other").inc()
+        if kind != SESSION_REVOKED:
+            return
+        user_id = event.get("user_id")
+        session_id = event.get("session_id")
+        if not is_object_id(user_id) or not isinstance(session_id, str) or not session_id:
+            return
+        assert isinstance(user_id, str)
+        closed = self.hub.close_sessions(
+            user_id, session_id, CloseCode.UNAUTHENTICATED, "session revoked"
+        )
+        if closed:
+            log.info("sockets of a revoked session closed", extra={"sockets": closed})

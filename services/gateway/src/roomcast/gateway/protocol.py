@@ -1,0 +1,336 @@
+"""The WebSocket protocol: client frames parsed into typed commands, server frames built.
+
+Every client frame is a JSON object with a string ``type``. Parsing validates every
+field's type and bounds before anything else looks at it; a bad frame raises
+:class:`FrameError` carrying the error to report and the ``ref`` (the client_id or room
+of the frame, when it could be read). docs/protocol.md is the reference.
+
+Message frames are built once per message per gateway from the stored record (a JSON
+object) by prefixing the sequence fields, never by decoding and re-encoding it.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from roomcast.common.errors import RoomcastError
+from roomcast.common.subjects import is_object_id
+from roomcast.common.tokens import AccessClaims
+from roomcast.gateway.errors import (
+    BodyTooLarge,
+    InvalidFrame,
+    InvalidJson,
+    UnknownType,
+)
+
+# client_id: chosen by the client to deduplicate retries; short and plain so it can sit
+# in a NATS header (Nats-Msg-Id) and in logs.
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# An access token is a compact JWS of a few hundred bytes; anything longer is not one.
+MAX_TOKEN_CHARS = 4096
+# Largest sequence number accepted in since/seq: JetStream sequences are uint64, but
+# nobody reaches 2^63 and it keeps every seq a signed 64-bit integer for clients.
+MAX_SEQ = 2**63 - 1
+
+# NATS headers the gateway sets on every chat record, so fan-out can route private
+# messages without decoding the payload. The payload stays the source of truth.
+HDR_MSG_ID = "Nats-Msg-Id"
+HDR_SENDER = "Roomcast-Sender"
+HDR_TO = "Roomcast-To"
+
+
+class FrameError(Exception):
+    """A client frame that cannot be executed: the error to report and its ref."""
+
+    def __init__(self, error: RoomcastError, ref: str | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.ref = ref
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    room: str
+    since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    room: str
+    client_id: str
+    content: str
+    to: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    room: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    room: str
+
+
+Command = Auth | Subscribe | Unsubscribe | Send | Ping | Typing | Read | Presence
+
+PING = Ping()
+
+
+def command_ref(command: Command) -> str | None:
+    """What an error about this command refers to: its client_id, else its room."""
+    if isinstance(command, Send):
+        return command.client_id
+    return getattr(command, "room", None)
+
+
+def _room(obj: dict[str, Any], ref: str | None) -> str:
+    room = obj.get("room")
+    if not is_object_id(room):
+        raise FrameError(InvalidFrame("room must be a room id (24 hex characters)"), ref)
+    assert isinstance(room, str)
+    return room
+
+
+def _seq(value: object, field: str, ref: str | None) -> int:
+    # bool is an int subclass: true/false are not sequence numbers.
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
+        raise FrameError(InvalidFrame(f"{field} must be a non-negative integer"), ref)
+    return value
+
+
+def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
+    """Parse one client frame or raise :class:`FrameError`."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise FrameError(InvalidJson("frame is not valid JSON")) from None
+    if not isinstance(obj, dict):
+        raise FrameError(InvalidFrame("frame must be a JSON object"))
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise FrameError(InvalidFrame("type must be a string"))
+    room_ref = obj.get("room") if is_object_id(obj.get("room")) else None
+
+    if kind == "send":
+        client_id = obj.get("client_id")
+        if not isinstance(client_id, str) or _CLIENT_ID.fullmatch(client_id) is None:
+            raise FrameError(
+                InvalidFrame("client_id must be 1-64 characters of A-Z a-z 0-9 _ -"), room_ref
+            )
+        room = _room(obj, client_id)
+        body = obj.get("body")
+        if not isinstance(body, dict) or body.get("type") != "text":
+            raise FrameError(
+                InvalidFrame('body must be {"type": "text", "content": ...}'), client_id
+            )
+        content = body.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise FrameError(InvalidFrame("body.content must be a non-empty string"), client_id)
+        if len(content) > max_body_chars:
+            raise FrameError(
+                BodyTooLarge(f"body.content exceeds {max_body_chars} characters"), client_id
+            )
+        to = obj.get("to")
+        if to is not None and not is_object_id(to):
+            raise FrameError(InvalidFrame("to must be a user id (24 hex characters)"), client_id)
+        return Send(room, client_id, content, to)
+    if kind == "subscribe":
+        room = _room(obj, None)
+        since = obj.get("since")
+        return Subscribe(room, None if since is None else _seq(since, "since", room))
+    if kind == "unsubscribe":
+        return Unsubscribe(_room(obj, None))
+    if kind == "ping":
+        return PING
+    if kind == "auth":
+        token = obj.get("token")
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise FrameError(InvalidFrame("token must be a non-empty string"))
+        return Auth(token)
+    if kind == "typing":
+        return Typing(_room(obj, None))
+    if kind == "read":
+        room = _room(obj, None)
+        return Read(room, _seq(obj.get("seq"), "seq", room))
+    if kind == "presence":
+        return Presence(_room(obj, None))
+    raise FrameError(UnknownType("unknown frame type"), room_ref)
+
+
+# --- records stored in the stream ----------------------------------------------------
+
+
+def utc_timestamp(now: float | None = None) -> str:
+    """ISO-8601 UTC with milliseconds: ``2026-01-31T12:00:00.123Z``."""
+    t = time.time() if now is None else now
+    ms = int(t * 1000) % 1000
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms:03d}Z"
+
+
+def message_record(
+    *, room: str, sender: AccessClaims, content: str, to: str | None, client_id: str
+) -> bytes:
+    """The JSON object stored in JetStream for one chat message.
+
+    It holds only what is known before the stream assigns the sequence; the gateway
+    adds ``seq``/``prev``/``id`` when it relays it, history when it stores it.
+    """
+    record: dict[str, Any] = {
+        "room": room,
+        "sender": {
+            "id": sender.user_id,
+            "username": sender.username,
+            "display_name": sender.display_name,
+            "avatar_url": sender.avatar_url,
+        },
+        "body": {"type": "text", "content": content},
+        "sent_at": utc_timestamp(),
+    }
+    if to is not None:
+        record["to"] = to
+    record["client_id"] = client_id
+    record["kind"] = "message"
+    return orjson.dumps(record)
+
+
+def record_headers(*, sender_id: str, client_id: str, to: str | None) -> dict[str, str]:
+    headers = {HDR_MSG_ID: f"{sender_id}:{client_id}", HDR_SENDER: sender_id}
+    if to is not None:
+        headers[HDR_TO] = to
+    return headers
+
+
+def is_record(payload: bytes) -> bool:
+    """A stored record the gateway can relay: a non-empty JSON object."""
+    return len(payload) > 2 and payload[0] == 0x7B and payload[-1] == 0x7D  # { ... }
+
+
+def private_recipients(payload: bytes, headers: dict[str, str] | None) -> tuple[str, str] | None:
+    """(sender, recipient) of a private message, or None for a message to the room."""
+    if headers is not None:
+        to = headers.get(HDR_TO)
+        if to is not None:
+            return headers.get(HDR_SENDER, ""), to
+        if HDR_SENDER in headers:
+            return None
+    # A record without the gateway's headers: decode it, never guess.
+    if b'"to"' not in payload:
+        return None
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    to = obj.get("to") if isinstance(obj, dict) else None
+    if not isinstance(to, str):
+        return None
+    sender = obj.get("sender")
+    sender_id = sender.get("id") if isinstance(sender, dict) else None
+    return (sender_id if isinstance(sender_id, str) else ""), to
+
+
+# --- server frames -------------------------------------------------------------------
+
+
+def message_frame(seq: int, prev: int, record: bytes) -> bytes:
+    """``{"type":"message","seq","prev","id", ...record fields}``, built without decoding."""
+    return b'{"type":"message","seq":%d,"prev":%d,"id":"%d",' % (seq, prev, seq) + record[1:]
+
+
+def skip_frame(room: str, seq: int, prev: int) -> bytes:
+    """What members who may not read a private message get: the chain link only."""
+    return b'{"type":"skip","room":"%s","seq":%d,"prev":%d}' % (room.encode(), seq, prev)
+
+
+def ready_frame(claims: AccessClaims) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "ready",
+            "user": {
+                "id": claims.user_id,
+                "username": claims.username,
+                "display_name": claims.display_name,
+            },
+        }
+    )
+
+
+def subscribed_frame(room: str, seq: int, *, truncated: bool = False) -> bytes:
+    frame: dict[str, Any] = {"type": "subscribed", "room": room, "seq": seq}
+    if truncated:
+        frame["truncated"] = True
+    return orjson.dumps(frame)
+
+
+def unsubscribed_frame(room: str, reason: str | None = None) -> bytes:
+    frame: dict[str, Any] = {"type": "unsubscribed", "room": room}
+    if reason is not None:
+        frame["reason"] = reason
+    return orjson.dumps(frame)
+
+
+def ack_frame(client_id: str, seq: int, *, duplicate: bool) -> bytes:
+    frame: dict[str, Any] = {"type": "ack", "client_id": client_id, "id": str(seq), "seq": seq}
+    if duplicate:
+        frame["duplicate"] = True
+    return orjson.dumps(frame)
+
+
+def error_frame(code: str, message: str, ref: str | None = None) -> bytes:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    return orjson.dumps(frame)
+
+
+def event_frame(room: str, event: str, fields: dict[str, Any]) -> bytes:
+    return orjson.dumps({"type": "event", "room": room, "event": event, **fields})
+
+
+PONG_FRAME = b'{"type":"pong"}'
+
+
+# --- WebSocket framing ---------------------------------------------------------------
+# Server frames are never masked, so a frame's bytes are the same for every socket:
+# the fan-out frames a message once and writes those bytes to each transport.
+_TEXT_SHORT = struct.Struct("!BB").pack
+_TEXT_MEDIUM = struct.Struct("!BBH").pack
+_TEXT_LONG = struct.Struct("!BBQ").pack
+
+
+def ws_text(payload: bytes) -> bytes:
+    """``payload`` as one complete, unmasked WebSocket text frame (FIN set)."""
+    n = len(payload)
+    if n < 126:
+        return _TEXT_SHORT(0x81, n) + payload
+    if n < 65536:
+        return _TEXT_MEDIUM(0x81, 126, n) + payload
+    return _TEXT_LONG(0x81, 127, n) + payload

@@ -1,0 +1,195 @@
+"""Wiring, start and drain of one gateway process.
+
+Start: the HTTP app and the port multiplexer come up first (/healthz answers at once,
+/readyz says 503), then NATS is connected, the CHAT stream ensured and the event
+subscriptions made in the background, retrying until they succeed; only then is the
+gateway ready and WebSocket handshakes accepted.
+
+Drain (SIGTERM), within ``shutdown_grace_seconds``:
+1. not ready (/readyz 503, new handshakes 503, new sends refused with
+   ``gateway_restarting``), stop accepting connections;
+2. wait for publishes in flight to get their JetStream acks (and the clients their
+   ``ack`` frames), bounded;
+3. close every socket with 1012 (clients reconnect elsewhere and resume with since);
+4. finish HTTP requests in flight, close the REST edge's upstream client, run the
+   app's lifespan shutdown;
+5. drain NATS, close the rooms channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import uvicorn
+from fastapi import APIRouter
+from nats.aio.client import Client as NatsClient
+from uvicorn.lifespan.on import LifespanOn
+
+from roomcast.common.natsconn import connect_nats
+from roomcast.common.subjects import ROOM_EVENTS_PREFIX, STREAM_NAME, USER_EVENTS_PREFIX
+from roomcast.gateway import metrics
+from roomcast.gateway.errors import CloseCode
+from roomcast.gateway.events import EventRouter
+from roomcast.gateway.http_app import GatewayDeps, create_http_app
+from roomcast.gateway.hub import Hub
+from roomcast.gateway.keys import build_verifier
+from roomcast.gateway.membership import MembershipCache, RoomsClient
+from roomcast.gateway.multiplexer import PortMultiplexer
+from roomcast.gateway.rest_api import install_rest
+from roomcast.gateway.rest_deps import RestDeps
+from roomcast.gateway.settings import Settings
+from roomcast.gateway.stream import ChatStream, ensure_stream
+
+log = logging.getLogger(__name__)
+
+# Pause between attempts to reach NATS / set up the stream at start.
+STARTUP_RETRY_SECONDS = 0.5
+# Share of the grace period spent waiting for publishes in flight; the rest closes
+# sockets, HTTP and NATS.
+PUBLISH_WAIT_SHARE = 0.4
+# How long close frames may take to flush during a drain before the process moves on.
+SOCKET_CLOSE_WAIT_SECONDS = 1.0
+# Keep-alive of REST connections: above typical balancer idle timeouts' lower end.
+HTTP_KEEP_ALIVE_SECONDS = 30
+
+
+class Gateway:
+    def __init__(self, settings: Settings, routers: Sequence[APIRouter] = ()) -> None:
+        self.settings = settings
+        self.verifier, self.jwks = build_verifier(settings)
+        self.rooms = RoomsClient(settings.rooms_target, timeout=settings.rooms_timeout_seconds)
+        self.membership = MembershipCache(
+            self.rooms,
+            ttl=settings.membership_cache_ttl_seconds,
+            negative_ttl=settings.membership_negative_ttl_seconds,
+            max_entries=settings.membership_cache_size,
+        )
+        self.hub = Hub(settings, self.verifier, self.membership)
+        self.events = EventRouter(self.hub)
+        deps = GatewayDeps(settings, self.hub, self.verifier, self.rooms, self.membership)
+        self.app = create_http_app(settings, deps, routers)
+        # The client-facing REST API (rest_*.py), on the rooms channel the sockets use.
+        self.rest = RestDeps.create(
+            settings, verifier=self.verifier, rooms_channel=self.rooms.channel
+        )
+        install_rest(self.app, self.rest)
+        self.http_config = uvicorn.Config(
+            self.app,
+            host=settings.host,
+            port=settings.port,
+            loop="none",
+            lifespan="on",
+            # WebSockets are picows' (multiplexer.py); an upgrade request on a kept-alive
+            # REST connection is plain HTTP here (GET /v1/ws answers 426).
+            ws="none",
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=HTTP_KEEP_ALIVE_SECONDS,
+        )
+        self.http_config.load()
+        self.lifespan = LifespanOn(self.http_config)
+        self.mux = PortMultiplexer(
+            listener_factory=self.hub.listener_factory,
+            http_config=self.http_config,
+            max_head_bytes=settings.max_request_head_bytes,
+            head_timeout=settings.request_head_timeout_seconds,
+            max_frame_bytes=settings.max_frame_bytes,
+            heartbeat_idle=settings.heartbeat_idle_seconds,
+            heartbeat_timeout=settings.heartbeat_timeout_seconds,
+        )
+        self.nc: NatsClient | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.mux.port
+
+    async def start(self) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            raise RuntimeError("application startup failed")
+        await self.mux.start(self.settings.host, self.settings.port)
+        self._connect_task = asyncio.create_task(self._connect(), name="gateway-connect")
+
+    async def _connect(self) -> None:
+        settings = self.settings
+        while True:
+            try:
+                nc = await connect_nats(
+                    settings.nats_url,
+                    name=f"roomcast-{settings.instance_name}",
+                    on_reconnected=self._on_reconnected,
+                )
+                break
+            except Exception as exc:
+                log.warning("cannot reach NATS yet", extra={"error": repr(exc)})
+                await asyncio.sleep(STARTUP_RETRY_SECONDS)
+        self.nc = nc
+        stream = ChatStream(nc, settings)
+        while True:
+            try:
+                if settings.stream_manage:
+                    await ensure_stream(stream.js, settings)
+                else:
+                    await stream.js.stream_info(STREAM_NAME)
+                break
+            except Exception as exc:
+                log.warning("stream not ready yet", extra={"error": repr(exc)})
+                await asyncio.sleep(STARTUP_RETRY_SECONDS)
+        await nc.subscribe(ROOM_EVENTS_PREFIX + "*", cb=self.events.on_room_event)
+        await nc.subscribe(USER_EVENTS_PREFIX + "*", cb=self.events.on_user_event)
+        await nc.flush()
+        self.hub.attach(nc, stream)
+        log.info("gateway ready", extra={"port": self.port})
+
+    async def _on_reconnected(self) -> None:
+        metrics.NATS_RECONNECTS.inc()
+        fanout = self.hub.fanout
+        if fanout is not None:
+            fanout.resync_all()
+
+    async def stop(self) -> None:
+        """Drain and stop (see the module docstring for the order)."""
+        loop = asyncio.get_running_loop()
+        grace = self.settings.shutdown_grace_seconds
+        deadline = loop.time() + grace
+
+        def remaining(cap: float) -> float:
+            return max(0.05, min(cap, deadline - loop.time()))
+
+        hub = self.hub
+        hub.draining = True
+        self.mux.stop_accepting()
+        if not await hub.wait_publishes(remaining(grace * PUBLISH_WAIT_SHARE)):
+            log.warning("publishes still in flight at the drain deadline")
+        await hub.close_all_and_wait(
+            CloseCode.RESTARTING, "gateway restarting", remaining(SOCKET_CLOSE_WAIT_SECONDS)
+        )
+        await self.mux.shutdown_http(remaining(grace / 4))
+        with contextlib.suppress(Exception):
+            await self.rest.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.lifespan.shutdown(), remaining(1.0))
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connect_task
+        if hub.fanout is not None:
+            await hub.fanout.close()
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), remaining(grace))
+            except Exception as exc:
+                log.warning("NATS drain incomplete", extra={"error": repr(exc)})
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.rooms.close(), remaining(1.0))
+        with contextlib.suppress(Exception):
+            await self.jwks.close()
+        if self.mux.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.mux.server.wait_closed(), remaining(1.0))

@@ -1,0 +1,115 @@
+"""Gateway settings, from ``ROOMCAST_GATEWAY_*`` environment variables.
+
+Every limit carries the reason for its default; docs/gateway.md has the same table.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from roomcast.common.settings import NatsSettings, ServiceSettings, TokenSettings
+
+
+class Settings(ServiceSettings, NatsSettings, TokenSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMCAST_GATEWAY_", extra="ignore", frozen=True)
+
+    # One port serves REST and the WebSocket (/v1/ws): see multiplexer.py.
+    port: int = Field(default=8080, ge=0, le=65535)
+    # A name for this replica in logs and in the NATS connection name.
+    instance_name: str = "gateway"
+    rooms_target: str = "127.0.0.1:50051"
+    auth_url: str = "http://127.0.0.1:8081"
+    history_url: str = "http://127.0.0.1:8083"
+    # Comma-separated browser origins allowed to open a WebSocket ("*" = any). A request
+    # without an Origin header (a non-browser client) is always allowed: Origin only
+    # protects browsers' ambient credentials, and Roomcast tokens travel in a frame.
+    allowed_origins: str = "*"
+
+    # --- connection limits -------------------------------------------------------------
+    # Largest WebSocket message accepted (bytes). A text message is at most 4000
+    # characters (16 KB of UTF-8) plus a small envelope; 64 KiB leaves room for the
+    # envelope and escapes while keeping a hostile client's buffer small. Larger: 1009.
+    max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Characters in a text message body: a long chat message, not a document.
+    max_body_chars: int = Field(default=4000, ge=1, le=1_000_000)
+    # Seconds a new socket may take to send its auth frame: a client sends it right
+    # after the handshake; 5 s covers a slow mobile link, and an idle unauthenticated
+    # socket cannot hold a slot for long.
+    auth_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # Frames per second per connection (token bucket refill) and the burst it may spend
+    # at once: 20/s is far above human typing, the burst absorbs a reconnect that
+    # resubscribes to many rooms at once.
+    rate_limit_per_second: float = Field(default=20.0, gt=0)
+    rate_limit_burst: float = Field(default=40.0, ge=1)
+    # Rate-limit violations within the window after which the socket is closed with
+    # 4008: a client that backs off after its first rate_limited error never gets near
+    # it, a flood reaches it within milliseconds.
+    rate_limit_max_violations: int = Field(default=20, ge=1)
+    rate_limit_violation_window_seconds: float = Field(default=10.0, gt=0)
+    # Rooms one socket may subscribe to: a client shows a room list, not every room.
+    max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    # Bytes queued in user space for one socket before it is closed with 4009 (too
+    # slow). 1 MiB is ~250 full-size messages: a reader that far behind is better off
+    # reconnecting with since=<seq>, and it never slows the other sockets.
+    max_send_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Heartbeat: ping a socket idle for this long, close it when the pong is this late.
+    # 20 s stays under common load-balancer idle timeouts (60 s); 10 s tolerates a slow
+    # mobile round trip.
+    heartbeat_idle_seconds: float = Field(default=20.0, gt=0)
+    heartbeat_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Sockets one gateway accepts; beyond it the handshake gets 503 and the balancer
+    # or the client tries another replica. Bounded by memory (~20-50 KB per socket).
+    max_connections: int = Field(default=20_000, ge=1)
+    # First request head on the shared port: larger is refused with 431, slower than the
+    # timeout is dropped (slowloris). Browsers send ~1-2 KB of headers.
+    max_request_head_bytes: int = Field(default=8 * 1024, ge=1024, le=64 * 1024)
+    request_head_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # --- publishing and replay ----------------------------------------------------------
+    # How long a send waits for the JetStream ack before the client gets an error (and
+    # may retry with the same client_id: deduplication makes that safe).
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Messages replayed on subscribe with since=<seq>; more than this → the newest ones
+    # and truncated=true (the client pages the rest from history).
+    max_replay_messages: int = Field(default=1000, ge=1)
+    # Live messages buffered for a socket while it replays; beyond it the socket is too
+    # slow to catch up and is closed with 4009.
+    max_catchup_buffer_messages: int = Field(default=10_000, ge=1)
+    # Timeout of one stream read (direct get, consumer creation) during replay or repair.
+    stream_request_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # --- stream -------------------------------------------------------------------------
+    stream_manage: bool = True  # create/update the CHAT stream at start
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    # Retried sends inside this window return the original sequence (exactly once).
+    stream_duplicate_window_seconds: float = Field(default=120.0, gt=0)
+    # Stream retention (history keeps every message in MongoDB; the stream is the
+    # replay buffer for reconnects and history's source).
+    stream_max_age_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    stream_max_msgs_per_subject: int = Field(default=100_000, ge=1)
+    stream_max_bytes: int = Field(default=-1, ge=-1)
+
+    # --- membership ---------------------------------------------------------------------
+    # How long a "member" answer from rooms is trusted. Events invalidate it at once; the
+    # TTL bounds staleness if an event is lost.
+    membership_cache_ttl_seconds: float = Field(default=30.0, ge=0)
+    # "Not a member" answers are trusted more briefly, so a join followed at once by a
+    # subscribe works even if the member_joined event is late.
+    membership_negative_ttl_seconds: float = Field(default=2.0, ge=0)
+    # Entries kept; the least recently used are evicted past this.
+    membership_cache_size: int = Field(default=200_000, ge=1)
+    rooms_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _strip_origins(cls, value: str) -> str:
+        return ",".join(o.strip() for o in value.split(",") if o.strip())
+
+    @property
+    def origins(self) -> frozenset[str] | None:
+        """The allowed origins, or None when any origin is allowed."""
+        items = [o for o in self.allowed_origins.split(",") if o]
+        if "*" in items:
+            return None
+        return frozenset(o.rstrip("/").lower() for o in items)

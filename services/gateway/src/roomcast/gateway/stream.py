@@ -1,0 +1,276 @@
+"""The CHAT stream: its configuration, publishing, and reading a room's messages back.
+
+Reads use two tools, both verified on nats-server 2.9.10 and 2.15:
+
+- direct get (stream ``allow_direct``): "the next message on subject S from seq N" and
+  "the last message on subject S"; one request per message, the cheapest for the few
+  messages of a typical gap or reconnect;
+- an ephemeral push consumer filtered on the room's subject from a start sequence (ack
+  none, in memory): one request, then the server streams the range; used for larger
+  ranges, and its ``num_pending`` counts a room's messages after a sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RePublish,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, NotFoundError
+
+from roomcast.common.subjects import (
+    LIVE_SUBJECT_PREFIX,
+    ROOM_SUBJECT_PREFIX,
+    STREAM_NAME,
+    room_subject,
+)
+from roomcast.gateway.errors import Unavailable
+from roomcast.gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# JetStream API error code: "stream name already in use with a different configuration".
+STREAM_NAME_IN_USE = 10058
+# Ranges up to this many sequence numbers are read with direct gets (one request per
+# message); wider ones with a consumer (one request, streamed). A reconnect typically
+# misses a handful of messages; a consumer costs ~2 requests plus server-side state.
+DIRECT_GET_SPAN = 16
+# A replay consumer that the gateway failed to delete is removed by the server after
+# this idle time.
+CONSUMER_INACTIVE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    data: bytes
+    headers: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    seq: int
+    duplicate: bool
+
+
+def stream_config(settings: Settings) -> StreamConfig:
+    return StreamConfig(
+        name=STREAM_NAME,
+        subjects=[ROOM_SUBJECT_PREFIX + "*"],
+        storage=StorageType.FILE,
+        num_replicas=settings.stream_replicas,
+        # After storing, the server republishes each message with its sequence and the
+        # previous sequence of the same subject: the live path and its gap detection.
+        republish=RePublish(src=ROOM_SUBJECT_PREFIX + ">", dest=LIVE_SUBJECT_PREFIX + ">"),
+        duplicate_window=settings.stream_duplicate_window_seconds,
+        max_age=settings.stream_max_age_seconds,
+        max_msgs_per_subject=settings.stream_max_msgs_per_subject,
+        max_bytes=settings.stream_max_bytes,
+        allow_direct=True,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
+    """Create the CHAT stream, or bring an existing one to this configuration."""
+    config = stream_config(settings)
+    try:
+        await js.add_stream(config)
+        return
+    except APIError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise
+    await js.update_stream(config)
+    log.info("stream configuration updated", extra={"stream": STREAM_NAME})
+
+
+class ChatStream:
+    """Publishes chat records and reads a room's stored messages."""
+
+    def __init__(self, nc: NatsClient, settings: Settings) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=settings.stream_request_timeout_seconds)
+        self.publish_timeout = settings.publish_timeout_seconds
+        self.request_timeout = settings.stream_request_timeout_seconds
+
+    async def publish(self, room: str, record: bytes, headers: dict[str, str]) -> PublishResult:
+        try:
+            ack = await self.js.publish(
+                room_subject(room), record, timeout=self.publish_timeout, headers=headers
+            )
+        except (NatsError, OSError) as exc:
+            raise Unavailable("message not stored: the stream is unavailable, retry") from exc
+        return PublishResult(ack.seq, bool(ack.duplicate))
+
+    async def last_seq(self, room: str) -> int:
+        """The sequence of the room's newest stored message; 0 if it has none."""
+        try:
+            msg = await self.js.get_last_msg(STREAM_NAME, room_subject(room), direct=True)
+        except NotFoundError:
+            return 0
+        except (NatsError, OSError) as exc:
+            raise Unavailable("stream unavailable") from exc
+        return int(msg.seq or 0)
+
+    async def is_stored(self, room: str, seq: int) -> bool:
+        """Whether message ``seq`` is still in the stream and belongs to ``room``."""
+        try:
+            msg = await self.js.get_msg(STREAM_NAME, seq=seq, direct=True)
+        except NotFoundError:
+            return False
+        except (NatsError, OSError) as exc:
+            raise Unavailable("stream unavailable") from exc
+        return msg.subject == room_subject(room)
+
+    async def pending_after(self, room: str, after: int) -> int:
+        """How many of the room's messages have a sequence greater than ``after``."""
+        config = ConsumerConfig(
+            filter_subject=room_subject(room),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            # Pull consumers need an ack policy other than none on older servers; this
+            # one only reports num_pending and is deleted at once.
+            ack_policy=AckPolicy.EXPLICIT,
+            mem_storage=True,
+            inactive_threshold=CONSUMER_INACTIVE_SECONDS,
+        )
+        try:
+            info = await self.js.add_consumer(STREAM_NAME, config)
+        except (NatsError, OSError) as exc:
+            raise Unavailable("stream unavailable") from exc
+        await self._delete_consumer(info.name)
+        return int(info.num_pending or 0)
+
+    async def read(
+        self, room: str, *, after: int, upto: int, limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        """The room's messages with ``after < seq <= upto``, oldest first, at most
+        ``limit``; and whether that is all of them."""
+        if upto <= after or limit <= 0:
+            return [], upto <= after
+        if upto - after <= DIRECT_GET_SPAN:
+            return await self._read_direct(room, after=after, upto=upto, limit=limit)
+        return await self._read_consumer(room, after=after, upto=upto, limit=limit)
+
+    async def read_tail(
+        self, room: str, *, after: int, upto: int, cap: int
+    ) -> tuple[list[StoredMessage], int, bool]:
+        """The room's messages in ``(after, upto]``, or only the newest ``cap`` of them.
+
+        Returns ``(messages, prev, capped)``: ``prev`` is the sequence of the room's
+        message before the first returned one (``after`` unless capped).
+        """
+        if upto - after > cap:
+            count = await self.pending_after(room, after)
+            if count > cap:
+                newer = await self.pending_after(room, upto)  # arrived since upto was read
+                target = cap + 1 + newer
+                if count >= target:
+                    # pending_after() falls by at most one per sequence: find the last
+                    # start whose pending count is exactly target, in log2(span) probes.
+                    lo, hi = after, upto
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        if await self.pending_after(room, mid) >= target:
+                            lo = mid
+                        else:
+                            hi = mid
+                    messages, _ = await self.read(room, after=lo, upto=upto, limit=cap + 1)
+                    if len(messages) > cap:
+                        return messages[1:], messages[0].seq, True
+                    return messages, 0, True  # the message before the first is unknown
+        messages, complete = await self.read(room, after=after, upto=upto, limit=cap)
+        return messages, after, not complete
+
+    async def _read_direct(
+        self, room: str, *, after: int, upto: int, limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        subject = room_subject(room)
+        out: list[StoredMessage] = []
+        seq = after
+        while seq < upto:
+            if len(out) >= limit:
+                return out, False
+            try:
+                raw = await self.js.get_msg(
+                    STREAM_NAME, seq=seq + 1, subject=subject, direct=True, next=True
+                )
+            except NotFoundError:
+                break
+            except (NatsError, OSError) as exc:
+                raise Unavailable("stream unavailable") from exc
+            seq = int(raw.seq or 0)
+            if seq <= after or seq > upto:
+                break
+            out.append(StoredMessage(seq, raw.data or b"", raw.headers))
+        return out, True
+
+    async def _read_consumer(
+        self, room: str, *, after: int, upto: int, limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        out: list[StoredMessage] = []
+        done = asyncio.get_running_loop().create_future()
+        expected = 0  # set once the consumer reports how many messages it will deliver
+
+        async def on_msg(msg: Msg) -> None:
+            if done.done():
+                return
+            try:
+                seq = msg.metadata.sequence.stream
+            except (ValueError, IndexError, AttributeError):
+                return  # not a consumer delivery (status or heartbeat)
+            if seq > upto:
+                done.set_result(True)
+                return
+            out.append(StoredMessage(seq, msg.data, msg.headers))
+            if len(out) >= limit:
+                done.set_result(seq >= upto or 0 < expected <= len(out))
+            elif seq == upto or (expected and len(out) >= expected):
+                done.set_result(True)
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=on_msg)
+        name: str | None = None
+        try:
+            config = ConsumerConfig(
+                filter_subject=room_subject(room),
+                deliver_subject=inbox,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=after + 1,
+                ack_policy=AckPolicy.NONE,
+                mem_storage=True,
+                inactive_threshold=CONSUMER_INACTIVE_SECONDS,
+            )
+            info = await self.js.add_consumer(STREAM_NAME, config)
+            name = info.name
+            expected = int(info.num_pending or 0)
+            if (expected == 0 or len(out) >= expected) and not done.done():
+                done.set_result(True)
+            complete = await asyncio.wait_for(done, self.request_timeout)
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise Unavailable("stream unavailable") from exc
+        finally:
+            with contextlib.suppress(NatsError, OSError):
+                await sub.unsubscribe()
+            if name is not None:
+                await self._delete_consumer(name)
+        return out, bool(complete)
+
+    async def _delete_consumer(self, name: str) -> None:
+        try:
+            await self.js.delete_consumer(STREAM_NAME, name)
+        except (NatsError, OSError) as exc:
+            # inactive_threshold removes it anyway.
+            log.debug("replay consumer not deleted", extra={"error": repr(exc)})

@@ -1,0 +1,106 @@
+"""Fixtures of the gateway tests.
+
+The expensive pieces are shared by the whole session (their own event loop, so the
+fake rooms gRPC server keeps serving between tests): one nats-server, the JWKS over
+HTTP, the fake rooms service and a cluster of two gateway processes. Rooms and users
+are fresh ids in every test, so tests do not see each other's traffic. Tests that kill,
+drain or reconfigure a gateway start their own processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NatsClient
+
+from roomcast.common.tokens import TokenSigner, TokenVerifier
+from roomcast.testing.fakes import FakeRooms, JwksServer
+from roomcast.testing.processes import NatsServer
+
+# The fake rooms gRPC server lives in this process, which also starts gateway
+# processes: gRPC's core logs a line per fork at INFO. Errors only.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+# --import-mode=importlib does not put test directories on sys.path; the helpers
+# module (unique name) is imported from here.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gateway_testkit import TEST_AUDIENCE, TEST_ISSUER, GatewayProc, Spawner, base_env
+
+
+@pytest.fixture(scope="session")
+def gw_nats() -> Iterator[NatsServer]:
+    server = NatsServer()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def gw_jwks(signer: TokenSigner) -> Iterator[JwksServer]:
+    server = JwksServer(signer.jwks())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def gw_rooms(signer: TokenSigner) -> AsyncIterator[FakeRooms]:
+    verifier = TokenVerifier.from_jwks(signer.jwks(), issuer=TEST_ISSUER, audience=TEST_AUDIENCE)
+    rooms = FakeRooms(verifier)
+    await rooms.start()
+    yield rooms
+    await rooms.stop()
+
+
+@pytest.fixture(scope="session")
+def gw_env(gw_nats: NatsServer, gw_jwks: JwksServer, gw_rooms: FakeRooms) -> dict[str, str]:
+    """Environment of a gateway on the shared NATS, JWKS and rooms."""
+    return base_env(gw_nats.url, gw_jwks.url, gw_rooms.target)
+
+
+# Settings of the shared cluster: generous rate limits (the concurrency tests send
+# hundreds of messages quickly), a short auth timeout (the no-auth test waits for it),
+# and an Origin allowlist (the Origin test).
+SHARED_SETTINGS = {
+    "ROOMCAST_GATEWAY_RATE_LIMIT_PER_SECOND": "2000",
+    "ROOMCAST_GATEWAY_RATE_LIMIT_BURST": "2000",
+    "ROOMCAST_GATEWAY_AUTH_TIMEOUT_SECONDS": "1",
+    "ROOMCAST_GATEWAY_ALLOWED_ORIGINS": "https://app.example, https://other.example",
+    "ROOMCAST_GATEWAY_MEMBERSHIP_NEGATIVE_TTL_SECONDS": "0",
+}
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def cluster(gw_env: dict[str, str]) -> AsyncIterator[list[GatewayProc]]:
+    """Two gateway processes sharing NATS and rooms."""
+    gateways = [GatewayProc({**gw_env, **SHARED_SETTINGS}, name=f"gateway-{i}") for i in range(2)]
+    try:
+        for gw in gateways:
+            await gw.astart()
+        yield gateways
+    finally:
+        for gw in gateways:
+            await gw.astop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def spawn() -> AsyncIterator[Spawner]:
+    """Start gateway processes for this test; all are stopped at teardown, also one
+    that failed to become ready or a test that failed half way."""
+    spawner = Spawner()
+    yield spawner
+    await spawner.stop_all()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def nc(gw_nats: NatsServer) -> AsyncIterator[NatsClient]:
+    client = await nats.connect(gw_nats.url)
+    yield client
+    await client.close()
