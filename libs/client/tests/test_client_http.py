@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from roomcast.client import (
     ApiError,
     BadRequest,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -148,3 +149,25 @@ async def test_unknown_kid_refetches_jwks_but_rate_limited() -> None:
     with pytest.raises(Unauthenticated):
         await verifier.verify(stranger)
     assert fetches == 3
+
+
+async def test_concurrent_verifications_share_one_jwks_fetch() -> None:
+    signer = make_signer()
+    fetches = 0
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_fetch() -> dict[str, object]:
+        nonlocal fetches
+        fetches += 1
+        started.set()
+        await release.wait()
+        return signer.jwks()
+
+    verifier = TokenVerifier(slow_fetch, issuer=ISS, audience=AUD)
+    token, _ = signer.issue_access(user_id="d" * 24, username="dan", display_name="Dan")
+    waiting = [asyncio.create_task(verifier.verify(token)) for _ in range(50)]
+    await started.wait()
+    release.set()
+    results = await asyncio.gather(*waiting)
+    assert {r.user_id for r in results} == {"d" * 24}
+    assert fetches == 1

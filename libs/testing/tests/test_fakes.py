@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import httpx
 import pytest
+
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.common.tokens import TokenVerifier
 from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc

@@ -6,6 +6,7 @@ from typing import Any
 
 import nats
 from pymongo import AsyncMongoClient
+
 from roomcast.testing.processes import MongoServer, NatsServer
 
 

@@ -202,11 +202,19 @@ class TokenVerifier:
 
         return cls(fetch, issuer=issuer, audience=audience)
 
-    async def _refresh(self, *, forced: bool) -> None:
+    async def _refresh(self, *, wanted_kid: str | None) -> None:
+        """Fetch the JWKS once for everyone waiting: a waiter that queued behind a fetch
+        re-checks under the lock and returns if that fetch already gave it what it needs."""
         async with self._lock:
             now = self._clock()
-            if forced and now - self._last_refetch < JWKS_REFETCH_MIN_INTERVAL_SECONDS:
+            fresh = self._fetched_at is not None and now - self._fetched_at <= JWKS_TTL_SECONDS
+            if wanted_kid is None and fresh:
                 return
+            if wanted_kid is not None:
+                if fresh and wanted_kid in self._keys:
+                    return
+                if now - self._last_refetch < JWKS_REFETCH_MIN_INTERVAL_SECONDS:
+                    return
             jwks = await self._fetch()
             keys: dict[str, Ed25519PublicKey] = {}
             for jwk in jwks.get("keys", []):
@@ -215,15 +223,15 @@ class TokenVerifier:
                 keys[str(jwk["kid"])] = Ed25519PublicKey.from_public_bytes(_b64url_decode(jwk["x"]))
             self._keys = keys
             self._fetched_at = now
-            if forced:
+            if wanted_kid is not None:
                 self._last_refetch = now
 
     async def _key_for(self, kid: str) -> Ed25519PublicKey:
         if self._fetched_at is None or self._clock() - self._fetched_at > JWKS_TTL_SECONDS:
-            await self._refresh(forced=False)
+            await self._refresh(wanted_kid=None)
         key = self._keys.get(kid)
         if key is None:
-            await self._refresh(forced=True)
+            await self._refresh(wanted_kid=kid)
             key = self._keys.get(kid)
         if key is None:
             raise Unauthenticated("token signed with an unknown key", code="invalid_token")

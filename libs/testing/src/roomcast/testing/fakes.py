@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
+
 from roomcast.common.errors import Unauthenticated
 from roomcast.common.grpcmeta import token_from_metadata
 from roomcast.common.tokens import TokenVerifier

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+
 from roomcast.common.tokens import (
     TokenSigner,
     TokenVerifier,
@@ -127,7 +128,8 @@ IssueToken = Callable[..., str]
 
 @pytest.fixture
 def issue_token(signer: TokenSigner) -> IssueToken:
-    """``issue_token(user_id=None, username=None, roles=(), ttl_seconds=None)`` → token.
+    """``issue_token(user_id=None, username=None, roles=(), ttl_seconds=None,
+    session_id=None)`` → token.
     A missing user id gets a fresh ObjectId-shaped one."""
 
     def issue(
@@ -135,6 +137,7 @@ def issue_token(signer: TokenSigner) -> IssueToken:
         username: str | None = None,
         roles: tuple[str, ...] = (),
         ttl_seconds: int | None = None,
+        session_id: str | None = None,
     ) -> str:
         uid = user_id or uuid.uuid4().hex[:24]
         token, _ = signer.issue_access(
@@ -143,6 +146,7 @@ def issue_token(signer: TokenSigner) -> IssueToken:
             display_name=username or f"User {uid[:6]}",
             roles=roles,
             ttl_seconds=ttl_seconds,
+            session_id=session_id,
         )
         return token
 
