@@ -131,6 +131,8 @@ class FakeGateway:
         self.hold_acks = False
         #: Refuse sends and subscribes with gateway_restarting, then close 1012.
         self.draining = False
+        #: Refuse this many sends with rate_limited (ref = client_id) before accepting.
+        self.rate_limit_sends = 0
         self.auth_count = 0
         self._server: Server | None = None
         self.port = 0
@@ -231,6 +233,10 @@ class FakeGateway:
             cid = frame["client_id"]
             if frame["room"] in backend.forbidden_rooms:
                 await conn.send(error_frame("forbidden", cid))
+                return
+            if self.rate_limit_sends > 0:
+                self.rate_limit_sends -= 1
+                await conn.send(error_frame("rate_limited", cid))
                 return
             record, duplicate = await backend.publish(
                 frame["room"],

@@ -253,3 +253,18 @@ async def test_client_on_item_callback_mode(
             await sock.send(ROOM, f"m{i}")
         await eventually(lambda: len(seen) == 3, "three messages")
         assert [m.content for m in seen if isinstance(m, Message)] == ["m0", "m1", "m2"]
+
+
+async def test_client_rate_limited_send_is_retried_with_same_client_id(
+    backend: Any, start_gateway: Any
+) -> None:
+    gateway = await start_gateway()
+    gateway.rate_limit_sends = 2
+    token, _user = backend.add_user("alice")
+    async with RoomcastSocket(gateway.url, token, **FAST) as sock:
+        await sock.subscribe(ROOM)
+        ack = await sock.send(ROOM, "patience", client_id="slow-1")
+        assert ack.seq == 1
+        assert [f["client_id"] for f in gateway.frames("send")] == ["slow-1"] * 3
+        assert sock.stats.retried_sends == 2
+        assert len(backend.messages(ROOM)) == 1

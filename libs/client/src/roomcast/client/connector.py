@@ -27,7 +27,7 @@ from picows import ws_connect
 from .errors import ClientError, ConnectionClosed, Unauthorized
 from .http import jwt_expiry
 from .models import Gap, Item, SocketStats
-from .state import FrameRouter, RoomState
+from .state import FrameRouter, PendingSend, RoomState
 from .wire import (
     CLOSE_ABNORMAL,
     CLOSE_FORBIDDEN,
@@ -361,6 +361,18 @@ class Connector(FrameRouter):
         if current and self._rooms.get(state.room) is state and not state.in_flight:
             assert wire is not None
             self._send_subscribe(wire, state)
+
+    def _retry_send_later(self, pending: PendingSend) -> None:
+        delay = self._retry_delay(pending.retries)
+        pending.retries += 1
+        asyncio.get_running_loop().call_later(delay, self._retry_send, self._wire, pending)
+
+    def _retry_send(self, wire: Wire | None, pending: PendingSend) -> None:
+        # A reconnect re-sends every pending send anyway; only the current wire retries.
+        if wire is None or wire is not self._wire or pending.future.done():
+            return
+        if self._pending.get(pending.client_id) is pending and wire.send(pending.frame):
+            self.stats.retried_sends += 1
 
     def _deactivate(self, wire: Wire) -> None:
         if self._wire is wire:

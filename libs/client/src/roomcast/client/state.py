@@ -68,18 +68,22 @@ class RoomState:
 class PendingSend:
     """A send frame waiting for its ack (re-sent verbatim after reconnects)."""
 
-    __slots__ = ("client_id", "frame", "future", "transmitted")
+    __slots__ = ("client_id", "frame", "future", "retries", "transmitted")
 
     def __init__(self, client_id: str, frame: bytes, future: asyncio.Future[Ack]) -> None:
         self.client_id = client_id
         self.frame = frame
         self.future = future
         self.transmitted = False
+        self.retries = 0
 
 
 # Error codes that say "not now" rather than "no": a send failing with one of these stays
 # pending and is re-sent after the reconnect the gateway is about to force (1012).
 RESEND_CODES = frozenset({"gateway_restarting"})
+# A send refused with one of these is re-sent on the same connection after a backoff,
+# with the same client_id (so it is still stored at most once).
+RETRY_SEND_CODES = frozenset({"rate_limited"})
 # A resume (automatic re-subscribe) refused with one of these is retried later on the
 # same connection instead of dropping the room.
 RETRY_SUBSCRIBE_CODES = frozenset({"unavailable", "rate_limited", "dependency_unavailable"})
@@ -133,6 +137,9 @@ class FrameRouter:
         raise NotImplementedError
 
     def _retry_subscribe_later(self, state: RoomState) -> None:
+        raise NotImplementedError
+
+    def _retry_send_later(self, pending: PendingSend) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------ dispatch
@@ -282,7 +289,9 @@ class FrameRouter:
         if ref is not None:
             pending = self._pending.get(ref)
             if pending is not None:
-                if code not in RESEND_CODES:
+                if code in RETRY_SEND_CODES:
+                    self._retry_send_later(pending)
+                elif code not in RESEND_CODES:
                     del self._pending[ref]
                     if not pending.future.done():
                         pending.future.set_exception(RequestRejected(code, message, ref))
