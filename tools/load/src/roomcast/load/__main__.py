@@ -1,0 +1,156 @@
+"""``roomcast-load``: run a load scenario against Roomcast gateways (docs/load.md).
+
+Exit status: 0 when every expectation of the scenario held, 1 when one failed (loss,
+duplicates, latency, connections...), 2 when the run could not be set up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from roomcast.load.provision import ProvisionError
+from roomcast.load.report import summary_text
+from roomcast.load.run import RunConfig, RunError, run_scenario
+from roomcast.load.scenario import Scenario, ScenarioError, builtin_names, load_scenario
+
+# What --start-stack changes in the services it starts: auth's per-address attempt
+# limits (10 per 30 s) would make creating thousands of users from one address take
+# hours; everything else keeps its production default.
+START_STACK_ENV = {
+    "ROOMCAST_AUTH_REGISTER_RATE_LIMIT": "100000",
+    "ROOMCAST_AUTH_LOGIN_RATE_LIMIT": "100000",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="roomcast-load",
+        description="Load-test Roomcast gateways: open-loop senders, exact delivery accounting.",
+    )
+    p.add_argument("--scenario", help="a scenario name (see --list) or a .toml/.json file")
+    p.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="gateway base URL (http://host:port); repeat for several; sockets are spread "
+        "over them and reconnect to the next one",
+    )
+    p.add_argument("--workers", type=int, help="load-generator processes (default: scenario's)")
+    p.add_argument(
+        "--source-ips",
+        default="",
+        help="comma-separated local addresses to bind client sockets to "
+        "(e.g. 127.0.0.1,127.0.0.2: more than one address's ephemeral ports)",
+    )
+    p.add_argument("--duration", type=float, help="seconds of sending (default: scenario's)")
+    p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--plots", type=Path, help="write PNG plots into this directory")
+    p.add_argument(
+        "--users-file",
+        type=Path,
+        help="reuse users from this JSON file (created on first use, extended as needed)",
+    )
+    p.add_argument(
+        "--start-stack",
+        action="store_true",
+        help="start a local stack on free ports for the run (needed for rolling restarts)",
+    )
+    p.add_argument("--state-dir", type=Path, help="state directory for --start-stack")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
+    return p.parse_args(argv)
+
+
+def _start_stack(scenario: Scenario, state_dir: Path | None) -> Any:
+    from roomcast.testing.stack import Stack, StackPorts
+
+    directory = state_dir or Path(tempfile.mkdtemp(prefix="roomcast-load-stack-"))
+    stack = Stack(
+        directory,
+        StackPorts.free(),
+        bcrypt_cost=4,
+        extra_env=START_STACK_ENV | scenario.stack_env,
+    )
+    print(f"starting a local stack in {directory} ...", file=sys.stderr, flush=True)
+    stack.start()
+    return stack
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        for name in builtin_names():
+            sc = load_scenario(name)
+            print(f"{name:24} {sc.description}")
+        return 0
+    if not args.scenario:
+        print("roomcast-load: --scenario is required (see --list)", file=sys.stderr)
+        return 2
+    try:
+        scenario = load_scenario(args.scenario).with_overrides(
+            duration=args.duration, workers=args.workers
+        )
+    except ScenarioError as exc:
+        print(f"roomcast-load: {exc}", file=sys.stderr)
+        return 2
+    if args.start_stack and args.gateway:
+        print("roomcast-load: --start-stack and --gateway exclude each other", file=sys.stderr)
+        return 2
+    if scenario.requires_stack and not args.start_stack:
+        print(f"roomcast-load: scenario {scenario.name} needs --start-stack", file=sys.stderr)
+        return 2
+    if not args.start_stack and not args.gateway:
+        print("roomcast-load: give --gateway URL (or --start-stack)", file=sys.stderr)
+        return 2
+    stack = None
+    try:
+        if args.start_stack:
+            stack = _start_stack(scenario, args.state_dir)
+        cfg = RunConfig(
+            scenario=scenario,
+            gateways=list(stack.gateway_urls) if stack is not None else list(args.gateway),
+            workers=scenario.workers,
+            source_ips=[ip.strip() for ip in args.source_ips.split(",") if ip.strip()],
+            users_file=args.users_file,
+            progress=not args.quiet,
+            stack=stack,
+        )
+        report = uvloop.run(run_scenario(cfg))
+    except (RunError, ProvisionError, ScenarioError, OSError, TimeoutError) as exc:
+        print(f"\nroomcast-load: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nroomcast-load: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if stack is not None:
+            stack.stop()
+            if args.state_dir is None:  # a temporary directory of ours
+                shutil.rmtree(stack.state_dir, ignore_errors=True)
+    print(summary_text(report))
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=1))
+        print(f"report: {args.report}")
+    if args.plots:
+        from roomcast.load.plots import write_plots
+
+        for path in write_plots(report, args.plots):
+            print(f"plot: {path}")
+    return 0 if report["passed"] else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
