@@ -1,0 +1,105 @@
+"""``python -m roomcast.history``: the JetStream consumer and the read API in one process.
+
+SIGTERM/SIGINT: the consumer stops fetching, finishes writing and acknowledging the
+batch in hand, the HTTP server drains its requests, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from roomcast.common.errors import DependencyUnavailable
+from roomcast.common.lifecycle import (
+    run,
+    serve_until_stopped,
+    stop_event_on_signals,
+    uvicorn_server,
+)
+from roomcast.common.logging import configure_logging
+from roomcast.common.mongo import connect_mongo, ping
+from roomcast.common.ratelimit import KeyedRateLimiter
+from roomcast.common.tokens import TokenVerifier
+from roomcast.history.app import create_app
+from roomcast.history.consumer import HistoryConsumer
+from roomcast.history.membership import MembershipChecker
+from roomcast.history.settings import Settings
+from roomcast.history.store import HistoryStore
+
+log = logging.getLogger("roomcast.history")
+
+
+async def serve(settings: Settings) -> None:
+    stop = stop_event_on_signals()
+    mongo = connect_mongo(
+        settings.mongo_url, timeout_ms=settings.mongo_timeout_ms, app_name="roomcast-history"
+    )
+    store = HistoryStore(mongo, settings.mongo_db)
+    consumer = HistoryConsumer(settings, store)
+    membership = MembershipChecker(
+        settings.rooms_target,
+        ttl_seconds=settings.membership_cache_seconds,
+        timeout_seconds=settings.rooms_timeout_seconds,
+        max_entries=settings.membership_cache_entries,
+    )
+    verifier = TokenVerifier.from_url(
+        settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+
+    async def readiness() -> None:
+        await ping(mongo)
+        if not consumer.nats_connected:
+            raise DependencyUnavailable("NATS is not connected")
+
+    limiter = KeyedRateLimiter(
+        capacity=settings.read_rate_capacity, per_seconds=settings.read_rate_per_seconds
+    )
+    app = create_app(
+        store=store,
+        verifier=verifier,
+        membership=membership,
+        limiter=limiter,
+        readiness=readiness,
+    )
+    server = uvicorn_server(
+        app, settings.host, settings.port, grace_seconds=settings.shutdown_grace_seconds
+    )
+    consumer_task = asyncio.create_task(consumer.run(stop), name="history-consumer")
+
+    def consumer_ended(task: asyncio.Task[None]) -> None:
+        # The consumer only returns when asked to; anything else is a crash, and a
+        # history that serves reads but stores nothing must not look healthy.
+        if not stop.is_set():
+            log.error("the consumer stopped unexpectedly; shutting down")
+            stop.set()
+
+    consumer_task.add_done_callback(consumer_ended)
+    log.info("history listening on %s:%d", settings.host, settings.port)
+    try:
+        await serve_until_stopped(server, stop)
+        # The consumer finishes its batch (bounded by the grace period for retries).
+        done, _ = await asyncio.wait({consumer_task}, timeout=settings.shutdown_grace_seconds + 5)
+        if consumer_task in done:
+            consumer_task.result()
+        else:
+            log.warning("the consumer did not stop in time; its batch will be redelivered")
+    finally:
+        if not consumer_task.done():
+            consumer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer_task
+        await consumer.close()
+        await membership.close()
+        await mongo.close()
+    log.info("history stopped")
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("history", settings.log_level)
+    run(lambda: serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""The durable JetStream consumer that stores every chat record in MongoDB.
+
+One loop: fetch a batch from the durable pull consumer, parse it, write it with one
+bulk insert (plus the batch's edits and deletes), and only then acknowledge every
+message of the batch. Every write is idempotent (see ``store``), so any crash,
+lost ack or ack timeout merely delivers a record again and changes nothing:
+
+- crash before the write: nothing written, nothing acked → redelivered → written once;
+- crash between the write and the acks: written, not acked → redelivered → the insert
+  hits the existing ``_id`` (a duplicate-key no-op), the edit is already there;
+- MongoDB down: the write fails, nothing is acked; the batch is retried with backoff
+  while in-progress acks keep it assigned to this replica;
+- NATS down: the client reconnects forever; fetches time out until it is back, and
+  acks sent while it was away are at worst lost (→ redelivery, harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError, NotFoundError
+
+from roomcast.common.mongo import UNAVAILABLE_ERRORS
+from roomcast.common.natsconn import connect_nats
+from roomcast.common.subjects import ROOM_SUBJECT_PREFIX, STREAM_NAME
+from roomcast.history import metrics
+from roomcast.history.records import (
+    Change,
+    ChatMessage,
+    InvalidRecord,
+    parse_record,
+)
+from roomcast.history.settings import Settings
+from roomcast.history.store import HistoryStore, Rejected
+from roomcast.history.stream import ensure_chat_stream
+
+log = logging.getLogger(__name__)
+
+# Backoff between retries of a failed step (connect, setup, batch write): doubling from
+# a quick first retry (a blip) up to a ceiling that keeps a long outage cheap while the
+# recovery is still noticed within seconds.
+BACKOFF_FIRST_SECONDS = 0.2
+BACKOFF_MAX_SECONDS = 5.0
+# How often the consumer's pending count is read from the server for the lag gauge;
+# cheap (one JetStream API request) and fresh enough for alerting and dashboards.
+LAG_POLL_SECONDS = 2.0
+# Batches fetched ahead of the one being written: one hides the fetch round trip;
+# more would only hold more unacknowledged messages in memory.
+PREFETCH_BATCHES = 1
+# How long to wait for buffered acks to reach the server when stopping.
+FLUSH_TIMEOUT_SECONDS = 2
+
+
+class Backoff:
+    def __init__(self) -> None:
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay: float = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2.0**self.attempt)
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    return ConsumerConfig(
+        name=settings.consumer_name,
+        durable_name=settings.consumer_name,
+        description="roomcast history: stores every chat record in MongoDB",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_seconds,
+        # Never give up on a record: the only reason not to ack is MongoDB being
+        # unavailable, and dropping a message then would lose it from history.
+        max_deliver=-1,
+        max_ack_pending=settings.max_ack_pending,
+        filter_subject=ROOM_SUBJECT_PREFIX + "*",
+    )
+
+
+class HistoryConsumer:
+    def __init__(self, settings: Settings, store: HistoryStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        # When stopping with MongoDB down: the moment unwritten batches are handed back.
+        self._give_up_at: float | None = None
+
+    @property
+    def nats_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in hand is finished first."""
+        if not await self._connect(stop) or not await self._prepare_store(stop):
+            return
+        lag_task = asyncio.create_task(self._poll_lag(stop))
+        try:
+            while not stop.is_set():
+                sub = await self._subscribe(stop)
+                if sub is None:
+                    break
+                try:
+                    await self._consume(sub, stop)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+        finally:
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
+            if self._nc is not None and self._nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await self._nc.flush(timeout=FLUSH_TIMEOUT_SECONDS)
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+    # ------------------------------------------------------------------ setup
+
+    async def _connect(self, stop: asyncio.Event) -> bool:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                self._nc = await connect_nats(self.settings.nats_url, name="roomcast-history")
+                self._js = self._nc.jetstream()
+                return True
+            except Exception as exc:
+                log.warning("cannot connect to NATS (%s); retrying", exc)
+                await sleep_unless(stop, backoff.next_delay())
+        return False
+
+    async def _prepare_store(self, stop: asyncio.Event) -> bool:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                await self.store.ensure_indexes()
+                return True
+            except Exception as exc:
+                log.warning("cannot prepare MongoDB indexes (%s); retrying", exc)
+                await sleep_unless(stop, backoff.next_delay())
+        return False
+
+    async def _subscribe(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
+        """Ensure the stream and the durable consumer exist, and bind to it."""
+        assert self._js is not None
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                await ensure_chat_stream(self._js)
+                await self._ensure_consumer()
+                return await self._js.pull_subscribe_bind(
+                    durable=self.settings.consumer_name, stream=STREAM_NAME
+                )
+            except Exception as exc:
+                log.warning("cannot set up the JetStream consumer (%s); retrying", exc)
+                await sleep_unless(stop, backoff.next_delay())
+        return None
+
+    async def _ensure_consumer(self) -> None:
+        assert self._js is not None
+        try:
+            await self._js.add_consumer(STREAM_NAME, consumer_config(self.settings))
+        except BadRequestError as exc:
+            # It exists with another configuration (an older deploy's settings): use
+            # it as it is rather than fail; the operator updates it deliberately.
+            log.warning(
+                "consumer %s exists with another config: %s", self.settings.consumer_name, exc
+            )
+            await self._js.consumer_info(STREAM_NAME, self.settings.consumer_name)
+
+    # -------------------------------------------------------------- consuming
+
+    async def _consume(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        """Write batches while the next one is being fetched (the fetch's round trip
+        overlaps the write). Returns on stop, after writing what was fetched, or when
+        the subscription must be set up again."""
+        queue: asyncio.Queue[Sequence[Msg] | None] = asyncio.Queue(maxsize=PREFETCH_BATCHES)
+        fetcher = asyncio.create_task(self._fetch_into(sub, stop, queue))
+        try:
+            while (batch := await queue.get()) is not None:
+                await self.handle_batch(batch, stop)
+        finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
+
+    async def _fetch_into(
+        self,
+        sub: JetStreamContext.PullSubscription,
+        stop: asyncio.Event,
+        queue: asyncio.Queue[Sequence[Msg] | None],
+    ) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(
+                    self.settings.batch_size, timeout=self.settings.fetch_timeout
+                )
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except Exception as exc:
+                # The consumer was deleted, the connection closed, ...: set up again.
+                log.warning("fetch failed (%s); re-subscribing", exc)
+                await sleep_unless(stop, backoff.next_delay())
+                break
+            backoff.reset()
+            await queue.put(msgs)
+        await queue.put(None)
+
+    async def handle_batch(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
+        """Write one fetched batch, then acknowledge all of it."""
+        started = time.perf_counter()
+        messages: list[ChatMessage] = []
+        changes: list[Change] = []
+        invalid: list[str] = []
+        last_seq = 0
+        for msg in msgs:
+            md = msg.metadata
+            seq = md.sequence.stream
+            last_seq = max(last_seq, seq)
+            if md.num_delivered > 1:
+                metrics.REDELIVERIES.inc()
+            try:
+                record = parse_record(seq, msg.subject, msg.data)
+            except InvalidRecord as exc:
+                log.warning("invalid chat record at seq %d: %s", seq, exc)
+                invalid.append(exc.reason)
+                continue
+            if isinstance(record, ChatMessage):
+                messages.append(record)
+            else:
+                changes.append(record)
+        rejected = await self._write(messages, changes, msgs, stop)
+        if rejected is None:
+            # Stopping and MongoDB is still down: hand the batch back right away
+            # instead of waiting for the ack timeout.
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            return
+        for item in rejected:
+            log.warning(
+                "ignored %s at seq %d: %s", type(item.change).__name__, item.change.seq, item.reason
+            )
+            invalid.append(item.reason)
+        for reason in invalid:
+            metrics.INVALID_RECORDS.labels(reason).inc()
+        for msg in msgs:
+            try:
+                await msg.ack()
+            except Exception as exc:
+                # Written but not acknowledged: it comes back and is a no-op then.
+                log.warning("ack failed (%s); the record will be redelivered", exc)
+        metrics.INGESTED.inc(len(msgs))
+        metrics.LAST_STORED_SEQUENCE.set(last_seq)
+        metrics.INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _write(
+        self,
+        messages: Sequence[ChatMessage],
+        changes: Sequence[Change],
+        msgs: Sequence[Msg],
+        stop: asyncio.Event,
+    ) -> list[Rejected] | None:
+        """Write until it works; None if stopping and the grace period ran out."""
+        backoff = Backoff()
+        while True:
+            try:
+                now = dt.datetime.now(dt.UTC)
+                inserted = await self.store.write_messages(messages, now=now)
+                rejected = await self.store.apply_changes(
+                    changes, load_target=self._load_target, now=now
+                )
+                metrics.STORED.inc(inserted)
+                return rejected
+            except Exception as exc:
+                metrics.WRITE_ERRORS.inc()
+                log.warning(
+                    "batch write failed (attempt %d): %s",
+                    backoff.attempt + 1,
+                    exc,
+                    # A traceback only for the unexpected; "MongoDB is down" needs none.
+                    exc_info=backoff.attempt == 0 and not isinstance(exc, UNAVAILABLE_ERRORS),
+                )
+            if stop.is_set():
+                if self._give_up_at is None:
+                    self._give_up_at = time.monotonic() + self.settings.shutdown_grace_seconds
+                if time.monotonic() >= self._give_up_at:
+                    return None
+            # Keep the batch assigned to this replica while retrying (resets ack_wait).
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _load_target(self, seq: int) -> ChatMessage | None:
+        """The message at stream sequence ``seq``, read from the stream, if it is one."""
+        assert self._js is not None
+        try:
+            raw = await self._js.get_msg(STREAM_NAME, seq)
+        except NotFoundError:
+            return None
+        try:
+            record = parse_record(seq, raw.subject or "", raw.data or b"")
+        except InvalidRecord:
+            return None
+        return record if isinstance(record, ChatMessage) else None
+
+    async def _poll_lag(self, stop: asyncio.Event) -> None:
+        assert self._js is not None
+        while not stop.is_set():
+            try:
+                info = await self._js.consumer_info(STREAM_NAME, self.settings.consumer_name)
+                metrics.CONSUMER_LAG.set((info.num_pending or 0) + (info.num_ack_pending or 0))
+            except Exception as exc:
+                log.debug("cannot read consumer info: %s", exc)
+            await sleep_unless(stop, LAG_POLL_SECONDS)

@@ -1,0 +1,54 @@
+"""history's errors; mapped to HTTP statuses by roomcast.common.httpapp."""
+
+from __future__ import annotations
+
+from roomcast.common.errors import (
+    DependencyUnavailable,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
+
+
+class InvalidRoomId(InvalidInput):
+    """The room id is not a 24-character lowercase hex id."""
+
+    code = "invalid_room_id"
+
+
+class InvalidPageParameter(InvalidInput):
+    """A pagination parameter (limit, before) has an invalid value."""
+
+    code = "invalid_request"
+
+
+class MissingToken(Unauthenticated):
+    """No bearer token in the Authorization header."""
+
+    code = "unauthenticated"
+
+
+class NotAMember(Forbidden):
+    """The caller is not a member of this room."""
+
+    code = "not_a_member"
+
+
+class RoomNotFound(NotFound):
+    """The room does not exist or is not visible to the caller."""
+
+    code = "room_not_found"
+
+
+class ReadsRateLimited(RateLimited):
+    """Too many history reads by this user."""
+
+
+class RoomsUnavailable(DependencyUnavailable):
+    """The rooms service cannot be reached."""
+
+
+class StoreUnavailable(DependencyUnavailable):
+    """MongoDB cannot be reached."""

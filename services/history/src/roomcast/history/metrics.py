@@ -1,0 +1,46 @@
+"""The consumer's Prometheus metrics (HTTP metrics come from roomcast.common).
+
+Labels are bounded: a fixed set of invalid-record reasons, never a room or user id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONSUMER_LAG = Gauge(
+    "roomcast_history_consumer_lag_messages",
+    "Chat records in the stream not yet stored and acknowledged by history "
+    "(the durable consumer's pending plus unacknowledged messages).",
+)
+INGESTED = Counter(
+    "roomcast_history_ingested_total",
+    "Chat records processed and acknowledged (messages, edits, deletes, invalid ones).",
+)
+STORED = Counter(
+    "roomcast_history_stored_messages_total",
+    "Messages inserted into MongoDB (redelivered duplicates not counted).",
+)
+INGEST_BATCH_SECONDS = Histogram(
+    "roomcast_history_ingest_batch_seconds",
+    "Time to write and acknowledge one fetched batch, retries included.",
+    # A healthy batch takes milliseconds to tens of milliseconds; the long buckets
+    # show batches held up by MongoDB retries.
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+REDELIVERIES = Counter(
+    "roomcast_history_redeliveries_total",
+    "Records delivered more than once (after a crash, a lost ack or an ack timeout).",
+)
+WRITE_ERRORS = Counter(
+    "roomcast_history_write_errors_total",
+    "Failed MongoDB batch writes (each is retried; nothing is acknowledged until it works).",
+)
+INVALID_RECORDS = Counter(
+    "roomcast_history_invalid_records_total",
+    "Records acknowledged without being stored or applied, by reason.",
+    ["reason"],
+)
+LAST_STORED_SEQUENCE = Gauge(
+    "roomcast_history_last_stored_sequence",
+    "Highest stream sequence this replica has written and acknowledged.",
+)

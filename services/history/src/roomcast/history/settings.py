@@ -1,0 +1,51 @@
+"""history's settings, from ``ROOMCAST_HISTORY_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from roomcast.common.settings import MongoSettings, NatsSettings, ServiceSettings, TokenSettings
+
+
+class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMCAST_HISTORY_", extra="ignore", frozen=True)
+
+    port: int = Field(default=8083, ge=1, le=65535)
+    mongo_db: str = "roomcast_history"
+    # The rooms gRPC service, asked whether the caller is a member of a room.
+    rooms_target: str = "127.0.0.1:50051"
+    # A membership check that takes longer than this answers 503: rooms normally
+    # answers in about a millisecond, so 2 s means it is overloaded or gone.
+    rooms_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    # How long a positive membership answer is reused. A member removed from a room
+    # can still read its history for at most this long; 5 s keeps rooms' load at one
+    # call per reader per room per 5 s while paging.
+    membership_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Cached (user, room) answers kept at most (about 200 bytes each).
+    membership_cache_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    # Reads (pages and summaries) per user: bursts of read_rate_capacity, refilled over
+    # read_rate_per_seconds. A client reconnecting fetches one summary per room at
+    # once (300 covers a heavy user's room list); sustained, 5 pages/s is faster than
+    # anyone scrolls and caps a scraper.
+    read_rate_capacity: int = Field(default=300, ge=1, le=1_000_000)
+    read_rate_per_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    # The durable JetStream consumer's name; every history replica shares it.
+    consumer_name: str = Field(default="history", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Messages fetched and written per bulk write: 256 amortises the MongoDB round
+    # trip (one insert_many per batch) while keeping a batch under ~1 MB in memory.
+    batch_size: int = Field(default=256, ge=1, le=4096)
+    # How long one fetch waits for messages when the stream is idle. Short, so a
+    # SIGTERM is noticed within about a second and the lag gauge stays fresh.
+    fetch_timeout: float = Field(default=1.0, gt=0, le=30)
+    # Unacknowledged deliveries the server allows the consumer (over all replicas):
+    # four batches, so a replica never waits on the server while others work, and a
+    # stuck replica holds back at most this many messages.
+    max_ack_pending: int = Field(default=1024, ge=1, le=100_000)
+    # A delivered message not acknowledged within this time is delivered again. A
+    # batch write takes well under a second; 30 s leaves room for a MongoDB primary
+    # election (a batch whose write is being retried is kept alive with in-progress
+    # acks, so this only matters for a replica that died).
+    ack_wait_seconds: float = Field(default=30.0, gt=0, le=3600)

@@ -1,0 +1,230 @@
+"""Helpers for history's tests: chat records in the gateways' format, a JetStream
+publisher, the consumer run in-process, and the history process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import orjson
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from pymongo import AsyncMongoClient
+
+from roomcast.common.subjects import STREAM_NAME, room_subject
+from roomcast.history.consumer import HistoryConsumer
+from roomcast.history.settings import Settings
+from roomcast.history.store import HistoryStore
+from roomcast.history.stream import ensure_chat_stream
+from roomcast.testing.processes import ServiceProcess, free_port
+
+
+class Kit:
+    """Record builders (the gateways' payload format) and polling, for the tests."""
+
+    @staticmethod
+    def oid() -> str:
+        return uuid.uuid4().hex[:24]
+
+    @staticmethod
+    def now_iso() -> str:
+        return dt.datetime.now(dt.UTC).isoformat()
+
+    @staticmethod
+    def sender(user_id: str) -> dict[str, Any]:
+        return {
+            "id": user_id,
+            "username": f"u{user_id[:6]}",
+            "display_name": f"User {user_id[:6]}",
+            "avatar_url": None,
+        }
+
+    @staticmethod
+    def message(
+        room: str,
+        user_id: str,
+        content: str,
+        *,
+        to: str | None = None,
+        client_id: str | None = None,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "kind": "message",
+            "room": room,
+            "sender": Kit.sender(user_id),
+            "body": {"type": "text", "content": content},
+            "sent_at": Kit.now_iso(),
+            "client_id": client_id or uuid.uuid4().hex,
+        }
+        if to is not None:
+            record["to"] = to
+        return record
+
+    @staticmethod
+    def edit(room: str, user_id: str, target_seq: int, content: str) -> dict[str, Any]:
+        return {
+            "kind": "edit",
+            "room": room,
+            "target_seq": target_seq,
+            "sender": Kit.sender(user_id),
+            "body": {"type": "text", "content": content},
+            "sent_at": Kit.now_iso(),
+        }
+
+    @staticmethod
+    def delete(room: str, user_id: str, target_seq: int) -> dict[str, Any]:
+        return {
+            "kind": "delete",
+            "room": room,
+            "target_seq": target_seq,
+            "sender": Kit.sender(user_id),
+            "sent_at": Kit.now_iso(),
+        }
+
+    @staticmethod
+    async def eventually(
+        condition: Callable[[], Awaitable[bool]], *, within: float, what: str, poll: float = 0.05
+    ) -> None:
+        """Poll an async condition until it holds, or fail naming ``what``."""
+        deadline = time.monotonic() + within
+        while not await condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+            await asyncio.sleep(poll)
+
+
+@dataclass
+class Publisher:
+    """Publishes records as a gateway does: JetStream, with a Nats-Msg-Id header."""
+
+    nc: NatsClient
+    js: JetStreamContext
+    acked: list[int] = field(default_factory=list)
+
+    async def publish(self, room: str, record: dict[str, Any] | bytes, msg_id: str = "") -> int:
+        payload = record if isinstance(record, bytes) else orjson.dumps(record)
+        ack = await self.js.publish(
+            room_subject(room), payload, headers={"Nats-Msg-Id": msg_id or uuid.uuid4().hex}
+        )
+        self.acked.append(ack.seq)
+        return int(ack.seq)
+
+    async def stream_messages(self) -> int:
+        info = await self.js.stream_info(STREAM_NAME)
+        return int(info.state.messages)
+
+
+@pytest.fixture
+async def publisher(nats_url: str) -> AsyncIterator[Publisher]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_chat_stream(js)
+    yield Publisher(nc, js)
+    await nc.close()
+
+
+@pytest.fixture
+def make_settings(nats_url: str, mongo_url: str, mongo_db_name: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "nats_url": nats_url,
+            "mongo_url": mongo_url,
+            "mongo_db": mongo_db_name,
+            "mongo_timeout_ms": 1000,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def mongo(mongo_url: str) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_url, serverSelectionTimeoutMS=2000
+    )
+    yield client
+    await client.close()
+
+
+@contextlib.asynccontextmanager
+async def _running_consumer(settings: Settings) -> AsyncIterator[HistoryConsumer]:
+    """The consumer in this process, stopped (its batch finished) on exit."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_url,
+        serverSelectionTimeoutMS=settings.mongo_timeout_ms,
+        connectTimeoutMS=settings.mongo_timeout_ms,
+        socketTimeoutMS=settings.mongo_timeout_ms * 2,
+    )
+    consumer = HistoryConsumer(settings, HistoryStore(client, settings.mongo_db))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await consumer.close()
+        await client.close()
+
+
+def _history_process(
+    *,
+    nats_url: str,
+    mongo_url: str,
+    mongo_db: str,
+    jwks_url: str = "http://127.0.0.1:9/.well-known/jwks.json",
+    rooms_target: str = "127.0.0.1:9",
+    **extra: str,
+) -> ServiceProcess:
+    port = free_port()
+    env = {
+        "ROOMCAST_HISTORY_PORT": str(port),
+        "ROOMCAST_HISTORY_NATS_URL": nats_url,
+        "ROOMCAST_HISTORY_MONGO_URL": mongo_url,
+        "ROOMCAST_HISTORY_MONGO_DB": mongo_db,
+        "ROOMCAST_HISTORY_JWKS_URL": jwks_url,
+        "ROOMCAST_HISTORY_ROOMS_TARGET": rooms_target,
+        "ROOMCAST_HISTORY_MONGO_TIMEOUT_MS": "1000",
+    }
+    env.update({f"ROOMCAST_HISTORY_{k.upper()}": v for k, v in extra.items()})
+    proc = ServiceProcess("history", env, ready_url=f"http://127.0.0.1:{port}/readyz")
+    proc.port = port
+    return proc
+
+
+@pytest.fixture
+def kit() -> type[Kit]:
+    return Kit
+
+
+RunConsumer = Callable[[Settings], contextlib.AbstractAsyncContextManager[HistoryConsumer]]
+
+
+@pytest.fixture
+def run_consumer() -> RunConsumer:
+    """``async with run_consumer(settings) as consumer:`` runs the consumer in-process."""
+    return _running_consumer
+
+
+@pytest.fixture
+def history_proc() -> Iterator[Callable[..., ServiceProcess]]:
+    """Build (not start) history processes; every one is stopped at teardown."""
+    made: list[ServiceProcess] = []
+
+    def make(**kwargs: Any) -> ServiceProcess:
+        proc = _history_process(**kwargs)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.stop()
