@@ -36,6 +36,7 @@ import nats
 import orjson
 from pymongo import AsyncMongoClient
 
+from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.tokens import (
     TokenSigner,
     TokenVerifier,
@@ -43,7 +44,6 @@ from roomcast.common.tokens import (
     load_private_key,
 )
 from roomcast.history.store import MESSAGES, META, ROOMS, WATERMARK_ID, HistoryStore
-from roomcast.history.stream import ensure_chat_stream
 from roomcast.testing.fakes import FakeRooms, JwksServer
 from roomcast.testing.processes import MongoServer, NatsServer, ServiceProcess, free_port
 
@@ -161,7 +161,7 @@ async def main(args: argparse.Namespace) -> None:
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream(timeout=30)
     try:
-        await ensure_chat_stream(js)
+        await ensure_chat_stream(js, StreamSettings(), update=False)
         messages = mongo[db_name][MESSAGES]
         meta = mongo[db_name][META]
         rooms = [oid() for _ in range(args.rooms)]

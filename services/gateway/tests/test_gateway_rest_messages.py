@@ -21,8 +21,8 @@ from test_gateway_rest_kit import (
     stopped,
 )
 
+from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.subjects import room_subject
-from roomcast.history.stream import ensure_chat_stream
 from roomcast.testing.processes import MongoServer, free_port
 
 IssueToken = Any
@@ -66,7 +66,7 @@ async def publish(stack: RestStack, room_id: str, user_id: str, count: int) -> l
     nc = await nats.connect(stack.nats.url)
     try:
         js = nc.jetstream()
-        await ensure_chat_stream(js)
+        await ensure_chat_stream(js, StreamSettings(), update=False)
         seqs = []
         for i in range(count):
             ack = await js.publish(

@@ -19,11 +19,11 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from pymongo import AsyncMongoClient
 
+from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.subjects import STREAM_NAME, room_subject
 from roomcast.history.consumer import HistoryConsumer
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore
-from roomcast.history.stream import ensure_chat_stream
 from roomcast.testing.processes import ServiceProcess, free_port
 
 
@@ -126,7 +126,7 @@ class Publisher:
 async def publisher(nats_url: str) -> AsyncIterator[Publisher]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    await ensure_chat_stream(js)
+    await ensure_chat_stream(js, StreamSettings(), update=False)
     yield Publisher(nc, js)
     await nc.close()
 

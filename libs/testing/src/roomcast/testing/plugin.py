@@ -11,6 +11,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests fork servers (nats-server, SecantusDB, services) while gRPC servers run in this
+# process; gRPC's fork handlers then abort children at random. Set before grpc loads.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any

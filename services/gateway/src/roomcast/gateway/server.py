@@ -28,6 +28,7 @@ from fastapi import APIRouter
 from nats.aio.client import Client as NatsClient
 from uvicorn.lifespan.on import LifespanOn
 
+from roomcast.common.chatstream import ensure_chat_stream
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.subjects import ROOM_EVENTS_PREFIX, STREAM_NAME, USER_EVENTS_PREFIX
 from roomcast.gateway import metrics
@@ -38,10 +39,11 @@ from roomcast.gateway.hub import Hub
 from roomcast.gateway.keys import build_verifier
 from roomcast.gateway.membership import MembershipCache, RoomsClient
 from roomcast.gateway.multiplexer import PortMultiplexer
+from roomcast.gateway.presence import Presence
 from roomcast.gateway.rest_api import install_rest
 from roomcast.gateway.rest_deps import RestDeps
 from roomcast.gateway.settings import Settings
-from roomcast.gateway.stream import ChatStream, ensure_stream
+from roomcast.gateway.stream import ChatStream
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ STARTUP_RETRY_SECONDS = 0.5
 PUBLISH_WAIT_SHARE = 0.4
 # How long close frames may take to flush during a drain before the process moves on.
 SOCKET_CLOSE_WAIT_SECONDS = 1.0
+# Presence's offline deltas and goodbye are a few in-memory publishes: well under this.
+PRESENCE_CLOSE_SECONDS = 0.5
 # Keep-alive of REST connections: above typical balancer idle timeouts' lower end.
 HTTP_KEEP_ALIVE_SECONDS = 30
 
@@ -132,7 +136,7 @@ class Gateway:
         while True:
             try:
                 if settings.stream_manage:
-                    await ensure_stream(stream.js, settings)
+                    await ensure_chat_stream(stream.js, settings, update=True)
                 else:
                     await stream.js.stream_info(STREAM_NAME)
                 break
@@ -142,11 +146,16 @@ class Gateway:
         await nc.subscribe(ROOM_EVENTS_PREFIX + "*", cb=self.events.on_room_event)
         await nc.subscribe(USER_EVENTS_PREFIX + "*", cb=self.events.on_user_event)
         await nc.flush()
+        presence = Presence(self.hub, nc, settings)
+        await presence.start()
+        self.hub.presence = presence
         self.hub.attach(nc, stream)
         log.info("gateway ready", extra={"port": self.port})
 
     async def _on_reconnected(self) -> None:
         metrics.NATS_RECONNECTS.inc()
+        if self.hub.presence is not None:
+            self.hub.presence.on_reconnected()
         fanout = self.hub.fanout
         if fanout is not None:
             fanout.resync_all()
@@ -168,6 +177,9 @@ class Gateway:
         await hub.close_all_and_wait(
             CloseCode.RESTARTING, "gateway restarting", remaining(SOCKET_CLOSE_WAIT_SECONDS)
         )
+        if hub.presence is not None:
+            # After the sockets: their offline deltas go out, then the goodbye.
+            await hub.presence.close(remaining(PRESENCE_CLOSE_SECONDS))
         await self.mux.shutdown_http(remaining(grace / 4))
         with contextlib.suppress(Exception):
             await self.rest.aclose()

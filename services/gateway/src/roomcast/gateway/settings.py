@@ -8,10 +8,11 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from roomcast.common.chatstream import StreamSettings
 from roomcast.common.settings import NatsSettings, ServiceSettings, TokenSettings
 
 
-class Settings(ServiceSettings, NatsSettings, TokenSettings):
+class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMCAST_GATEWAY_", extra="ignore", frozen=True)
 
     # One port serves REST and the WebSocket (/v1/ws): see multiplexer.py.
@@ -81,14 +82,7 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings):
 
     # --- stream -------------------------------------------------------------------------
     stream_manage: bool = True  # create/update the CHAT stream at start
-    stream_replicas: int = Field(default=1, ge=1, le=5)
-    # Retried sends inside this window return the original sequence (exactly once).
-    stream_duplicate_window_seconds: float = Field(default=120.0, gt=0)
-    # Stream retention (history keeps every message in MongoDB; the stream is the
-    # replay buffer for reconnects and history's source).
-    stream_max_age_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
-    stream_max_msgs_per_subject: int = Field(default=100_000, ge=1)
-    stream_max_bytes: int = Field(default=-1, ge=-1)
+    # The stream's shape (replicas, retention, duplicate window): StreamSettings.
 
     # --- membership ---------------------------------------------------------------------
     # How long a "member" answer from rooms is trusted. Events invalidate it at once; the
@@ -100,6 +94,26 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings):
     # Entries kept; the least recently used are evicted past this.
     membership_cache_size: int = Field(default=200_000, ge=1)
     rooms_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    # --- presence and typing (presence.py, typing_relay.py) ----------------------------
+    # Gateways heartbeat on NATS this often; a peer silent for `missed` intervals is dead
+    # and its users go offline. 2 s x 3 (+ the 1 s check) bounds a crashed gateway's
+    # ghosts to 7 s while a GC pause or a busy loop of a few seconds is tolerated.
+    presence_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
+    presence_missed_heartbeats: int = Field(default=3, ge=2, le=20)
+    # How long a room's first snapshot waits for peers' replies before presence queries
+    # are answered anyway (replies take ~1 ms on a LAN; late ones still merge as events).
+    presence_snapshot_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    # At most one typing notice per user and room per this interval (per gateway); extra
+    # ones are dropped silently: indicators last a few seconds after the last notice.
+    typing_min_interval_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    # --- revoked sessions (revocations.py) ----------------------------------------------
+    # How long a revoked session's tokens are refused: at least auth's access-token
+    # lifetime (ROOMCAST_AUTH_ACCESS_TTL_SECONDS, 900 s), after which they expired anyway.
+    revoked_session_ttl_seconds: float = Field(default=900.0, gt=0)
+    # Revocations remembered at once (~100 bytes each); the oldest are forgotten first.
+    revoked_sessions_max: int = Field(default=100_000, ge=1)
 
     @field_validator("allowed_origins")
     @classmethod

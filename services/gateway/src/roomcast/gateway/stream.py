@@ -20,20 +20,14 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    RePublish,
-    StorageType,
-    StreamConfig,
 )
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from roomcast.common.subjects import (
-    LIVE_SUBJECT_PREFIX,
-    ROOM_SUBJECT_PREFIX,
     STREAM_NAME,
     room_subject,
 )
@@ -64,36 +58,6 @@ class StoredMessage:
 class PublishResult:
     seq: int
     duplicate: bool
-
-
-def stream_config(settings: Settings) -> StreamConfig:
-    return StreamConfig(
-        name=STREAM_NAME,
-        subjects=[ROOM_SUBJECT_PREFIX + "*"],
-        storage=StorageType.FILE,
-        num_replicas=settings.stream_replicas,
-        # After storing, the server republishes each message with its sequence and the
-        # previous sequence of the same subject: the live path and its gap detection.
-        republish=RePublish(src=ROOM_SUBJECT_PREFIX + ">", dest=LIVE_SUBJECT_PREFIX + ">"),
-        duplicate_window=settings.stream_duplicate_window_seconds,
-        max_age=settings.stream_max_age_seconds,
-        max_msgs_per_subject=settings.stream_max_msgs_per_subject,
-        max_bytes=settings.stream_max_bytes,
-        allow_direct=True,
-    )
-
-
-async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
-    """Create the CHAT stream, or bring an existing one to this configuration."""
-    config = stream_config(settings)
-    try:
-        await js.add_stream(config)
-        return
-    except APIError as exc:
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise
-    await js.update_stream(config)
-    log.info("stream configuration updated", extra={"stream": STREAM_NAME})
 
 
 class ChatStream:

@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
 
+from roomcast.common.chatstream import ensure_chat_stream
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.subjects import ROOM_SUBJECT_PREFIX, STREAM_NAME
@@ -42,7 +43,6 @@ from roomcast.history.records import (
 )
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore, Rejected
-from roomcast.history.stream import ensure_chat_stream
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class HistoryConsumer:
         backoff = Backoff()
         while not stop.is_set():
             try:
-                await ensure_chat_stream(self._js)
+                await ensure_chat_stream(self._js, self.settings, update=False)
                 await self._ensure_consumer()
                 return await self._js.pull_subscribe_bind(
                     durable=self.settings.consumer_name, stream=STREAM_NAME

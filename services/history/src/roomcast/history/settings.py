@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from roomcast.common.chatstream import StreamSettings
 from roomcast.common.settings import MongoSettings, NatsSettings, ServiceSettings, TokenSettings
 
 
-class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings):
+class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, StreamSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMCAST_HISTORY_", extra="ignore", frozen=True)
 
     port: int = Field(default=8083, ge=1, le=65535)
