@@ -14,6 +14,7 @@ import logging
 import sys
 
 from pydantic import ValidationError
+
 from roomcast.auth.app import auth_service, create_app
 from roomcast.auth.errors import ConfigurationError
 from roomcast.auth.events import NatsEventPublisher

@@ -11,6 +11,7 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from pymongo import AsyncMongoClient
+
 from roomcast.auth.errors import MissingToken
 from roomcast.auth.events import EventPublisher
 from roomcast.auth.limits import client_ip

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import orjson
 from nats.aio.client import Client as NatsClient
+
 from roomcast.auth import metrics
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.subjects import is_object_id, user_events_subject

@@ -6,6 +6,7 @@ import re
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from roomcast.auth.errors import ConfigurationError
 from roomcast.auth.settings import Settings
 from roomcast.common.tokens import TokenSigner, key_id, load_private_key

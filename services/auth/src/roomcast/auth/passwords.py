@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import bcrypt
+
 from roomcast.auth import metrics
 from roomcast.auth.errors import Overloaded
 

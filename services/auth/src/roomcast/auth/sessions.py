@@ -27,6 +27,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+
 from roomcast.auth.errors import InvalidRefreshToken, RefreshTokenExpired
 
 Document = dict[str, Any]

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
-from roomcast.common.settings import MongoSettings, NatsSettings, ServiceSettings
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from roomcast.common.proxies import IpNetwork, comma_list, parse_networks
+from roomcast.common.settings import MongoSettings, NatsSettings, ServiceSettings
 
 
 def _default_hash_concurrency() -> int:
     # bcrypt is pure CPU: more concurrent hashes than cores only adds queueing inside
     # the threads instead of in front of them.
     return max(1, os.cpu_count() or 1)
-
-
-def _comma_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
 
 
 class Settings(ServiceSettings, MongoSettings, NatsSettings):
@@ -82,7 +75,7 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings):
     @field_validator("admin_usernames", mode="before")
     @classmethod
     def _parse_admins(cls, value: Any) -> Any:
-        value = _comma_list(value)
+        value = comma_list(value)
         if isinstance(value, list | tuple | set | frozenset):
             return frozenset(str(v).lower() for v in value)
         return value
@@ -90,7 +83,4 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_proxies(cls, value: Any) -> Any:
-        value = _comma_list(value)
-        if isinstance(value, list | tuple):
-            return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
-        return value
+        return parse_networks(value)

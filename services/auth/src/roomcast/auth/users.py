@@ -18,6 +18,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
 from roomcast.auth.errors import EmailTaken, UsernameTaken
 from roomcast.auth.models import PrivateUser, PublicUser
 from roomcast.common.subjects import is_object_id

@@ -11,7 +11,6 @@ touching the core.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +22,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from roomcast.common.errors import Unauthenticated
+from roomcast.common.proxies import IpNetwork, comma_list, parse_networks
 from roomcast.common.tokens import AccessClaims, TokenVerifier
 from roomcast.rpc.rooms.v1 import rooms_pb2_grpc
 
@@ -30,17 +30,10 @@ if TYPE_CHECKING:
     from roomcast.gateway.settings import Settings
     from roomcast.rpc.rooms.v1.rooms_pb2_grpc import RoomsAsyncStub
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Longest Authorization header considered: an access token is well under 1 KiB; the
 # verifier refuses anything over 4 KiB anyway, this avoids even base64-decoding more.
 MAX_AUTHORIZATION_LENGTH = 4096
-
-
-def _comma_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
 
 
 class RestSettings(BaseSettings):
@@ -82,7 +75,7 @@ class RestSettings(BaseSettings):
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
     def _parse_origins(cls, value: Any) -> Any:
-        value = _comma_list(value)
+        value = comma_list(value)
         if isinstance(value, list | tuple):
             return tuple(str(v).rstrip("/") for v in value)
         return value
@@ -90,10 +83,7 @@ class RestSettings(BaseSettings):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_proxies(cls, value: Any) -> Any:
-        value = _comma_list(value)
-        if isinstance(value, list | tuple):
-            return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
-        return value
+        return parse_networks(value)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ failures to the public error envelope.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -35,9 +34,7 @@ from roomcast.common.errors import (
 )
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.common.logging import request_id_var
-
-if TYPE_CHECKING:
-    from roomcast.gateway.rest_deps import IpNetwork
+from roomcast.common.proxies import IpNetwork, forwarded_hops, is_trusted
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +70,10 @@ def forwarded_for(request: Request, trusted: Sequence[IpNetwork]) -> str:
     when the peer is a trusted proxy, else the peer alone (a client's own chain is
     not believed)."""
     peer = request.client.host if request.client is not None else "unknown"
-    if trusted and _is_trusted(peer, trusted):
-        hops = [
-            hop.strip()
-            for value in request.headers.getlist("x-forwarded-for")
-            for hop in value.split(",")
-            if hop.strip()
-        ]
+    if trusted and is_trusted(peer, trusted):
+        hops = forwarded_hops(request.headers.getlist("x-forwarded-for"))
         return ", ".join([*hops[-MAX_FORWARDED_HOPS:], peer])
     return peer
-
-
-def _is_trusted(address: str, trusted: Sequence[IpNetwork]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
 
 
 def upstream_headers(request: Request, trusted: Sequence[IpNetwork]) -> dict[str, str]:
