@@ -16,6 +16,7 @@ so no id can carry a subject wildcard (``*``, ``>``) or a token separator (``.``
 
 from __future__ import annotations
 
+import enum
 import re
 
 STREAM_NAME = "CHAT"
@@ -60,3 +61,19 @@ def presence_query_subject(room_id: str) -> str:
 def room_id_from_subject(subject: str) -> str:
     """The last token of a per-room subject."""
     return subject.rsplit(".", 1)[-1]
+
+
+class RoomEvent(enum.StrEnum):
+    """``type`` of the events rooms publishes on ``chat.events.room.<room_id>``
+    (schema: docs/events.md)."""
+
+    MEMBER_JOINED = "member_joined"
+    MEMBER_LEFT = "member_left"
+    MEMBER_REMOVED = "member_removed"
+    ROLE_CHANGED = "role_changed"
+    ROOM_UPDATED = "room_updated"
+    ROOM_DELETED = "room_deleted"
+
+
+# ``type`` of the event auth publishes on ``chat.events.user.<user_id>``.
+SESSION_REVOKED = "session_revoked"

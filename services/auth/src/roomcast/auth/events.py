@@ -21,11 +21,10 @@ from nats.aio.client import Client as NatsClient
 
 from roomcast.auth import metrics
 from roomcast.common.natsconn import connect_nats
-from roomcast.common.subjects import is_object_id, user_events_subject
+from roomcast.common.subjects import SESSION_REVOKED, is_object_id, user_events_subject
 
 log = logging.getLogger(__name__)
 
-SESSION_REVOKED = "session_revoked"
 # How long close() waits for buffered events to reach the server at shutdown.
 DRAIN_TIMEOUT_SECONDS = 2.0
 

@@ -10,10 +10,11 @@
 - other types are relayed to the room's sockets as ``{"type":"event", ...}``.
 
 ``chat.events.user.<user_id>`` (from auth), ``{"type":"session_revoked", "user_id",
-"session_id"}``: the user's sockets authenticated under that session close with 4001.
+"session_id"}``: the user's sockets authenticated under that session close with 4001,
+and the session's (still unexpired) tokens are refused from then on (revocations.py).
 
-Presence and typing (ephemeral, ``ephemeral.room.<id>``) will get their own handler
-here, relayed the same way as events.
+Presence and typing (ephemeral, ``ephemeral.room.<id>``) are presence.py's; subscriptions
+ended here end the user's presence in the room too (``Presence.sync_room``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import orjson
 from nats.aio.msg import Msg
 
-from roomcast.common.subjects import is_object_id
+from roomcast.common.subjects import SESSION_REVOKED, RoomEvent, is_object_id
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import CloseCode
 from roomcast.gateway.hub import Hub
@@ -32,16 +33,11 @@ from roomcast.gateway.protocol import event_frame
 
 log = logging.getLogger(__name__)
 
-MEMBER_JOINED = "member_joined"
-MEMBER_LEFT = "member_left"
-MEMBER_REMOVED = "member_removed"
-ROLE_CHANGED = "role_changed"
-ROOM_UPDATED = "room_updated"
-ROOM_DELETED = "room_deleted"
-ROOM_EVENTS = frozenset(
-    {MEMBER_JOINED, MEMBER_LEFT, MEMBER_REMOVED, ROLE_CHANGED, ROOM_UPDATED, ROOM_DELETED}
-)
-SESSION_REVOKED = "session_revoked"
+MEMBER_LEFT = RoomEvent.MEMBER_LEFT
+MEMBER_REMOVED = RoomEvent.MEMBER_REMOVED
+ROOM_DELETED = RoomEvent.ROOM_DELETED
+ROOM_UPDATED = RoomEvent.ROOM_UPDATED
+ROOM_EVENTS = frozenset(RoomEvent)
 # Events are a few hundred bytes; anything much larger is not one of ours.
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -100,18 +96,27 @@ class EventRouter:
         hub = self.hub
         if user_id is not None:
             hub.membership.invalidate(user_id, room_id)
+            hub.recipients.invalidate(user_id, room_id)
         if kind in (ROOM_DELETED, ROOM_UPDATED) or (user_id is None and kind in ROOM_EVENTS):
             hub.membership.invalidate_room(room_id)
+            hub.recipients.invalidate_room(room_id)
         fanout = hub.fanout
         if fanout is None:
             return
         frame = event_frame(room_id, kind, public_fields(event))
         if kind == ROOM_DELETED:
             fanout.end_subscriptions(room_id, user_id=None, reason=kind, notice=frame)
+            self._sync_presence(room_id)
             return
         fanout.broadcast(room_id, frame)
         if kind in (MEMBER_LEFT, MEMBER_REMOVED) and user_id is not None:
             fanout.end_subscriptions(room_id, user_id=user_id, reason=kind, notice=None)
+            self._sync_presence(room_id)
+
+    def _sync_presence(self, room_id: str) -> None:
+        """Ended subscriptions end presence too (the user goes offline in the room)."""
+        if self.hub.presence is not None:
+            self.hub.presence.sync_room(room_id)
 
     def handle_user_event(self, msg: Msg) -> None:
         event = _decode(msg)
@@ -127,6 +132,7 @@ class EventRouter:
         if not is_object_id(user_id) or not isinstance(session_id, str) or not session_id:
             return
         assert isinstance(user_id, str)
+        self.hub.revoked.add(session_id)
         closed = self.hub.close_sessions(
             user_id, session_id, CloseCode.UNAUTHENTICATED, "session revoked"
         )

@@ -8,14 +8,14 @@ counted, and the connection keeps reconnecting on its own. See docs/events.md.
 
 from __future__ import annotations
 
-import enum
 import logging
 from typing import Any
 
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
-from roomcast.common.subjects import room_events_subject
+
+from roomcast.common.subjects import RoomEvent, room_events_subject
 from roomcast.rooms.metrics import EVENT_PUBLISH_FAILURES, EVENTS_PUBLISHED
 from roomcast.rooms.policy import Role
 from roomcast.rooms.records import RoomRecord, now_ms
@@ -23,13 +23,7 @@ from roomcast.rooms.records import RoomRecord, now_ms
 log = logging.getLogger(__name__)
 
 
-class EventType(enum.StrEnum):
-    MEMBER_JOINED = "member_joined"
-    MEMBER_LEFT = "member_left"
-    MEMBER_REMOVED = "member_removed"
-    ROLE_CHANGED = "role_changed"
-    ROOM_UPDATED = "room_updated"
-    ROOM_DELETED = "room_deleted"
+EventType = RoomEvent
 
 
 def build_event(
