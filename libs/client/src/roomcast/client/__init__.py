@@ -30,6 +30,7 @@ from .errors import (
 from .http import RoomcastHttp, jwt_expiry
 from .models import (
     Ack,
+    Change,
     ErrorFrame,
     Event,
     Gap,
@@ -38,6 +39,7 @@ from .models import (
     Member,
     Message,
     Presence,
+    ReadReceipt,
     Room,
     RoomPage,
     Sender,
@@ -56,6 +58,7 @@ __all__ = [
     "Ack",
     "ApiError",
     "BadRequest",
+    "Change",
     "ClientError",
     "Conflict",
     "ConnectionClosed",
@@ -71,6 +74,7 @@ __all__ = [
     "PayloadTooLarge",
     "Presence",
     "RateLimited",
+    "ReadReceipt",
     "RequestRejected",
     "Room",
     "RoomPage",

@@ -66,6 +66,31 @@ class Event:
 
 
 @dataclass(slots=True)
+class Change:
+    """An edit or a delete of the message ``target_seq``. It occupies its own ``seq`` in
+    the room (``prev`` chains through it like a message); ``body`` is None for a delete."""
+
+    kind: str  # "edit" or "delete"
+    room: str
+    seq: int
+    prev: int
+    target_seq: int
+    sender: Sender
+    body: dict[str, Any] | None
+    at: str | int | float | None
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class ReadReceipt:
+    """``user`` has read ``room`` up to ``seq``."""
+
+    room: str
+    user: dict[str, Any]
+    seq: int
+
+
+@dataclass(slots=True)
 class Typing:
     """Someone is typing in a room; ``data`` is the whole frame."""
 
@@ -135,7 +160,17 @@ class Gap:
 
 
 #: What ``async for item in socket`` yields.
-Item = Message | Event | Typing | Presence | ErrorFrame | Subscribed | Unsubscribed
+Item = (
+    Message
+    | Change
+    | ReadReceipt
+    | Event
+    | Typing
+    | Presence
+    | ErrorFrame
+    | Subscribed
+    | Unsubscribed
+)
 
 
 @dataclass(slots=True)

@@ -127,20 +127,25 @@ class RoomcastSocket(Connector):
 
         Cancelling the future stops re-sending it.
         """
+        frame: dict[str, Any] = {
+            "type": "send",
+            "room": room,
+            "body": {"type": "text", "content": content},
+        }
+        if to is not None:
+            frame["to"] = to
+        return self._queue(frame, client_id)
+
+    def _queue(self, frame: dict[str, Any], client_id: str | None) -> asyncio.Future[Ack]:
+        """Keep an acked frame (send, edit, delete) until its ack; re-sent verbatim,
+        same client_id, after reconnects (the gateway stores it at most once)."""
         self._check_usable()
         cid = client_id if client_id is not None else uuid.uuid4().hex
         if _CLIENT_ID.fullmatch(cid) is None:
             raise ValueError("client_id must be 1-64 characters of A-Z a-z 0-9 _ -")
         if cid in self._pending:
             raise ValueError(f"a send with client_id {cid!r} is already pending")
-        frame: dict[str, Any] = {
-            "type": "send",
-            "room": room,
-            "client_id": cid,
-            "body": {"type": "text", "content": content},
-        }
-        if to is not None:
-            frame["to"] = to
+        frame["client_id"] = cid
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         pending = PendingSend(cid, orjson.dumps(frame), future)
         self._pending[cid] = pending
@@ -149,6 +154,20 @@ class RoomcastSocket(Connector):
         if self._wire is not None and self._wire.send(pending.frame):
             pending.transmitted = True
         return future
+
+    async def edit(self, room: str, seq: int, content: str, *, client_id: str | None = None) -> Ack:
+        """Replace the text of your message ``seq``; acked like a send (exactly once)."""
+        frame = {
+            "type": "edit",
+            "room": room,
+            "seq": seq,
+            "body": {"type": "text", "content": content},
+        }
+        return await self._queue(frame, client_id)
+
+    async def delete(self, room: str, seq: int, *, client_id: str | None = None) -> Ack:
+        """Delete message ``seq`` (yours, or any as a room admin/owner)."""
+        return await self._queue({"type": "delete", "room": room, "seq": seq}, client_id)
 
     async def send(
         self, room: str, content: str, *, to: str | None = None, client_id: str | None = None

@@ -14,12 +14,14 @@ from typing import Any
 from .errors import ClientError, RequestRejected
 from .models import (
     Ack,
+    Change,
     ErrorFrame,
     Event,
     Gap,
     Item,
     Message,
     Presence,
+    ReadReceipt,
     Sender,
     SocketStats,
     Subscribed,
@@ -118,6 +120,9 @@ class FrameRouter:
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "message": self._on_message,
             "skip": self._on_skip,
+            "edit": self._on_change,
+            "delete": self._on_change,
+            "read": self._on_read,
             "ack": self._on_ack,
             "subscribed": self._on_subscribed,
             "unsubscribed": self._on_unsubscribed,
@@ -208,6 +213,37 @@ class FrameRouter:
                 get("to"),
                 replayed,
             )
+        )
+
+    def _on_change(self, data: dict[str, Any]) -> None:
+        room = data["room"]
+        seq = int(data["seq"])
+        prev = int(data.get("prev") or 0)
+        replayed = False
+        state = self._rooms.get(room)
+        if state is not None:
+            if not self._advance(state, seq, prev):
+                return
+            replayed = seq <= state.replay_until
+        kind = str(data["type"])
+        self._deliver(
+            Change(
+                kind,
+                room,
+                seq,
+                prev,
+                int(data["target_seq"]),
+                Sender.from_wire(data.get("sender")),
+                data.get("body") if kind == "edit" else None,
+                data.get("edited_at") or data.get("deleted_at"),
+                replayed,
+            )
+        )
+
+    def _on_read(self, data: dict[str, Any]) -> None:
+        user = data.get("user")
+        self._deliver(
+            ReadReceipt(str(data["room"]), user if isinstance(user, dict) else {}, int(data["seq"]))
         )
 
     def _on_skip(self, data: dict[str, Any]) -> None:
