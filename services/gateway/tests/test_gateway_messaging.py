@@ -477,7 +477,7 @@ async def test_gateway_bad_frames_get_errors_and_the_socket_survives(
             "invalid_request",
             "c4",
         ),
-        (f'{{"type": "typing", "room": "{room}"}}', "unsupported", room),
+        (f'{{"type": "typing", "room": "{room}"}}', "not_subscribed", room),
     ]
     try:
         for raw, code, ref in cases:

@@ -27,6 +27,7 @@ from roomcast.common.errors import DependencyUnavailable, RoomcastError, Unauthe
 from roomcast.common.ratelimit import TokenBucket
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
+from roomcast.gateway.changes import publish_change
 from roomcast.gateway.errors import (
     ClientIdReused,
     CloseCode,
@@ -36,13 +37,14 @@ from roomcast.gateway.errors import (
     SessionUserMismatch,
     TooManySubscriptions,
     Unavailable,
-    Unsupported,
     close_code_for,
 )
 from roomcast.gateway.protocol import (
     PONG_FRAME,
     Auth,
     Command,
+    Delete,
+    Edit,
     FrameError,
     Ping,
     Presence,
@@ -61,6 +63,7 @@ from roomcast.gateway.protocol import (
     unsubscribed_frame,
     ws_text,
 )
+from roomcast.gateway.receipts import receipts_for
 
 if TYPE_CHECKING:
     from roomcast.gateway.fanout import RoomChannel
@@ -85,6 +88,14 @@ MAX_CLOSE_REASON_BYTES = 120
 
 def _noop_write(_: bytes) -> None:
     return None
+
+
+def _ref_of(data: bytes, max_body_chars: int) -> str | None:
+    """The ref of a frame refused before it was executed (None if it does not parse)."""
+    try:
+        return command_ref(parse_frame(data, max_body_chars=max_body_chars))
+    except FrameError as exc:
+        return exc.ref
 
 
 class Connection(WSListener):
@@ -192,7 +203,7 @@ class Connection(WSListener):
             transport.disconnect()
 
     def _on_message(self, kind: WSMsgType, data: bytes) -> None:
-        if not self._within_rate():
+        if not self._within_rate(data if kind == WSMsgType.TEXT else b""):
             return
         if kind == WSMsgType.BINARY:
             if not self._auth_started:
@@ -215,9 +226,6 @@ class Connection(WSListener):
             self._auth_started = True
         if isinstance(command, Ping):
             self.send_payload(PONG_FRAME)
-        elif isinstance(command, Typing | Read | Presence):
-            # Typing, read markers and presence are ephemeral features served later.
-            self._error(Unsupported("not supported by this gateway yet"), command_ref(command))
         elif len(self._queue) >= MAX_QUEUED_COMMANDS:
             self._error(FrameRateLimited("too many commands in flight"), command_ref(command))
         else:
@@ -225,7 +233,7 @@ class Connection(WSListener):
             if self._worker is None:
                 self._worker = self.loop.create_task(self._work())
 
-    def _within_rate(self) -> bool:
+    def _within_rate(self, data: bytes) -> bool:
         now = time.monotonic()
         if self._bucket.take(now) == 0.0:
             return True
@@ -239,7 +247,11 @@ class Connection(WSListener):
         if len(violations) >= settings.rate_limit_max_violations:
             self.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
         else:
-            self._error(FrameRateLimited("too many frames, slow down"), None)
+            # The refused command's ref (client_id of a send, else its room), so a client
+            # knows which one to retry; parsed only for refused frames, which the
+            # violation limit above bounds.
+            ref = _ref_of(data, settings.max_body_chars) if data else None
+            self._error(FrameRateLimited("too many frames, slow down"), ref)
         return False
 
     # --- commands ------------------------------------------------------------------
@@ -265,14 +277,41 @@ class Connection(WSListener):
             await self._subscribe(command)
         elif isinstance(command, Unsubscribe):
             self.hub.fanout_or_fail().unsubscribe(self, command.room)
+            self._sync_presence(command.room)
             self.send_payload(unsubscribed_frame(command.room))
         elif isinstance(command, Auth):
             await self._authenticate(command.token)
+        elif isinstance(command, Edit | Delete):
+            assert self.claims is not None
+            published = await publish_change(self.hub, self.claims, command)
+            self.send_payload(
+                ack_frame(command.client_id, published.seq, duplicate=published.duplicate)
+            )
+        elif isinstance(command, Read):
+            await receipts_for(self.hub).mark(self, command.room, command.seq)
+        elif isinstance(command, Typing | Presence):
+            presence = self.hub.presence
+            if presence is None:
+                raise Unavailable("gateway starting, retry")
+            if isinstance(command, Typing):
+                presence.typing(self, command.room)
+            else:
+                await presence.query(self, command.room)
+
+    def _sync_presence(self, room: str) -> None:
+        """Presence follows subscriptions: a user is online in a room while one of their
+        sockets is subscribed to it (presence.py)."""
+        presence = self.hub.presence
+        if presence is not None:
+            presence.sync(self, room)
 
     async def _authenticate(self, token: str) -> None:
         first = self.claims is None
         try:
             claims = await self.hub.verifier.verify(token)
+            if claims.session_id is not None and claims.session_id in self.hub.revoked:
+                # Logged out or revoked: its tokens must not reopen sockets (revocations.py).
+                raise Unauthenticated("session revoked", code="session_revoked")
         except Unauthenticated as exc:
             if first:
                 self._error(exc, None)
@@ -322,6 +361,7 @@ class Connection(WSListener):
             await hub.fanout_or_fail().subscribe(self, command.room, command.since)
         finally:
             self._replaying -= 1
+            self._sync_presence(command.room)
         if self.paused and not self._replaying:
             await self.wait_writable()
 
@@ -334,6 +374,8 @@ class Connection(WSListener):
                 raise Draining("gateway restarting")
             stream = hub.stream_or_fail()
             await hub.membership.require_member(self.claims, command.room)
+            if command.to is not None:
+                await hub.recipients.require_member(self.claims, command.room, command.to)
             record = message_record(
                 room=command.room,
                 sender=self.claims,
@@ -452,6 +494,8 @@ class Connection(WSListener):
         fanout = self.hub.fanout
         if fanout is not None:
             fanout.detach_all(self)
+        if self.hub.presence is not None:
+            self.hub.presence.forget(self)
         for timer in (self._auth_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()

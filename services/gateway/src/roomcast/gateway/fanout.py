@@ -38,8 +38,8 @@ from roomcast.gateway import metrics
 from roomcast.gateway.errors import Unavailable
 from roomcast.gateway.protocol import (
     is_record,
-    message_frame,
     private_recipients,
+    record_frame,
     skip_frame,
     subscribed_frame,
     unsubscribed_frame,
@@ -255,7 +255,7 @@ class Fanout:
         if not is_record(data):
             return
         private = private_recipients(data, headers)
-        payload = message_frame(seq, prev, data)
+        payload = record_frame(seq, prev, data, headers)
         failed: list[Subscriber] | None = None
         if private is None:
             frame = ws_text(payload)
@@ -439,7 +439,7 @@ class Fanout:
                 continue
             private = private_recipients(m.data, m.headers)
             if private is None or user in private:
-                subscriber.send_payload(message_frame(m.seq, prev, m.data))
+                subscriber.send_payload(record_frame(m.seq, prev, m.data, m.headers))
             else:
                 subscriber.send_payload(skip_frame(room.room_id, m.seq, prev))
             prev = m.seq

@@ -21,6 +21,9 @@ from roomcast.gateway.connection import Connection
 from roomcast.gateway.errors import Unavailable
 from roomcast.gateway.fanout import Fanout
 from roomcast.gateway.membership import MembershipCache
+from roomcast.gateway.presence import Presence
+from roomcast.gateway.recipients import RecipientCache
+from roomcast.gateway.revocations import RevokedSessions
 from roomcast.gateway.settings import Settings
 from roomcast.gateway.stream import ChatStream
 
@@ -42,6 +45,21 @@ class Hub:
         self.settings = settings
         self.verifier = verifier
         self.membership = membership
+        # Private messages' recipients (recipients.py), on the same rooms channel.
+        self.recipients = RecipientCache(
+            membership.client.stub,
+            timeout=membership.client.timeout,
+            ttl=settings.membership_cache_ttl_seconds,
+            negative_ttl=settings.membership_negative_ttl_seconds,
+            max_entries=settings.membership_cache_size,
+        )
+        # Sessions revoked while their tokens are still valid (revocations.py).
+        self.revoked = RevokedSessions(
+            ttl=settings.revoked_session_ttl_seconds,
+            max_entries=settings.revoked_sessions_max,
+        )
+        # Presence and typing (presence.py): set by the server once NATS is connected.
+        self.presence: Presence | None = None
         self.nc: NatsClient | None = None
         self.stream: ChatStream | None = None
         self.fanout: Fanout | None = None

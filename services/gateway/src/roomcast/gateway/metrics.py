@@ -69,3 +69,26 @@ HANDSHAKES_REJECTED = Counter(
     "WebSocket handshakes refused, by reason (origin, capacity, draining, head).",
     ["reason"],
 )
+PRESENCE_EVENTS = Counter(
+    "roomcast_gateway_presence_events_total",
+    "Presence changes of a room seen by this gateway (a user's first/last socket), by status.",
+    ["status"],
+)
+TYPING = Counter(
+    "roomcast_gateway_typing_total",
+    "Typing notices by result (published, dropped, not_subscribed, relayed).",
+    ["result"],
+)
+PRESENCE_GATEWAYS = Gauge(
+    "roomcast_gateway_presence_gateways", "Other gateways heard on the presence heartbeat."
+)
+MESSAGE_CHANGES = Counter(
+    "roomcast_gateway_message_changes_total",
+    "Edit and delete commands by kind and result (ok, duplicate, forbidden, not_found, ...).",
+    ["kind", "result"],
+)
+READS = Counter(
+    "roomcast_gateway_reads_total",
+    "Read receipts by result (stored, coalesced, failed).",
+    ["result"],
+)

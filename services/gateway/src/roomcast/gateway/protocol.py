@@ -44,6 +44,8 @@ MAX_SEQ = 2**63 - 1
 HDR_MSG_ID = "Nats-Msg-Id"
 HDR_SENDER = "Roomcast-Sender"
 HDR_TO = "Roomcast-To"
+# The record's kind when it is not a message ("edit" or "delete"): picks the frame type.
+HDR_KIND = "Roomcast-Kind"
 
 
 class FrameError(Exception):
@@ -100,14 +102,29 @@ class Presence:
     room: str
 
 
-Command = Auth | Subscribe | Unsubscribe | Send | Ping | Typing | Read | Presence
+@dataclass(frozen=True, slots=True)
+class Edit:
+    room: str
+    seq: int
+    client_id: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    room: str
+    seq: int
+    client_id: str
+
+
+Command = Auth | Subscribe | Unsubscribe | Send | Ping | Typing | Read | Presence | Edit | Delete
 
 PING = Ping()
 
 
 def command_ref(command: Command) -> str | None:
     """What an error about this command refers to: its client_id, else its room."""
-    if isinstance(command, Send):
+    if isinstance(command, Send | Edit | Delete):
         return command.client_id
     return getattr(command, "room", None)
 
@@ -125,6 +142,27 @@ def _seq(value: object, field: str, ref: str | None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
         raise FrameError(InvalidFrame(f"{field} must be a non-negative integer"), ref)
     return value
+
+
+def _client_id(obj: dict[str, Any], ref: str | None) -> str:
+    client_id = obj.get("client_id")
+    if not isinstance(client_id, str) or _CLIENT_ID.fullmatch(client_id) is None:
+        raise FrameError(InvalidFrame("client_id must be 1-64 characters of A-Z a-z 0-9 _ -"), ref)
+    return client_id
+
+
+def _content(obj: dict[str, Any], client_id: str, max_body_chars: int) -> str:
+    body = obj.get("body")
+    if not isinstance(body, dict) or body.get("type") != "text":
+        raise FrameError(InvalidFrame('body must be {"type": "text", "content": ...}'), client_id)
+    content = body.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise FrameError(InvalidFrame("body.content must be a non-empty string"), client_id)
+    if len(content) > max_body_chars:
+        raise FrameError(
+            BodyTooLarge(f"body.content exceeds {max_body_chars} characters"), client_id
+        )
+    return content
 
 
 def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
@@ -183,6 +221,15 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
         return Read(room, _seq(obj.get("seq"), "seq", room))
     if kind == "presence":
         return Presence(_room(obj, None))
+    if kind == "edit" or kind == "delete":
+        client_id = _client_id(obj, room_ref)
+        room = _room(obj, client_id)
+        target = _seq(obj.get("seq"), "seq", client_id)
+        if target == 0:
+            raise FrameError(InvalidFrame("seq must be a positive integer"), client_id)
+        if kind == "delete":
+            return Delete(room, target, client_id)
+        return Edit(room, target, client_id, _content(obj, client_id, max_body_chars))
     raise FrameError(UnknownType("unknown frame type"), room_ref)
 
 
@@ -229,6 +276,42 @@ def record_headers(*, sender_id: str, client_id: str, to: str | None) -> dict[st
     return headers
 
 
+def change_record(
+    *,
+    kind: str,
+    room: str,
+    target_seq: int,
+    sender: AccessClaims,
+    content: str | None,
+    client_id: str,
+) -> bytes:
+    """The record of an edit (``content``) or a delete (None) of message ``target_seq``.
+
+    history reads ``kind``/``target_seq``/``sender``/``body``/``sent_at``; live frames are
+    built from the same bytes (``edited_at``/``deleted_at`` repeat ``sent_at`` for them).
+    """
+    at = utc_timestamp()
+    record: dict[str, Any] = {
+        "room": room,
+        "target_seq": target_seq,
+        "sender": {
+            "id": sender.user_id,
+            "username": sender.username,
+            "display_name": sender.display_name,
+            "avatar_url": sender.avatar_url,
+        },
+    }
+    if content is not None:
+        record["body"] = {"type": "text", "content": content}
+        record["edited_at"] = at
+    else:
+        record["deleted_at"] = at
+    record["sent_at"] = at
+    record["client_id"] = client_id
+    record["kind"] = kind
+    return orjson.dumps(record)
+
+
 def is_record(payload: bytes) -> bool:
     """A stored record the gateway can relay: a non-empty JSON object."""
     return len(payload) > 2 and payload[0] == 0x7B and payload[-1] == 0x7D  # { ... }
@@ -263,6 +346,20 @@ def private_recipients(payload: bytes, headers: dict[str, str] | None) -> tuple[
 def message_frame(seq: int, prev: int, record: bytes) -> bytes:
     """``{"type":"message","seq","prev","id", ...record fields}``, built without decoding."""
     return b'{"type":"message","seq":%d,"prev":%d,"id":"%d",' % (seq, prev, seq) + record[1:]
+
+
+def record_frame(seq: int, prev: int, record: bytes, headers: dict[str, str] | None) -> bytes:
+    """The frame of any stored record: ``message``, or ``edit``/``delete`` (same chain
+    fields, no ``id``), built without decoding."""
+    kind = headers.get(HDR_KIND) if headers is not None else None
+    if kind is None:
+        # The gateway's records say their kind in a header; others are looked at.
+        if (headers is not None and HDR_SENDER in headers) or b'"target_seq"' not in record:
+            return message_frame(seq, prev, record)
+        kind = "edit" if b'"kind":"edit"' in record else "delete"
+    if kind != "edit" and kind != "delete":
+        return message_frame(seq, prev, record)
+    return b'{"type":"%s","seq":%d,"prev":%d,' % (kind.encode(), seq, prev) + record[1:]
 
 
 def skip_frame(room: str, seq: int, prev: int) -> bytes:

@@ -12,10 +12,11 @@ are fields like any other: a malformed one is 400.
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``Auth``
 # alias (a closure variable) in the signatures, not a string it cannot resolve.
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from roomcast.common.errors import DependencyUnavailable, InvalidInput, NotFound
 from roomcast.common.subjects import is_object_id
@@ -37,20 +38,47 @@ from roomcast.gateway.rest_models import (
     MemberEnvelope,
     MemberPage,
     OpenDirectBody,
+    Room,
     RoomEnvelope,
-    RoomPage,
     SetRoleBody,
     UpdateRoomBody,
     member_json,
     room_json,
 )
-from roomcast.gateway.rest_upstream import call_rooms, send, upstream_headers
+from roomcast.gateway.rest_upstream import (
+    call_rooms,
+    history_summaries,
+    send,
+    upstream_headers,
+)
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 # The messages rooms gives for these, so a malformed id is indistinguishable from an
 # unknown one.
 ROOM_NOT_FOUND = "The room does not exist or is not visible to the caller."
 MEMBER_NOT_FOUND = "The user is not a member of the room."
+# The joined-rooms listing waits this long for history's unread counts, then answers
+# without them (unread/last_message null): the list matters more than the badges.
+SUMMARIES_TIMEOUT_SECONDS = 2.0
+
+
+class ListedRoom(Room):
+    unread: int | None = Field(
+        default=None,
+        description="scope=joined only: messages after your read position that you can "
+        "see, your own excluded, capped at 1000; null when history is unavailable",
+    )
+    last_message: dict[str, Any] | None = Field(
+        default=None,
+        description="scope=joined only: the newest message you can see (a history item), "
+        "or null (none, or history unavailable)",
+    )
+
+
+class ListedRoomPage(BaseModel):
+    items: list[ListedRoom]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null: last")
+
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size")]
 Cursor = Annotated[
@@ -95,6 +123,7 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
 
     @router.get(
         "/v1/rooms",
+        response_model_exclude_unset=True,
         responses=errors(400, 401, 503),
         summary="Public rooms, or the rooms the caller has joined",
     )
@@ -109,7 +138,7 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
             str | None,
             Query(max_length=MAX_NAME_CHARS, description="case-insensitive name prefix"),
         ] = None,
-    ) -> RoomPage:
+    ) -> ListedRoomPage:
         request = pb.ListRoomsRequest(
             scope=pb.LIST_SCOPE_JOINED if scope == "joined" else pb.LIST_SCOPE_PUBLIC,
             limit=limit,
@@ -117,9 +146,36 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
             name_prefix=q or "",
         )
         reply = await call_rooms(stub.ListRooms, request, caller.token, time_limit=timeout)
-        return RoomPage(
-            items=[room_json(r) for r in reply.rooms], next_cursor=reply.next_cursor or None
+        rooms = [room_json(r) for r in reply.rooms]
+        if scope != "joined":
+            items = [ListedRoom(**dict(room)) for room in rooms]
+            return ListedRoomPage(items=items, next_cursor=reply.next_cursor or None)
+        summaries = (
+            await history_summaries(
+                deps.http,
+                deps.history_url,
+                caller.token,
+                [room.id for room in rooms],
+                time_limit=min(deps.history_timeout, SUMMARIES_TIMEOUT_SECONDS),
+            )
+            if rooms
+            else {}
         )
+        items = []
+        for room in rooms:
+            summary = summaries.get(room.id) if summaries is not None else None
+            if not isinstance(summary, dict):
+                summary = {}
+            unread = summary.get("unread")
+            last_message = summary.get("last_message")
+            items.append(
+                ListedRoom(
+                    **dict(room),
+                    unread=unread if isinstance(unread, int) else None,
+                    last_message=last_message if isinstance(last_message, dict) else None,
+                )
+            )
+        return ListedRoomPage(items=items, next_cursor=reply.next_cursor or None)
 
     @router.get(
         "/v1/rooms/{room_id}",

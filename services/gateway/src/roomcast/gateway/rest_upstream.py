@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 import httpx
+import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -172,6 +173,40 @@ async def forward(
     if status == 204 or status == 304:
         return Response(status_code=status, headers=relayed)
     return Response(content=content, status_code=status, headers=relayed)
+
+
+async def history_summaries(
+    client: httpx.AsyncClient,
+    history_url: str,
+    token: str,
+    room_ids: list[str],
+    *,
+    time_limit: float,
+) -> dict[str, Any] | None:
+    """history's ``POST /v1/summaries`` for the caller's rooms: ``{room_id: {last_seq,
+    unread, last_message}}``, or None when history cannot answer (the caller degrades)."""
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    request_id = request_id_var.get()
+    if request_id:
+        headers["x-request-id"] = request_id
+    try:
+        status, body, _ = await send(
+            client,
+            "history",
+            "POST",
+            f"{history_url}/v1/summaries",
+            headers=headers,
+            content=orjson.dumps({"room_ids": room_ids}),
+            time_limit=time_limit,
+        )
+        result = orjson.loads(body) if status == 200 else None
+    except (RoomcastError, orjson.JSONDecodeError) as exc:
+        log.warning("room summaries unavailable: %r", exc)
+        return None
+    if not isinstance(result, dict):
+        log.warning("room summaries unavailable: history answered %d", status)
+        return None
+    return result
 
 
 # ---------------------------------------------------------------------------- gRPC

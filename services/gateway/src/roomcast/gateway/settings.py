@@ -97,8 +97,8 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
 
     # --- presence and typing (presence.py, typing_relay.py) ----------------------------
     # Gateways heartbeat on NATS this often; a peer silent for `missed` intervals is dead
-    # and its users go offline. 2 s x 3 (+ the 1 s check) bounds a crashed gateway's
-    # ghosts to 7 s while a GC pause or a busy loop of a few seconds is tolerated.
+    # and its users go offline. 2 s x 3 (+ the 0.5 s check) bounds a crashed gateway's
+    # ghosts to 6.5 s while a GC pause or a busy loop of a few seconds is tolerated.
     presence_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
     presence_missed_heartbeats: int = Field(default=3, ge=2, le=20)
     # How long a room's first snapshot waits for peers' replies before presence queries

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 
+from roomcast.common.errors import Forbidden, NotFound
 from roomcast.common.httpapp import ReadinessCheck, create_service_app
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.subjects import is_object_id
 from roomcast.common.tokens import AccessClaims, TokenVerifier
 from roomcast.history.errors import (
+    InvalidBody,
     InvalidPageParameter,
     InvalidRoomId,
     MissingToken,
@@ -29,6 +32,8 @@ MAX_LIMIT = 100
 MAX_SEQ = 2**63 - 1
 # Digits accepted in a numeric query parameter (int64 has 19).
 MAX_NUMBER_CHARS = 20
+# Rooms per summaries request: one page of the joined-rooms listing (its limit is 100).
+MAX_SUMMARY_ROOMS = 100
 
 
 def _json(body: Any, status_code: int = 200) -> Response:
@@ -48,6 +53,34 @@ def _int_param(request: Request, name: str, *, low: int, high: int) -> int | Non
     if not low <= value <= high:
         raise InvalidPageParameter(f"{name}: must be an integer from {low} to {high}")
     return value
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidBody("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidBody("the body must be a JSON object")
+    return body
+
+
+def _read_seq(body: dict[str, Any]) -> int:
+    seq = body.get("seq")
+    if set(body) != {"seq"} or type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        raise InvalidBody('the body must be {"seq": <integer from 0 to 2^63-1>}')
+    return seq
+
+
+def _room_ids(body: dict[str, Any]) -> list[str]:
+    ids = body.get("room_ids")
+    if set(body) != {"room_ids"} or not isinstance(ids, list):
+        raise InvalidBody('the body must be {"room_ids": [<room id>, ...]}')
+    if len(ids) > MAX_SUMMARY_ROOMS:
+        raise InvalidBody(f"at most {MAX_SUMMARY_ROOMS} room ids")
+    if not all(is_object_id(r) for r in ids):
+        raise InvalidBody("room ids must be 24 lowercase hex characters")
+    return list(dict.fromkeys(ids))
 
 
 def create_app(
@@ -92,5 +125,42 @@ def create_app(
         last_seq = await store.last_seq(room_id)
         page = await store.page(room_id, claims.user_id, before=None, limit=1)
         return _json({"last_seq": last_seq, "last_message": page.items[0] if page.items else None})
+
+    @app.put("/v1/rooms/{room_id}/read")
+    async def mark_read(room_id: str, request: Request) -> Response:
+        """Move the caller's read position forward (never back); answers the stored one."""
+        claims = await authorize(request, room_id)
+        seq = _read_seq(await _json_body(request))
+        await membership.require_member(claims, room_id)
+        return _json({"seq": await store.mark_read(room_id, claims.user_id, seq)})
+
+    @app.post("/v1/summaries")
+    async def summaries(request: Request) -> Response:
+        """``{room_id: {last_seq, unread, last_message}}`` for the listed rooms the caller
+        is a member of (others are left out)."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise MissingToken("a bearer access token is required")
+        claims = await verifier.verify(token.strip())
+        wait = limiter.hit(claims.user_id)
+        if wait > 0:
+            raise ReadsRateLimited("too many history reads; slow down", retry_after=wait)
+        room_ids = _room_ids(await _json_body(request))
+
+        async def member(room_id: str) -> bool:
+            try:
+                await membership.require_member(claims, room_id)
+            except (Forbidden, NotFound):
+                return False
+            return True
+
+        allowed = await asyncio.gather(*(member(r) for r in room_ids))
+        rooms = [r for r, ok in zip(room_ids, allowed, strict=True) if ok]
+        positions = await store.read_positions(rooms, claims.user_id) if rooms else {}
+        results = await asyncio.gather(
+            *(store.summary(r, claims.user_id, positions.get(r, 0)) for r in rooms)
+        )
+        return _json(dict(zip(rooms, results, strict=True)))
 
     return app

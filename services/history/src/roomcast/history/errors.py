@@ -24,6 +24,12 @@ class InvalidPageParameter(InvalidInput):
     code = "invalid_request"
 
 
+class InvalidBody(InvalidInput):
+    """A request body that is not the expected JSON object."""
+
+    code = "invalid_request"
+
+
 class MissingToken(Unauthenticated):
     """No bearer token in the Authorization header."""
 

@@ -39,7 +39,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -52,6 +52,7 @@ Doc = dict[str, Any]
 MESSAGES = "messages"
 ROOMS = "rooms"
 META = "meta"
+READS = "read_positions"
 WATERMARK_ID = "stored"
 ROOM_SEQ_INDEX = "room_seq"
 DUPLICATE_KEY = 11000
@@ -69,6 +70,15 @@ WINDOW_GROWTH = 4
 # Rooms whose first_seq this process has recorded (about 100 bytes each); a room
 # falling out is recorded again, harmlessly ($min).
 KNOWN_ROOMS_MAX = 100_000
+
+# Unread counts stop here: a badge shows "999+" long before, and counting is a scan of
+# the room's messages after the read position.
+MAX_UNREAD = 1000
+# Documents examined per room for an unread count: the caller's own messages and
+# private messages of others are skipped, so a few more than MAX_UNREAD are read; past
+# this the count is a lower bound (still capped at MAX_UNREAD).
+UNREAD_SCAN_LIMIT = 5000
+_UNREAD_FIELDS = {"sender.id": 1, "to": 1, "deleted": 1}
 
 # Fields stored for bookkeeping that readers never see.
 _HIDDEN_FIELDS = {"stored_at": 0, "client_id": 0, "edit_seq": 0, "delete_seq": 0}
@@ -139,6 +149,7 @@ class HistoryStore:
         self.messages: AsyncCollection[Doc] = db[MESSAGES]
         self.rooms: AsyncCollection[Doc] = db[ROOMS]
         self.meta: AsyncCollection[Doc] = db[META]
+        self.reads: AsyncCollection[Doc] = db[READS]
         # room id -> the lowest sequence already recorded as its first_seq.
         self._known_first: OrderedDict[str, int] = OrderedDict()
 
@@ -326,6 +337,65 @@ class HistoryStore:
             else:
                 hi = lo
                 window *= WINDOW_GROWTH
+
+    # ------------------------------------------------------- read positions
+
+    async def mark_read(self, room_id: str, user_id: str, seq: int) -> int:
+        """Move the user's read position in the room forward to ``seq`` (``$max``: it
+        never moves back) and return the stored position."""
+        try:
+            doc = await self.reads.find_one_and_update(
+                {"_id": f"{room_id}:{user_id}"},
+                {
+                    "$max": {"seq": seq},
+                    "$setOnInsert": {"room_id": room_id, "user_id": user_id},
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable("MongoDB is unavailable") from exc
+        return int(doc["seq"]) if doc is not None else seq
+
+    async def read_positions(self, room_ids: Sequence[str], user_id: str) -> dict[str, int]:
+        """The user's read position in each room (rooms never read are absent)."""
+        try:
+            cursor = self.reads.find({"_id": {"$in": [f"{r}:{user_id}" for r in room_ids]}})
+            return {doc["room_id"]: int(doc["seq"]) async for doc in cursor}
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable("MongoDB is unavailable") from exc
+
+    async def summary(self, room_id: str, viewer_id: str, read_seq: int) -> Doc:
+        """``{last_seq, unread, last_message}`` of the room for ``viewer_id``: unread
+        counts the messages after ``read_seq`` the viewer can see, excluding their own
+        and tombstones, capped at MAX_UNREAD."""
+        last_seq = await self.last_seq(room_id)
+        page = await self.page(room_id, viewer_id, before=None, limit=1)
+        unread = 0
+        if last_seq > read_seq:
+            try:
+                docs = (
+                    await self.messages.find(
+                        {"room_id": room_id, "_id": {"$gt": read_seq, "$lte": last_seq}},
+                        _UNREAD_FIELDS,
+                    )
+                    .limit(UNREAD_SCAN_LIMIT)
+                    .to_list()
+                )
+            except UNAVAILABLE_ERRORS as exc:
+                raise StoreUnavailable("MongoDB is unavailable") from exc
+            unread = sum(
+                1
+                for d in docs
+                if d["sender"]["id"] != viewer_id
+                and not d.get("deleted")
+                and visible_to(d, viewer_id)
+            )
+        return {
+            "last_seq": last_seq,
+            "unread": min(unread, MAX_UNREAD),
+            "last_message": page.items[0] if page.items else None,
+        }
 
 
 def _edit_op(change: EditRecord) -> UpdateOne:

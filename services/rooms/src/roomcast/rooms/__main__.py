@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
+
 from roomcast.common.lifecycle import (
     run,
     serve_until_stopped,

@@ -8,6 +8,7 @@ gRPC status, and the server interceptor is the only caller.
 from __future__ import annotations
 
 import grpc
+
 from roomcast.common.errors import (
     Conflict,
     DependencyUnavailable,

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
+
 from roomcast.rooms.errors import grpc_status_for
 from roomcast.rooms.metrics import GRPC_DURATION, GRPC_REQUESTS
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bson import ObjectId
 from pymongo import ASCENDING
+
 from roomcast.rooms.policy import Role, Visibility
 from roomcast.rooms.records import MemberRecord, RoomRecord
 from roomcast.rooms.store import Doc, RoomStore

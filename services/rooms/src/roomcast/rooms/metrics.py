@@ -4,6 +4,7 @@ names, gRPC status code names, event types)."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+
 from roomcast.common.metrics import LATENCY_BUCKETS
 
 GRPC_REQUESTS = Counter(

@@ -14,6 +14,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
+
 from roomcast.common.httpapp import create_service_app
 from roomcast.common.tokens import TokenVerifier
 from roomcast.rooms.events import EventPublisher

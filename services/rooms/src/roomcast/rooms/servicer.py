@@ -8,6 +8,7 @@ import secrets
 from typing import Any
 
 import grpc
+
 from roomcast.common.grpcmeta import token_from_metadata
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.subjects import is_object_id
@@ -18,6 +19,7 @@ from roomcast.rooms.convert import ROLE_OUT, VISIBILITY_OUT, member_message, roo
 from roomcast.rooms.errors import (
     ConcurrentChange,
     DirectRoomFixed,
+    InsufficientRole,
     InvalidArgument,
     MemberNotFound,
     NotAuthenticated,
@@ -370,6 +372,9 @@ class RoomsServicer(pb_grpc.RoomsServicer):
     ) -> pb.CheckMembershipResponse:
         caller = await self._caller(context)
         room_id = v.parse_id(request.room_id, "room_id")
+        target = None
+        if request.HasField("user_id") and request.user_id != caller.user_id:
+            target = v.parse_id(request.user_id, "user_id")
         found = await self.store.visibility_and_role(room_id, caller.user_id)
         if found is None:
             raise RoomNotFound()
@@ -377,6 +382,15 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         role = Role(role_name) if role_name else None
         if not policy.can_see(visibility, role, global_admin=caller.is_global_admin):
             raise RoomNotFound()
+        if target is not None:
+            # "Is this other user a member?" (the gateway checks a private message's
+            # recipient): only members may ask, so outsiders learn nothing new.
+            if role is None:
+                raise InsufficientRole("only a member of the room can check other members")
+            other = await self.store.visibility_and_role(room_id, target)
+            if other is None:  # deleted between the two reads
+                raise RoomNotFound()
+            role = Role(other[1]) if other[1] else None
         return pb.CheckMembershipResponse(
             member=role is not None, role=ROLE_OUT[role], visibility=VISIBILITY_OUT[visibility]
         )

@@ -33,6 +33,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
+
 from roomcast.common.mongo import ping
 from roomcast.rooms.errors import ConcurrentChange, MemberNotFound, RoomNotFound
 from roomcast.rooms.policy import Role, Visibility

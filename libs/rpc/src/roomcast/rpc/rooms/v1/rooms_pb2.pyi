@@ -678,20 +678,30 @@ Global___OpenDirectRoomResponse: _TypeAlias = OpenDirectRoomResponse  # noqa: Y0
 
 @_typing.final
 class CheckMembershipRequest(_message.Message):
+    """Without user_id: the caller's own membership (visible rooms only). With user_id:
+    whether THAT user is a member; only a member of the room may ask (others get the
+    same NOT_FOUND / PERMISSION_DENIED as for their own check).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ROOM_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     room_id: _builtins.str
+    user_id: _builtins.str
     def __init__(
         self,
         *,
         room_id: _builtins.str = ...,
+        user_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_user_id", b"_user_id", "user_id", b"user_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_user_id", b"_user_id", "room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__user_id: _TypeAlias = _typing.Literal["user_id"]  # noqa: Y015
+    _WhichOneofArgType__user_id: _TypeAlias = _typing.Literal["_user_id", b"_user_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__user_id) -> _WhichOneofReturnType__user_id | None: ...
 
 Global___CheckMembershipRequest: _TypeAlias = CheckMembershipRequest  # noqa: Y015
 

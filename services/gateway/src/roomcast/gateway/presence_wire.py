@@ -1,0 +1,94 @@
+"""The presence messages gateways exchange on NATS, and the presence frames clients get.
+
+On ``ephemeral.room.<room>`` (JSON objects; typing and read receipts share the subject):
+
+- ``{"kind":"presence","gateway","seq","user":{id,username,display_name},"online"}``: a
+  user's local socket count for the room went 0→1 (true) or 1→0 (false) on ``gateway``;
+- ``{"kind":"presence_state","gateway","seq","part","parts","users":[...]}``: the
+  gateway's complete list of local users of the room (after a NATS reconnect), in parts
+  of at most ``SNAPSHOT_PART_USERS``.
+
+On ``presence.query.<room>``: ``{"gateway"}`` with a reply subject; every gateway answers
+``{"gateway","seq","part","parts","users"}`` (possibly no users). On
+``presence.heartbeat``: ``{"gateway","dead_after"}``, or ``{"gateway","leaving":true}``
+when a gateway drains. ``seq`` is the sender's change counter (one per process).
+
+Everything received is validated here before use (sizes, ids, types): NATS is shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from roomcast.common.subjects import is_object_id
+from roomcast.gateway.presence_view import UserInfo
+
+# Users per snapshot message: ~90 bytes each, so a part stays ~100 KB, far below NATS'
+# default 1 MB max payload. A gateway with more local users in one room sends parts.
+SNAPSHOT_PART_USERS = 1000
+# Incoming presence payloads larger than this are not ours (a full part is ~100 KB).
+MAX_PRESENCE_BYTES = 512 * 1024
+# Longest username / display name relayed from a peer; auth's own limits are lower.
+MAX_NAME_CHARS = 256
+# Gateway ids are "<instance name>-<12 hex>"; longer ones are refused.
+MAX_GATEWAY_ID_CHARS = 100
+
+
+def presence_event(room: str, user: UserInfo, online: bool) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "presence",
+            "room": room,
+            "user": user.as_dict(),
+            "status": "online" if online else "offline",
+        }
+    )
+
+
+def decode(data: bytes) -> dict[str, Any] | None:
+    if len(data) > MAX_PRESENCE_BYTES:
+        return None
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def gateway_of(obj: dict[str, Any]) -> str | None:
+    g = obj.get("gateway")
+    return g if isinstance(g, str) and 0 < len(g) <= MAX_GATEWAY_ID_CHARS else None
+
+
+def user_of(raw: object) -> UserInfo | None:
+    if not isinstance(raw, dict) or not is_object_id(raw.get("id")):
+        return None
+    username, display = raw.get("username", ""), raw.get("display_name", "")
+    if not isinstance(username, str) or not isinstance(display, str):
+        return None
+    if len(username) > MAX_NAME_CHARS or len(display) > MAX_NAME_CHARS:
+        return None
+    return UserInfo(raw["id"], username, display)
+
+
+def int_of(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def snapshot_parts(
+    gateway: str, seq: int, users: list[UserInfo], *, kind: str | None
+) -> list[bytes]:
+    """A gateway's local users of a room as snapshot messages (one per part)."""
+    listed = [u.as_dict() for u in users]
+    chunks = [
+        listed[i : i + SNAPSHOT_PART_USERS] for i in range(0, len(listed), SNAPSHOT_PART_USERS)
+    ] or [[]]
+    head: dict[str, Any] = {"gateway": gateway, "seq": seq}
+    if kind is not None:
+        head["kind"] = kind
+    return [
+        orjson.dumps({**head, "part": i, "parts": len(chunks), "users": chunk})
+        for i, chunk in enumerate(chunks)
+    ]
