@@ -28,6 +28,7 @@ import time
 
 import bcrypt
 import httpx
+
 from roomcast.auth.passwords import prehash
 from roomcast.common.tokens import generate_private_key_pem
 from roomcast.testing.processes import (

@@ -39,8 +39,9 @@ from typing import Any
 import orjson
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect, ws_create_server
-from roomcast.client import Item, connect
 from websockets.asyncio.client import connect as websockets_connect
+
+from roomcast.client import Item, connect
 
 # A chat "message" frame of about 100 bytes, as the gateway would send it.
 FRAME = orjson.dumps(

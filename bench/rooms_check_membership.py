@@ -33,6 +33,7 @@ import grpc
 import uvloop
 from bson import ObjectId
 from pymongo import AsyncMongoClient
+
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.common.tokens import TokenSigner, generate_private_key_pem, load_private_key
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb

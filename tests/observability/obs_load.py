@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-from roomcast.client import RoomcastHttp, Unauthorized
-from roomcast.testing.stack import Stack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from roomcast.client import RoomcastHttp, Unauthorized
+from roomcast.testing.stack import Stack
 
 PASSWORD = "observability test password"
 # How long one expected frame may take on a loaded 2-core machine.

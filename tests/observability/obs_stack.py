@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 from obs_promql import ALERTS, LOCAL_CONFIG, OBSERVABILITY, PrometheusApi
+
 from roomcast.testing.processes import ManagedProcess, free_port, port_accepts, wait_until
 from roomcast.testing.stack import Stack, StackPorts
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from roomcast.auth.app import auth_service, create_app
 from roomcast.auth.events import EventPublisher, NullPublisher
 from roomcast.auth.service import AuthService

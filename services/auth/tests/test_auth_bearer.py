@@ -13,6 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from roomcast.common.tokens import TokenSigner, load_private_key
 
 if TYPE_CHECKING:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import nats
 import pytest
+
 from roomcast.auth.events import NatsEventPublisher
 from roomcast.common.subjects import user_events_subject
 from roomcast.testing.processes import NatsServer, free_port

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
+
 from roomcast.auth.passwords import PasswordHasher, cost_of, prehash
 from roomcast.auth.settings import Settings
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from roomcast.auth.keys import public_pem
 from roomcast.common.tokens import generate_private_key_pem, key_id, load_private_key
 from roomcast.testing.processes import ServiceProcess, free_port

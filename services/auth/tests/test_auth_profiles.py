@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from roomcast.common.tokens import TokenSigner, TokenVerifier, key_id, load_private_key
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from roomcast.auth.limits import client_ip
 from roomcast.auth.settings import Settings
 

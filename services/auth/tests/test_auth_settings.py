@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
+
 from roomcast.auth.errors import ConfigurationError
 from roomcast.auth.keys import build_signer, parse_public_keys, public_pem
 from roomcast.auth.settings import Settings

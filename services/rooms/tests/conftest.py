@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import nats
 import pytest
+
 from roomcast.common.mongo import connect_mongo
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.tokens import TokenVerifier

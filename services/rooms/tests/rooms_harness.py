@@ -13,6 +13,7 @@ import grpc
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.rooms.server import RunningRooms
 from roomcast.rooms.settings import Settings

@@ -10,9 +10,10 @@ from typing import Any
 
 import grpc
 import pytest
+from rooms_harness import Rooms, User, code_of
+
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
-from rooms_harness import Rooms, User, code_of
 
 OK = grpc.StatusCode.OK
 PD = grpc.StatusCode.PERMISSION_DENIED

@@ -7,8 +7,9 @@ import asyncio
 
 import grpc
 from bson import ObjectId
-from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from rooms_harness import EventSink, Rooms, code_of
+
+from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 PARALLEL = 20
 

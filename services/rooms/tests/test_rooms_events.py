@@ -8,8 +8,9 @@ from typing import Any
 
 import grpc
 from prometheus_client import REGISTRY
-from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from rooms_harness import EventSink, Rooms, code_of
+
+from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 
 def strip_time(events: list[dict[str, Any]], since_ms: int) -> list[dict[str, Any]]:

@@ -6,9 +6,10 @@ from typing import Any
 
 import grpc
 import pytest
+from rooms_harness import Rooms, code_of
+
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
-from rooms_harness import Rooms, code_of
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 

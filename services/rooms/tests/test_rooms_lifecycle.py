@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from rooms_harness import Rooms, code_of
+
+from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 
 async def test_create_room_makes_the_creator_owner(rooms: Rooms) -> None:

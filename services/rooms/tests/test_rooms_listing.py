@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from rooms_harness import Rooms, User, code_of
+
 from roomcast.rooms.validation import JOINED_ROOMS, MEMBERS, PUBLIC_ROOMS, encode_cursor
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
-from rooms_harness import Rooms, User, code_of
 
 
 async def page_through(rooms: Rooms, user: User, **fields: object) -> tuple[list[pb.Room], int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from roomcast.rooms.errors import (
     DirectRoomFixed,
     InsufficientRole,
@@ -138,6 +139,7 @@ def test_direct_key_is_order_independent_and_names_normalize() -> None:
 def test_every_known_failure_maps_to_a_specific_status() -> None:
     import grpc
     from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
+
     from roomcast.common.errors import Conflict, DependencyUnavailable, RateLimited, Unauthenticated
     from roomcast.rooms.errors import (
         ConcurrentChange,

@@ -14,6 +14,8 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rooms_harness import IssueToken, new_user_id
+
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.common.tokens import TokenSigner
 from roomcast.rooms.__main__ import build_verifier
@@ -21,7 +23,6 @@ from roomcast.rooms.settings import Settings
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
 from roomcast.testing.processes import MongoServer, ServiceProcess, free_port, wait_until
-from rooms_harness import IssueToken, new_user_id
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
+from rooms_harness import EventSink, IssueToken, Rooms, User, code_of, new_user_id, rooms_settings
+
 from roomcast.common.mongo import connect_mongo
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.tokens import TokenVerifier
@@ -20,7 +22,6 @@ from roomcast.rooms.server import start_server
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
 from roomcast.testing.processes import MongoServer, NatsServer
-from rooms_harness import EventSink, IssueToken, Rooms, User, code_of, new_user_id, rooms_settings
 
 
 def sample(name: str, **labels: str) -> float:

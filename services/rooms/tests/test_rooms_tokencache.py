@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from roomcast.common.errors import Unauthenticated
 from roomcast.common.tokens import AccessClaims, TokenSigner, TokenVerifier
 from roomcast.rooms.tokencache import CachingVerifier

@@ -90,6 +90,11 @@ class _FakeRoomsServicer(rooms_pb2_grpc.RoomsServicer):
         if room is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "room not found")
         assert room is not None
+        if request.HasField("user_id"):
+            # "Is this other user a member?" is answered to members only.
+            if user_id not in room.members:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "room not found")
+            user_id = request.user_id
         role = room.members.get(user_id)
         if role is None:
             if room.visibility != rooms_pb2.VISIBILITY_PUBLIC:
