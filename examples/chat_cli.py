@@ -18,6 +18,7 @@ import contextlib
 import sys
 
 import orjson
+
 from roomcast.client import (
     Conflict,
     ErrorFrame,

@@ -47,8 +47,7 @@ class Hub:
         self.membership = membership
         # Private messages' recipients (recipients.py), on the same rooms channel.
         self.recipients = RecipientCache(
-            membership.client.stub,
-            timeout=membership.client.timeout,
+            membership.client,
             ttl=settings.membership_cache_ttl_seconds,
             negative_ttl=settings.membership_negative_ttl_seconds,
             max_entries=settings.membership_cache_size,

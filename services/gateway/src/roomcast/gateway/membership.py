@@ -15,9 +15,7 @@ its own authorization). Answers are cached per (user, room):
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +31,7 @@ from roomcast.gateway.errors import (
     RoomNotFound,
     Unavailable,
 )
+from roomcast.gateway.roomcache import RoomAnswerCache
 from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 
 
@@ -75,11 +74,35 @@ class RoomsClient:
             raise Unavailable("membership check unavailable, retry") from exc
         return Membership(bool(reply.member), int(reply.role), int(reply.visibility))
 
+    async def check_other(self, token: str, room_id: str, user_id: str) -> bool:
+        """Is ``user_id`` a member? Asked by a member (rooms answers members only)."""
+        try:
+            reply = await self.stub.CheckMembership(
+                rooms_pb2.CheckMembershipRequest(room_id=room_id, user_id=user_id),
+                metadata=bearer_metadata(token),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # The asker was a member a moment ago (cached): these mean that changed.
+            code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise RoomNotFound("room not found") from exc
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                raise NotMember("not a member of this room") from exc
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise AuthRequired("token rejected by the rooms service") from exc
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidFrame(exc.details() or "invalid id") from exc
+            raise Unavailable("membership check unavailable, retry") from exc
+        return bool(reply.member)
+
     async def close(self) -> None:
         await self.channel.close()
 
 
 class MembershipCache:
+    """The caller's own membership per (user, room), cached (see roomcache.py)."""
+
     def __init__(
         self,
         client: RoomsClient,
@@ -90,65 +113,16 @@ class MembershipCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
-        self.ttl = ttl
-        self.negative_ttl = negative_ttl
-        self.max_entries = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[tuple[str, str], tuple[float, Membership]] = OrderedDict()
-        self._by_room: dict[str, set[str]] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Task[Membership]] = {}
-        # Bumped by every invalidation; a lookup started before one is not cached.
-        self._epoch = 0
+        self._cache: RoomAnswerCache[Membership] = RoomAnswerCache(
+            lambda _user_id, room_id, token: client.check(token, room_id),
+            ttl_for=lambda answer: ttl if answer.member else negative_ttl,
+            max_entries=max_entries,
+            observe=lambda outcome: metrics.MEMBERSHIP_LOOKUPS.labels(outcome).inc(),
+            clock=clock,
+        )
 
     async def lookup(self, claims: AccessClaims, room_id: str) -> Membership:
-        key = (claims.user_id, room_id)
-        entry = self._entries.get(key)
-        if entry is not None:
-            if entry[0] > self._clock():
-                metrics.MEMBERSHIP_LOOKUPS.labels("hit").inc()
-                return entry[1]
-            self._drop(key)
-        metrics.MEMBERSHIP_LOOKUPS.labels("miss").inc()
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._fetch(key, claims.raw))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t: self._forget(key, task))
-        return await asyncio.shield(task)
-
-    def _forget(self, key: tuple[str, str], task: asyncio.Task[Membership]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # mark retrieved: the awaiting callers got it
-
-    async def _fetch(self, key: tuple[str, str], token: str) -> Membership:
-        epoch = self._epoch
-        result = await self.client.check(token, key[1])
-        if epoch == self._epoch:
-            ttl = self.ttl if result.member else self.negative_ttl
-            if ttl > 0:
-                self._store(key, result, ttl)
-        return result
-
-    def _store(self, key: tuple[str, str], result: Membership, ttl: float) -> None:
-        self._entries[key] = (self._clock() + ttl, result)
-        self._entries.move_to_end(key)
-        self._by_room.setdefault(key[1], set()).add(key[0])
-        while len(self._entries) > self.max_entries:
-            oldest, _ = self._entries.popitem(last=False)
-            self._unindex(oldest)
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        if self._entries.pop(key, None) is not None:
-            self._unindex(key)
-
-    def _unindex(self, key: tuple[str, str]) -> None:
-        users = self._by_room.get(key[1])
-        if users is not None:
-            users.discard(key[0])
-            if not users:
-                del self._by_room[key[1]]
+        return await self._cache.get(claims.user_id, room_id, claims.raw)
 
     async def require_member(self, claims: AccessClaims, room_id: str) -> Membership:
         """The caller's membership, or raise: not_found (no such room, or private) or
@@ -161,16 +135,10 @@ class MembershipCache:
         raise NotMember("not a member of this room")
 
     def invalidate(self, user_id: str, room_id: str) -> None:
-        self._epoch += 1
-        self._drop((user_id, room_id))
-        self._inflight.pop((user_id, room_id), None)
+        self._cache.invalidate(user_id, room_id)
 
     def invalidate_room(self, room_id: str) -> None:
-        self._epoch += 1
-        for user_id in list(self._by_room.get(room_id, ())):
-            self._drop((user_id, room_id))
-        for key in [k for k in self._inflight if k[1] == room_id]:
-            del self._inflight[key]
+        self._cache.invalidate_room(room_id)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._cache)
