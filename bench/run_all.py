@@ -6,7 +6,7 @@ docs/benchmarks.md between ``<!-- bench:<name>:begin -->`` and ``<!-- bench:<nam
 is replaced with the command, the machine, the commit and the script's output; the rest
 of the page is kept.
 
-    python bench/run_all.py                 # everything (~10 minutes on 2 cores)
+    python bench/run_all.py                 # everything (~20 minutes on 2 cores)
     python bench/run_all.py fanout history  # only some
 """
 
@@ -58,6 +58,23 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         "memory per idle authenticated socket at 10k sockets vs raw picows",
     ),
 }
+# The shipped roomcast-load scenarios, each against a two-gateway stack the tool starts.
+for _scenario in ("fanout-1000", "many-small-rooms", "connections-idle", "rolling-restart"):
+    BENCHES[f"load-{_scenario}"] = (
+        [
+            "-m",
+            "roomcast.load",
+            "--start-stack",
+            "--quiet",
+            "--scenario",
+            _scenario,
+            "--report",
+            f".bench/load-{_scenario}.json",
+            "--plots",
+            f"docs/img/load/{_scenario}",
+        ],
+        f"roomcast-load scenario {_scenario}: deliveries, latency, loss and duplicates",
+    )
 
 
 def machine() -> str:
