@@ -77,6 +77,10 @@ for _scenario in ("fanout-1000", "many-small-rooms", "connections-idle", "rollin
     )
 
 
+# Their JSON results are rendered (tables and plots) by roomcast.load.benchdoc instead.
+RENDERED_BY_BENCHDOC = frozenset({"fanout", "memory"})
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -140,8 +144,10 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     for name in args.names or list(BENCHES):
-        doc = replace_section(doc, name, run(name))
-        DOC.write_text(doc)
+        section = run(name)
+        if name not in RENDERED_BY_BENCHDOC:
+            doc = replace_section(doc, name, section)
+            DOC.write_text(doc)
     if not args.names or {"fanout", "memory"} & set(args.names):
         subprocess.run(
             [
