@@ -179,24 +179,9 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
     room_ref = obj.get("room") if is_object_id(obj.get("room")) else None
 
     if kind == "send":
-        client_id = obj.get("client_id")
-        if not isinstance(client_id, str) or _CLIENT_ID.fullmatch(client_id) is None:
-            raise FrameError(
-                InvalidFrame("client_id must be 1-64 characters of A-Z a-z 0-9 _ -"), room_ref
-            )
+        client_id = _client_id(obj, room_ref)
         room = _room(obj, client_id)
-        body = obj.get("body")
-        if not isinstance(body, dict) or body.get("type") != "text":
-            raise FrameError(
-                InvalidFrame('body must be {"type": "text", "content": ...}'), client_id
-            )
-        content = body.get("content")
-        if not isinstance(content, str) or not content.strip():
-            raise FrameError(InvalidFrame("body.content must be a non-empty string"), client_id)
-        if len(content) > max_body_chars:
-            raise FrameError(
-                BodyTooLarge(f"body.content exceeds {max_body_chars} characters"), client_id
-            )
+        content = _content(obj, client_id, max_body_chars)
         to = obj.get("to")
         if to is not None and not is_object_id(to):
             raise FrameError(InvalidFrame("to must be a user id (24 hex characters)"), client_id)
