@@ -212,7 +212,12 @@ class WsClient:
         )
 
     async def send_json(self, obj: Any) -> None:
-        await self.ws.send(orjson.dumps(obj).decode())
+        """Send one frame; a socket the server already dropped raises ConnectionError,
+        the same as a drop noticed while waiting for a reply."""
+        try:
+            await self.ws.send(orjson.dumps(obj).decode())
+        except ConnectionClosed as exc:
+            raise ConnectionError(f"socket closed ({exc.rcvd}) before sending") from exc
 
     async def auth(self, user: User) -> dict[str, Any]:
         self.user = user
