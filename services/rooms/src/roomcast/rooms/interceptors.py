@@ -52,17 +52,19 @@ class RoomsInterceptor(grpc.aio.ServerInterceptor):
 
 def _wrap(name: str, behavior: Behavior) -> Behavior:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # Each outcome is counted before its status leaves: ``context.abort`` sends the
+        # status at once, and a caller that reads /metrics after its reply must find
+        # its call already counted.
         start = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
-            return await behavior(request, context)
+            response = await behavior(request, context)
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the client went away or the server stops
+            _record(name, grpc.StatusCode.CANCELLED, start)  # client gone or server stops
+            raise
+        except grpc.aio.AbortError:
+            _record(name, context.code() or grpc.StatusCode.UNKNOWN, start)
             raise
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
             mapped = grpc_status_for(exc)
             if mapped is None:
                 log.exception("unhandled error in %s", name)
@@ -71,9 +73,14 @@ def _wrap(name: str, behavior: Behavior) -> Behavior:
                 code, message = mapped
                 if code is grpc.StatusCode.UNAVAILABLE:
                     log.warning("%s: dependency unavailable: %r", name, exc)
+            _record(name, code, start)
             await context.abort(code, message)
-        finally:
-            GRPC_REQUESTS.labels(name, code.name).inc()
-            GRPC_DURATION.labels(name).observe(time.perf_counter() - start)
+        _record(name, grpc.StatusCode.OK, start)
+        return response
 
     return wrapped
+
+
+def _record(name: str, code: grpc.StatusCode, start: float) -> None:
+    GRPC_REQUESTS.labels(name, code.name).inc()
+    GRPC_DURATION.labels(name).observe(time.perf_counter() - start)
