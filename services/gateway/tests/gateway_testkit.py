@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from roomcast.common.tokens import TokenSigner
+from roomcast.testing.fakes import FakeRooms
 from roomcast.testing.processes import ServiceProcess, free_port
 
 # Deadline for one expected frame or condition: generous for a loaded 2-core machine.
@@ -35,6 +36,14 @@ TEST_AUDIENCE = "roomcast"
 def new_id() -> str:
     """A fresh ObjectId-shaped id (room or user)."""
     return uuid.uuid4().hex[:24]
+
+
+def room_with(rooms: FakeRooms, *user_ids: str) -> str:
+    """A fresh room id whose members, in the fake rooms service, are ``user_ids``."""
+    room = new_id()
+    for uid in user_ids:
+        rooms.add_member(room, uid)
+    return room
 
 
 @dataclass

@@ -16,6 +16,7 @@ from gateway_testkit import (
     assert_chain,
     make_user,
     new_id,
+    room_with,
 )
 from nats.aio.client import Client as NatsClient
 from websockets.exceptions import InvalidStatus
@@ -25,13 +26,6 @@ from roomcast.rpc.rooms.v1 import rooms_pb2
 from roomcast.testing.fakes import FakeRoom, FakeRooms
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def room_with(rooms: FakeRooms, *user_ids: str) -> str:
-    room = new_id()
-    for uid in user_ids:
-        rooms.add_member(room, uid)
-    return room
 
 
 async def test_gateway_users_on_two_gateways_exchange_messages(

@@ -18,7 +18,7 @@ from gateway_testkit import (
     WsClient,
     base_env,
     make_user,
-    new_id,
+    room_with,
 )
 
 from roomcast.common.tokens import TokenSigner
@@ -39,13 +39,6 @@ FAST_PRESENCE = {
 # Slack for delivering the offline event on this loaded 2-core machine, on top of the
 # documented detection bound.
 DELIVERY_SLACK = 1.5
-
-
-def room_with(rooms: FakeRooms, *user_ids: str) -> str:
-    room = new_id()
-    for uid in user_ids:
-        rooms.add_member(room, uid)
-    return room
 
 
 def is_presence_event(frame: dict[str, Any], user: User, status: str, room: str) -> bool:

@@ -19,10 +19,10 @@ from gateway_testkit import (
     assert_chain,
     base_env,
     make_user,
-    new_id,
     raw_ws_connect,
     raw_ws_read_until_close,
     raw_ws_send,
+    room_with,
 )
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
@@ -86,9 +86,7 @@ async def test_gateway_kill9_clients_resume_elsewhere_without_loss_or_duplicates
     doomed = await spawn({**gw_env, **FAST}, "gw-doomed")
     survivor = await spawn({**gw_env, **FAST}, "gw-survivor")
     users = [make_user(signer) for _ in range(4)]
-    room = new_id()
-    for user in users:
-        gw_rooms.add_member(room, user.id)
+    room = room_with(gw_rooms, *(user.id for user in users))
     s_doomed_user, s_surv_user, r_doomed_user, r_surv_user = users
     try:
         reader_doomed = await WsClient.open(doomed.ws_url, r_doomed_user)
@@ -141,9 +139,7 @@ async def test_gateway_sigterm_drains_with_1012_and_keeps_every_ack(
 ) -> None:
     gw = await spawn({**gw_env, **FAST}, "gw-drain")
     alice, bob = make_user(signer), make_user(signer)
-    room = new_id()
-    gw_rooms.add_member(room, alice.id)
-    gw_rooms.add_member(room, bob.id)
+    room = room_with(gw_rooms, alice.id, bob.id)
     try:
         sender = await WsClient.open(gw.ws_url, alice)
         watcher = await WsClient.open(gw.ws_url, bob)
@@ -191,9 +187,7 @@ async def test_gateway_slow_reader_is_closed_4009_without_slowing_others(
     }
     gw = await spawn(env, "gw-slow")
     slow_user, fast_user, sender_user = (make_user(signer) for _ in range(3))
-    room = new_id()
-    for user in (slow_user, fast_user, sender_user):
-        gw_rooms.add_member(room, user.id)
+    room = room_with(gw_rooms, slow_user.id, fast_user.id, sender_user.id)
     sock = await asyncio.to_thread(raw_ws_connect, gw.gw_port)
     try:
         raw_ws_send(sock, {"type": "auth", "token": slow_user.token})
@@ -275,10 +269,7 @@ async def test_gateway_resume_after_retention_is_truncated(
 
 async def truncation_scenario(gw: GatewayProc, gw_rooms: FakeRooms, signer: TokenSigner) -> None:
     alice, bob = make_user(signer), make_user(signer)
-    room, noise = new_id(), new_id()
-    for r in (room, noise):
-        gw_rooms.add_member(r, alice.id)
-        gw_rooms.add_member(r, bob.id)
+    room, noise = room_with(gw_rooms, alice.id, bob.id), room_with(gw_rooms, alice.id, bob.id)
     try:
         sender = await WsClient.open(gw.ws_url, alice)
         seqs = []
@@ -338,9 +329,7 @@ async def test_gateway_repairs_what_it_missed_while_cut_off_from_nats(
         **FAST,
     }
     alice, bob = make_user(signer), make_user(signer)
-    room = new_id()
-    gw_rooms.add_member(room, alice.id)
-    gw_rooms.add_member(room, bob.id)
+    room = room_with(gw_rooms, alice.id, bob.id)
     try:
         cut_gw = await spawn(env, "gw-cut")
         direct_gw = await spawn(

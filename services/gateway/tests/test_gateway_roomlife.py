@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from gateway_testkit import GatewayProc, Spawner, User, WsClient, make_user, new_id
+from gateway_testkit import GatewayProc, Spawner, User, WsClient, make_user, new_id, room_with
 from nats.aio.client import Client as NatsClient
 
 from roomcast.common.subjects import room_events_subject, user_events_subject
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # The contract: a removed user's subscriptions end within one second on every gateway.
 REMOVAL_DEADLINE_SECONDS = 1.0
-
-
-def room_with(rooms: FakeRooms, *user_ids: str) -> str:
-    room = new_id()
-    for uid in user_ids:
-        rooms.add_member(room, uid)
-    return room
 
 
 async def publish_room_event(nc: NatsClient, room_id: str, kind: str, **fields: Any) -> None:
