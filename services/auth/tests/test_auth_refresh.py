@@ -78,6 +78,71 @@ async def test_concurrent_uses_of_one_token_succeed_once(auth: AuthHarness) -> N
     for response in results:
         if response.status_code == 401:
             auth.expect_error(response, 401, "refresh_token_reused")
+    # The replays revoked the family: the winner's new token is dead too.
+    (winner,) = [r.json() for r in results if r.status_code == 200]
+    auth.expect_error(await _refresh(auth, winner["refresh_token"]), 401, "invalid_refresh_token")
+
+
+class _PausedSessionLookup:
+    """The real sessions collection, except that the first ``find_one`` (the session
+    check rotation makes right after spending its token) waits until the test lets it
+    go, so the test can land another request exactly in that gap."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.reached = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.reached.is_set():
+            self.reached.set()
+            await self.resume.wait()
+        return await self._real.find_one(*args, **kwargs)
+
+
+async def _refresh_paused_after_spend(
+    auth: AuthHarness, monkeypatch: pytest.MonkeyPatch, token: str
+) -> tuple[asyncio.Task[Any], _PausedSessionLookup]:
+    sessions = auth.service.sessions
+    paused = _PausedSessionLookup(sessions._sessions)
+    monkeypatch.setattr(sessions, "_sessions", paused)
+    first = asyncio.create_task(_refresh(auth, token))
+    await paused.reached.wait()
+    return first, paused
+
+
+async def test_a_replay_overtaking_the_first_use_still_lets_the_first_use_succeed(
+    auth: AuthHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving CI once hit: the replay revokes the family between the first
+    use's spend and its session check. The first use is still the one success."""
+    await auth.register("overtaken")
+    token = (await auth.login("overtaken"))["refresh_token"]
+    first, paused = await _refresh_paused_after_spend(auth, monkeypatch, token)
+    auth.expect_error(await _refresh(auth, token), 401, "refresh_token_reused")
+    paused.resume.set()
+    response = await first
+    assert response.status_code == 200, response.text
+    auth.expect_error(
+        await _refresh(auth, response.json()["refresh_token"]), 401, "invalid_refresh_token"
+    )
+
+
+async def test_a_logout_landing_after_the_spend_refuses_the_refresh(
+    auth: AuthHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a replay of the spent token itself is known to come after the spend; any
+    other revocation seen at the check (here a logout) refuses the refresh."""
+    await auth.register("loggedout")
+    token = (await auth.login("loggedout"))["refresh_token"]
+    first, paused = await _refresh_paused_after_spend(auth, monkeypatch, token)
+    logout = await auth.client.post("/v1/auth/logout", json={"refresh_token": token})
+    assert logout.status_code == 204
+    paused.resume.set()
+    auth.expect_error(await first, 401, "invalid_refresh_token")
 
 
 @pytest.mark.parametrize("token", ["", "x" * 257, "not-a-token", "A" * 43])

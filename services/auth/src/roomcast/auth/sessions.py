@@ -1,9 +1,9 @@
 """Sessions (refresh-token families) and their rotating refresh tokens.
 
 - ``sessions``: one document per login: ``{_id: session id, user_id, created_at,
-  expires_at, revoked_at, revoked_reason}``. The session id is the ``sid`` claim of
-  every access token issued under it. A session is revoked by logout or by reuse
-  detection; revocation is final.
+  expires_at, revoked_at, revoked_reason, revoked_by_token}``. The session id is the
+  ``sid`` claim of every access token issued under it. A session is revoked by logout
+  or by reuse detection; revocation is final.
 - ``refresh_tokens``: one document per refresh token ever issued, keyed by the SHA-256
   of the token (the token itself is never stored): ``{_id, session_id, user_id,
   created_at, expires_at, used_at}``.
@@ -12,6 +12,14 @@ Rotation marks the presented token used with one atomic ``find_one_and_update`` 
 ``{_id, used_at: null}``: of two concurrent uses exactly one gets the document. A token
 found already used is a replay (or a race with a stolen copy): the whole session is
 revoked, which also kills the newest token of that session.
+
+The revocation records the digest of the replayed token (``revoked_by_token``). The one
+call that spent that token may find the session revoked when it checks it, if a replay
+overtook it; a replay of its own token can only come after its spend, so that call still
+succeeds (its new pair belongs to the revoked family and dies with it). Any other
+revocation seen at that check (logout, a replay of another token) refuses the token.
+Concurrent uses of one token therefore always give one success and refusals for the rest,
+whatever the interleaving.
 """
 
 from __future__ import annotations
@@ -99,6 +107,7 @@ class SessionStore:
                 "expires_at": expires_at,
                 "revoked_at": None,
                 "revoked_reason": None,
+                "revoked_by_token": None,
             }
         )
         return await self._issue(session_id, user_id, now)
@@ -137,11 +146,13 @@ class SessionStore:
             known = await self._tokens.find_one({"_id": digest})
             if known is None:
                 raise InvalidRefreshToken()
-            return None, await self.revoke(known["session_id"], reason="refresh_reuse")
+            return None, await self.revoke(
+                known["session_id"], reason="refresh_reuse", by_token=digest
+            )
         if _aware(spent["expires_at"]) <= now:
             raise RefreshTokenExpired()
         session = await self._sessions.find_one({"_id": spent["session_id"]})
-        if session is None or session.get("revoked_at") is not None:
+        if session is None or _revoked_before_spend(session, digest):
             raise InvalidRefreshToken()
         issued = await self._issue(spent["session_id"], spent["user_id"], now)
         await self._sessions.update_one(
@@ -158,11 +169,21 @@ class SessionStore:
             return None
         return await self.revoke(known["session_id"], reason=reason)
 
-    async def revoke(self, session_id: str, *, reason: str) -> Revocation | None:
-        """Revoke a session once; return what was revoked, or None if it already was."""
+    async def revoke(
+        self, session_id: str, *, reason: str, by_token: str | None = None
+    ) -> Revocation | None:
+        """Revoke a session once; return what was revoked, or None if it already was.
+
+        ``by_token`` is the digest of the replayed token when reuse is the reason."""
         before = await self._sessions.find_one_and_update(
             {"_id": session_id, "revoked_at": None},
-            {"$set": {"revoked_at": self.now(), "revoked_reason": reason}},
+            {
+                "$set": {
+                    "revoked_at": self.now(),
+                    "revoked_reason": reason,
+                    "revoked_by_token": by_token,
+                }
+            },
             projection={"user_id": 1},
             return_document=ReturnDocument.BEFORE,
         )
@@ -173,6 +194,14 @@ class SessionStore:
     async def is_active(self, session_id: str) -> bool:
         session = await self._sessions.find_one({"_id": session_id}, {"revoked_at": 1})
         return session is not None and session.get("revoked_at") is None
+
+
+def _revoked_before_spend(session: Document, spent_digest: str) -> bool:
+    """Whether the session was revoked by anything but a replay of the token this call
+    just spent (which necessarily came after the spend)."""
+    if session.get("revoked_at") is None:
+        return False
+    return bool(session.get("revoked_by_token") != spent_digest)
 
 
 def _aware(value: datetime) -> datetime:
