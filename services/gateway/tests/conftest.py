@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -31,7 +32,16 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # module (unique name) is imported from here.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gateway_testkit import TEST_AUDIENCE, TEST_ISSUER, GatewayProc, Spawner, base_env
+from gateway_testkit import (
+    TEST_AUDIENCE,
+    TEST_ISSUER,
+    GatewayProc,
+    OpenWs,
+    Spawner,
+    User,
+    WsClient,
+    base_env,
+)
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +114,18 @@ async def nc(gw_nats: NatsServer) -> AsyncIterator[NatsClient]:
     client = await nats.connect(gw_nats.url)
     yield client
     await client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_ws() -> AsyncIterator[OpenWs]:
+    """Open WebSocket clients for this test; every one is closed at teardown."""
+    opened: list[WsClient] = []
+
+    async def open_client(url: str, user: User | None = None, **kwargs: Any) -> WsClient:
+        client = await WsClient.open(url, user, **kwargs)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()

@@ -14,7 +14,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +156,11 @@ class WsClient:
         client = cls(ws)
         client._reader = asyncio.create_task(client._read())
         if user is not None:
-            await client.auth(user)
+            try:
+                await client.auth(user)
+            except BaseException:
+                await client.close()
+                raise
         return client
 
     async def _read(self) -> None:
@@ -300,6 +304,11 @@ class WsClient:
             self._reader.cancel()
             with contextlib.suppress(BaseException):
                 await self._reader
+
+
+# The ``open_ws`` fixture: opens a WsClient (same arguments as ``WsClient.open``) that
+# is closed at the test's teardown, whether the test passed, failed or stopped half way.
+OpenWs = Callable[..., Awaitable[WsClient]]
 
 
 def assert_chain(frames: list[dict[str, Any]], start_prev: int | None = None) -> None:

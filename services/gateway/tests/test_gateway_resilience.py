@@ -14,6 +14,7 @@ import pytest
 from gateway_testkit import (
     CuttableProxy,
     GatewayProc,
+    OpenWs,
     Spawner,
     WsClient,
     assert_chain,
@@ -55,8 +56,9 @@ class Sender:
     dropped connection it reconnects to ``fallback`` and resends the unacked one with
     the same client_id."""
 
-    def __init__(self, client: WsClient, room: str, prefix: str) -> None:
+    def __init__(self, client: WsClient, room: str, prefix: str, reopen: OpenWs) -> None:
         self.client = client
+        self.reopen = reopen
         self.room = room
         self.prefix = prefix
         self.acks: dict[str, int] = {}
@@ -69,7 +71,7 @@ class Sender:
                 ack = await self.client.send_text(self.room, f"msg {cid}", client_id=cid)
             except ConnectionError:
                 assert self.client.user is not None
-                self.client = await WsClient.open(fallback, self.client.user)
+                self.client = await self.reopen(fallback, self.client.user)
                 continue
             assert ack["type"] == "ack", ack
             self.acks[cid] = ack["seq"]
@@ -77,6 +79,7 @@ class Sender:
 
 
 async def test_gateway_kill9_clients_resume_elsewhere_without_loss_or_duplicates(
+    open_ws: OpenWs,
     gw_env: dict[str, str],
     gw_rooms: FakeRooms,
     signer: TokenSigner,
@@ -89,13 +92,13 @@ async def test_gateway_kill9_clients_resume_elsewhere_without_loss_or_duplicates
     room = room_with(gw_rooms, *(user.id for user in users))
     s_doomed_user, s_surv_user, r_doomed_user, r_surv_user = users
     try:
-        reader_doomed = await WsClient.open(doomed.ws_url, r_doomed_user)
-        reader_surv = await WsClient.open(survivor.ws_url, r_surv_user)
+        reader_doomed = await open_ws(doomed.ws_url, r_doomed_user)
+        reader_surv = await open_ws(survivor.ws_url, r_surv_user)
         await reader_doomed.subscribe(room)
         await reader_surv.subscribe(room)
         senders = [
-            Sender(await WsClient.open(doomed.ws_url, s_doomed_user), room, "d"),
-            Sender(await WsClient.open(survivor.ws_url, s_surv_user), room, "s"),
+            Sender(await open_ws(doomed.ws_url, s_doomed_user), room, "d", open_ws),
+            Sender(await open_ws(survivor.ws_url, s_surv_user), room, "s", open_ws),
         ]
         per_sender = 80
         sending = asyncio.gather(*(s.run(per_sender, survivor.ws_url) for s in senders))
@@ -104,7 +107,7 @@ async def test_gateway_kill9_clients_resume_elsewhere_without_loss_or_duplicates
         await reader_doomed.wait_closed()
         # The reader resumes on the surviving gateway from the last seq it holds.
         before = reader_doomed.messages(room)
-        resumed = await WsClient.open(survivor.ws_url, r_doomed_user)
+        resumed = await open_ws(survivor.ws_url, r_doomed_user)
         await resumed.subscribe(room, since=before[-1]["seq"])
         await sending
         acked = sorted(seq for s in senders for seq in s.acks.values())
@@ -124,13 +127,12 @@ async def test_gateway_kill9_clients_resume_elsewhere_without_loss_or_duplicates
             payload = await stream_payload(nc, seq)
             assert payload is not None
             assert payload["client_id"] == cid
-        for client in [reader_surv, resumed, *(s.client for s in senders)]:
-            await client.close()
     finally:
         doomed.kill()
 
 
 async def test_gateway_sigterm_drains_with_1012_and_keeps_every_ack(
+    open_ws: OpenWs,
     gw_env: dict[str, str],
     gw_rooms: FakeRooms,
     signer: TokenSigner,
@@ -141,8 +143,8 @@ async def test_gateway_sigterm_drains_with_1012_and_keeps_every_ack(
     alice, bob = make_user(signer), make_user(signer)
     room = room_with(gw_rooms, alice.id, bob.id)
     try:
-        sender = await WsClient.open(gw.ws_url, alice)
-        watcher = await WsClient.open(gw.ws_url, bob)
+        sender = await open_ws(gw.ws_url, alice)
+        watcher = await open_ws(gw.ws_url, bob)
         await watcher.subscribe(room)
         await sender.send_text(room, "warm up")  # membership cached, stream warm
         for n in range(60):  # pipelined: many publishes in flight at SIGTERM
@@ -170,14 +172,16 @@ async def test_gateway_sigterm_drains_with_1012_and_keeps_every_ack(
             assert payload["_subject"] == f"chat.room.{room}"
         refused = [f for f in sender.frames if f.get("type") == "error"]
         assert all(f["code"] == "gateway_restarting" for f in refused), refused
-        await sender.close()
-        await watcher.close()
     finally:
         await gw.astop()
 
 
 async def test_gateway_slow_reader_is_closed_4009_without_slowing_others(
-    gw_env: dict[str, str], gw_rooms: FakeRooms, signer: TokenSigner, spawn: Spawner
+    open_ws: OpenWs,
+    gw_env: dict[str, str],
+    gw_rooms: FakeRooms,
+    signer: TokenSigner,
+    spawn: Spawner,
 ) -> None:
     env = {
         **gw_env,
@@ -192,9 +196,9 @@ async def test_gateway_slow_reader_is_closed_4009_without_slowing_others(
     try:
         raw_ws_send(sock, {"type": "auth", "token": slow_user.token})
         raw_ws_send(sock, {"type": "subscribe", "room": room})
-        fast = await WsClient.open(gw.ws_url, fast_user)
+        fast = await open_ws(gw.ws_url, fast_user)
         await fast.subscribe(room)
-        sender = await WsClient.open(gw.ws_url, sender_user)
+        sender = await open_ws(gw.ws_url, sender_user)
         big = "x" * 50_000
         latencies = []
         count = 0
@@ -213,15 +217,13 @@ async def test_gateway_slow_reader_is_closed_4009_without_slowing_others(
         await fast.expect(lambda f: f.get("seq") == ack["seq"])
         code = await asyncio.to_thread(raw_ws_read_until_close, sock, 10.0)
         assert code == 4009
-        await fast.close()
-        await sender.close()
     finally:
         sock.close()
         await gw.astop()
 
 
 async def test_gateway_flood_gets_rate_limited_then_closed_4008(
-    gw_env: dict[str, str], signer: TokenSigner, spawn: Spawner
+    open_ws: OpenWs, gw_env: dict[str, str], signer: TokenSigner, spawn: Spawner
 ) -> None:
     env = {
         **gw_env,
@@ -231,7 +233,7 @@ async def test_gateway_flood_gets_rate_limited_then_closed_4008(
     }
     gw = await spawn(env, "gw-flood")
     try:
-        client = await WsClient.open(gw.ws_url, make_user(signer))
+        client = await open_ws(gw.ws_url, make_user(signer))
         for _ in range(40):
             if client.closed:
                 break
@@ -244,13 +246,12 @@ async def test_gateway_flood_gets_rate_limited_then_closed_4008(
         # The burst (10) minus the auth frame, plus what refilled meanwhile (5/s).
         assert 9 <= len(pongs) <= 12
         assert await gw.metric("roomcast_gateway_rate_limited_total") >= 5
-        await client.close()
     finally:
         await gw.astop()
 
 
 async def test_gateway_resume_after_retention_is_truncated(
-    gw_jwks: JwksServer, gw_rooms: FakeRooms, signer: TokenSigner, spawn: Spawner
+    open_ws: OpenWs, gw_jwks: JwksServer, gw_rooms: FakeRooms, signer: TokenSigner, spawn: Spawner
 ) -> None:
     private_nats = NatsServer()
     private_nats.start()
@@ -261,17 +262,19 @@ async def test_gateway_resume_after_retention_is_truncated(
         "ROOMCAST_GATEWAY_MAX_REPLAY_MESSAGES": "3",
     }
     try:
-        await truncation_scenario(await spawn(env, "gw-retention"), gw_rooms, signer)
+        await truncation_scenario(open_ws, await spawn(env, "gw-retention"), gw_rooms, signer)
     finally:
         await spawn.stop_all()  # before its NATS goes away
         private_nats.cleanup()
 
 
-async def truncation_scenario(gw: GatewayProc, gw_rooms: FakeRooms, signer: TokenSigner) -> None:
+async def truncation_scenario(
+    open_ws: OpenWs, gw: GatewayProc, gw_rooms: FakeRooms, signer: TokenSigner
+) -> None:
     alice, bob = make_user(signer), make_user(signer)
     room, noise = room_with(gw_rooms, alice.id, bob.id), room_with(gw_rooms, alice.id, bob.id)
     try:
-        sender = await WsClient.open(gw.ws_url, alice)
+        sender = await open_ws(gw.ws_url, alice)
         seqs = []
         for n in range(10):
             seqs.append((await sender.send_text(room, f"m{n}"))["seq"])
@@ -281,7 +284,7 @@ async def truncation_scenario(gw: GatewayProc, gw_rooms: FakeRooms, signer: Toke
         async def resume(since: int) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
             """Subscribe with since; return subscribed, the replayed frames, and the
             seq of a sentinel sent afterwards (it marks the end of the replay)."""
-            client = await WsClient.open(gw.ws_url, bob)
+            client = await open_ws(gw.ws_url, bob)
             subscribed = await client.subscribe(room, since=since)
             sentinel = (await sender.send_text(room, "sentinel"))["seq"]
             await client.expect(lambda f: f.get("seq") == sentinel)
@@ -310,12 +313,12 @@ async def truncation_scenario(gw: GatewayProc, gw_rooms: FakeRooms, signer: Toke
         # nothing newer.
         subscribed, frames, _ = await resume(seqs[9] + 1)  # a noise message's seq
         assert subscribed["truncated"] is True
-        await sender.close()
     finally:
         await gw.astop()
 
 
 async def test_gateway_repairs_what_it_missed_while_cut_off_from_nats(
+    open_ws: OpenWs,
     gw_jwks: JwksServer,
     gw_rooms: FakeRooms,
     gw_nats: NatsServer,
@@ -335,9 +338,9 @@ async def test_gateway_repairs_what_it_missed_while_cut_off_from_nats(
         direct_gw = await spawn(
             {**base_env(gw_nats.url, gw_jwks.url, gw_rooms.target), **FAST}, "gw-direct"
         )
-        reader = await WsClient.open(cut_gw.ws_url, bob)
+        reader = await open_ws(cut_gw.ws_url, bob)
         await reader.subscribe(room)
-        sender = await WsClient.open(direct_gw.ws_url, alice)
+        sender = await open_ws(direct_gw.ws_url, alice)
         first = await sender.send_text(room, "before")
         await reader.wait_messages(room, 1)
         proxy.cut()  # the gateway loses NATS; NATS and the other gateway carry on
@@ -351,15 +354,13 @@ async def test_gateway_repairs_what_it_missed_while_cut_off_from_nats(
         assert len(reader.messages(room)) == 5
         assert await cut_gw.metric("roomcast_gateway_gap_repairs_total") >= 1
         assert await cut_gw.metric("roomcast_gateway_nats_reconnects_total") >= 1
-        await reader.close()
-        await sender.close()
     finally:
         await spawn.stop_all()
         await proxy.stop()
 
 
 async def test_gateway_rejects_handshakes_before_nats_is_ready(
-    gw_jwks: JwksServer, gw_rooms: FakeRooms
+    open_ws: OpenWs, gw_jwks: JwksServer, gw_rooms: FakeRooms
 ) -> None:
     """/healthz answers at once; /readyz and the WebSocket wait for NATS."""
     nats_port = free_port()
@@ -376,7 +377,7 @@ async def test_gateway_rejects_handshakes_before_nats_is_ready(
             assert ready.status_code == 503
             assert ready.json()["error"]["code"] == "not_ready"
             with pytest.raises(InvalidStatus) as refused:
-                await WsClient.open(gw.ws_url)
+                await open_ws(gw.ws_url)
             assert refused.value.response.status_code == 503
             late_nats.start()
             loop = asyncio.get_running_loop()

@@ -13,7 +13,16 @@ from typing import Any
 
 import orjson
 import pytest
-from gateway_testkit import GatewayProc, Spawner, User, WsClient, make_user, new_id, room_with
+from gateway_testkit import (
+    GatewayProc,
+    OpenWs,
+    Spawner,
+    User,
+    WsClient,
+    make_user,
+    new_id,
+    room_with,
+)
 from nats.aio.client import Client as NatsClient
 
 from roomcast.common.subjects import room_events_subject, user_events_subject
@@ -54,115 +63,121 @@ def unsubscribed(client: WsClient, room: str) -> dict[str, Any] | None:
 
 
 async def open_all(
-    cluster: list[GatewayProc], placements: list[tuple[User, int]], room: str
+    open_ws: OpenWs, cluster: list[GatewayProc], placements: list[tuple[User, int]], room: str
 ) -> list[WsClient]:
     clients = []
     for user, gateway in placements:
-        client = await WsClient.open(cluster[gateway].ws_url, user)
+        client = await open_ws(cluster[gateway].ws_url, user)
         clients.append(client)
         await client.subscribe(room)
     return clients
 
 
 async def test_gateway_room_events_reach_every_gateway(
-    cluster: list[GatewayProc], gw_rooms: FakeRooms, signer: TokenSigner, nc: NatsClient
+    open_ws: OpenWs,
+    cluster: list[GatewayProc],
+    gw_rooms: FakeRooms,
+    signer: TokenSigner,
+    nc: NatsClient,
 ) -> None:
     alice, bob, carol, dave = (make_user(signer) for _ in range(4))
     room = room_with(gw_rooms, alice.id, bob.id, carol.id)
-    clients = await open_all(cluster, [(alice, 0), (bob, 0), (bob, 1), (carol, 1)], room)
-    try:
-        gw_rooms.add_member(room, dave.id)
-        await publish_room_event(nc, room, "member_joined", user_id=dave.id, role="member")
-        await publish_room_event(nc, room, "role_changed", user_id=bob.id, role="admin")
-        info = {"id": room, "name": "renamed", "topic": "t", "visibility": "public"}
-        await publish_room_event(nc, room, "room_updated", room=info)
-        for client in clients:
-            await client.wait_until(lambda c=client: events_of(c, room, "room_updated"))
-            joined = events_of(client, room, "member_joined")
-            assert [(e["user_id"], e["role"]) for e in joined] == [(dave.id, "member")]
-            changed = events_of(client, room, "role_changed")
-            assert [(e["user_id"], e["role"]) for e in changed] == [(bob.id, "admin")]
-            assert events_of(client, room, "room_updated")[0]["room_info"] == info
-            # the order rooms published them in
-            kinds = [f["event"] for f in client.frames if f.get("type") == "event"]
-            assert kinds == ["member_joined", "role_changed", "room_updated"]
-        # dave, just joined, can subscribe at once (no stale "not a member")
-        cd = await WsClient.open(cluster[1].ws_url, dave)
-        clients.append(cd)
-        assert (await cd.subscribe(room))["type"] == "subscribed"
-    finally:
-        for client in clients:
-            await client.close()
+    clients = await open_all(open_ws, cluster, [(alice, 0), (bob, 0), (bob, 1), (carol, 1)], room)
+    gw_rooms.add_member(room, dave.id)
+    await publish_room_event(nc, room, "member_joined", user_id=dave.id, role="member")
+    await publish_room_event(nc, room, "role_changed", user_id=bob.id, role="admin")
+    info = {"id": room, "name": "renamed", "topic": "t", "visibility": "public"}
+    await publish_room_event(nc, room, "room_updated", room=info)
+    for client in clients:
+        await client.wait_until(lambda c=client: events_of(c, room, "room_updated"))
+        joined = events_of(client, room, "member_joined")
+        assert [(e["user_id"], e["role"]) for e in joined] == [(dave.id, "member")]
+        changed = events_of(client, room, "role_changed")
+        assert [(e["user_id"], e["role"]) for e in changed] == [(bob.id, "admin")]
+        assert events_of(client, room, "room_updated")[0]["room_info"] == info
+        # the order rooms published them in
+        kinds = [f["event"] for f in client.frames if f.get("type") == "event"]
+        assert kinds == ["member_joined", "role_changed", "room_updated"]
+    # dave, just joined, can subscribe at once (no stale "not a member")
+    cd = await open_ws(cluster[1].ws_url, dave)
+    assert (await cd.subscribe(room))["type"] == "subscribed"
 
 
 @pytest.mark.parametrize("kind", ["member_removed", "member_left"])
 async def test_gateway_removed_member_is_cut_off_on_every_gateway(
-    cluster: list[GatewayProc], gw_rooms: FakeRooms, signer: TokenSigner, nc: NatsClient, kind: str
+    open_ws: OpenWs,
+    cluster: list[GatewayProc],
+    gw_rooms: FakeRooms,
+    signer: TokenSigner,
+    nc: NatsClient,
+    kind: str,
 ) -> None:
     alice, bob, carol = (make_user(signer) for _ in range(3))
     room = room_with(gw_rooms, alice.id, bob.id, carol.id)
-    ca, cb_a, cb_b, cc = await open_all(cluster, [(alice, 0), (bob, 0), (bob, 1), (carol, 1)], room)
+    ca, cb_a, cb_b, cc = await open_all(
+        open_ws, cluster, [(alice, 0), (bob, 0), (bob, 1), (carol, 1)], room
+    )
     clients = [ca, cb_a, cb_b, cc]
-    try:
-        await ca.expect(
-            lambda f: f.get("type") == "presence" and f.get("user", {}).get("id") == carol.id
-        )
-        del gw_rooms.rooms[room].members[bob.id]
-        published = time.monotonic()
-        await publish_room_event(nc, room, kind, user_id=bob.id)
-        for client in (cb_a, cb_b):
-            frame = await client.wait_until(lambda c=client: unsubscribed(c, room))
-            assert frame["reason"] == kind
-        assert time.monotonic() - published < REMOVAL_DEADLINE_SECONDS
-        for client in clients:
-            event = (await client.wait_until(lambda c=client: events_of(c, room, kind)))[0]
-            assert event["user_id"] == bob.id
-        # bob is offline for the others, on both gateways
-        for watcher in (ca, cc):
-            await watcher.expect(
-                lambda f: (
-                    f.get("type") == "presence"
-                    and f.get("status") == "offline"
-                    and f["user"]["id"] == bob.id
-                )
+    await ca.expect(
+        lambda f: f.get("type") == "presence" and f.get("user", {}).get("id") == carol.id
+    )
+    del gw_rooms.rooms[room].members[bob.id]
+    published = time.monotonic()
+    await publish_room_event(nc, room, kind, user_id=bob.id)
+    for client in (cb_a, cb_b):
+        frame = await client.wait_until(lambda c=client: unsubscribed(c, room))
+        assert frame["reason"] == kind
+    assert time.monotonic() - published < REMOVAL_DEADLINE_SECONDS
+    for client in clients:
+        event = (await client.wait_until(lambda c=client: events_of(c, room, kind)))[0]
+        assert event["user_id"] == bob.id
+    # bob is offline for the others, on both gateways
+    for watcher in (ca, cc):
+        await watcher.expect(
+            lambda f: (
+                f.get("type") == "presence"
+                and f.get("status") == "offline"
+                and f["user"]["id"] == bob.id
             )
-        # nothing more reaches bob; the others still talk
-        ack = await cc.send_text(room, "after bob")
-        await ca.expect(lambda f: f.get("seq") == ack["seq"])
-        for client in (cb_a, cb_b):
-            assert [m for m in client.messages(room) if m["seq"] == ack["seq"]] == []
-            # and bob cannot come back without rejoining
-            assert (await client.subscribe(room))["code"] == "forbidden"
-        assert cb_a.closed is None
-    finally:
-        for client in clients:
-            await client.close()
+        )
+    # nothing more reaches bob; the others still talk
+    ack = await cc.send_text(room, "after bob")
+    await ca.expect(lambda f: f.get("seq") == ack["seq"])
+    for client in (cb_a, cb_b):
+        assert [m for m in client.messages(room) if m["seq"] == ack["seq"]] == []
+        # and bob cannot come back without rejoining
+        assert (await client.subscribe(room))["code"] == "forbidden"
+    assert cb_a.closed is None
 
 
 async def test_gateway_deleted_room_ends_every_subscription(
-    cluster: list[GatewayProc], gw_rooms: FakeRooms, signer: TokenSigner, nc: NatsClient
+    open_ws: OpenWs,
+    cluster: list[GatewayProc],
+    gw_rooms: FakeRooms,
+    signer: TokenSigner,
+    nc: NatsClient,
 ) -> None:
     alice, bob = make_user(signer), make_user(signer)
     room = room_with(gw_rooms, alice.id, bob.id)
-    clients = await open_all(cluster, [(alice, 0), (bob, 1), (alice, 1)], room)
-    try:
-        del gw_rooms.rooms[room]
-        published = time.monotonic()
-        await publish_room_event(nc, room, "room_deleted")
-        for client in clients:
-            frame = await client.wait_until(lambda c=client: unsubscribed(c, room))
-            assert frame["reason"] == "room_deleted"
-            assert events_of(client, room, "room_deleted")
-        assert time.monotonic() - published < REMOVAL_DEADLINE_SECONDS
-        for client in clients:
-            assert (await client.subscribe(room))["code"] == "not_found"
-    finally:
-        for client in clients:
-            await client.close()
+    clients = await open_all(open_ws, cluster, [(alice, 0), (bob, 1), (alice, 1)], room)
+    del gw_rooms.rooms[room]
+    published = time.monotonic()
+    await publish_room_event(nc, room, "room_deleted")
+    for client in clients:
+        frame = await client.wait_until(lambda c=client: unsubscribed(c, room))
+        assert frame["reason"] == "room_deleted"
+        assert events_of(client, room, "room_deleted")
+    assert time.monotonic() - published < REMOVAL_DEADLINE_SECONDS
+    for client in clients:
+        assert (await client.subscribe(room))["code"] == "not_found"
 
 
 async def test_gateway_revoked_session_closes_its_sockets_on_every_gateway(
-    cluster: list[GatewayProc], gw_rooms: FakeRooms, signer: TokenSigner, nc: NatsClient
+    open_ws: OpenWs,
+    cluster: list[GatewayProc],
+    gw_rooms: FakeRooms,
+    signer: TokenSigner,
+    nc: NatsClient,
 ) -> None:
     revoked_sid, kept_sid = uuid.uuid4().hex, uuid.uuid4().hex
     bob = make_user(signer, session_id=revoked_sid)
@@ -178,49 +193,47 @@ async def test_gateway_revoked_session_closes_its_sockets_on_every_gateway(
     alice = make_user(signer)
     room = room_with(gw_rooms, alice.id, bob.id)
     ca, cb_a, cb_b, cb_kept = await open_all(
-        cluster, [(alice, 0), (bob, 0), (bob, 1), (bob_other, 1)], room
+        open_ws, cluster, [(alice, 0), (bob, 0), (bob, 1), (bob_other, 1)], room
     )
-    try:
-        event = {"type": "session_revoked", "user_id": bob.id, "session_id": revoked_sid}
-        await nc.publish(user_events_subject(bob.id), orjson.dumps({**event, "reason": "logout"}))
-        for client in (cb_a, cb_b):
-            assert (await client.wait_closed()).code == 4001
-        # the other session is untouched, and bob is still online through it
-        ack = await cb_kept.send_text(room, "still here")
-        assert ack["type"] == "ack"
-        await ca.expect(lambda f: f.get("seq") == ack["seq"])
-        offline = [
-            f for f in ca.frames if f.get("type") == "presence" and f.get("status") == "offline"
-        ]
-        assert offline == []
-        # now that one too (a revoked refresh family): bob goes offline
-        await nc.publish(
-            user_events_subject(bob.id),
-            orjson.dumps({**event, "session_id": kept_sid, "reason": "reuse"}),
+    event = {"type": "session_revoked", "user_id": bob.id, "session_id": revoked_sid}
+    await nc.publish(user_events_subject(bob.id), orjson.dumps({**event, "reason": "logout"}))
+    for client in (cb_a, cb_b):
+        assert (await client.wait_closed()).code == 4001
+    # the other session is untouched, and bob is still online through it
+    ack = await cb_kept.send_text(room, "still here")
+    assert ack["type"] == "ack"
+    await ca.expect(lambda f: f.get("seq") == ack["seq"])
+    offline = [f for f in ca.frames if f.get("type") == "presence" and f.get("status") == "offline"]
+    assert offline == []
+    # now that one too (a revoked refresh family): bob goes offline
+    await nc.publish(
+        user_events_subject(bob.id),
+        orjson.dumps({**event, "session_id": kept_sid, "reason": "reuse"}),
+    )
+    assert (await cb_kept.wait_closed()).code == 4001
+    # the revoked sessions' tokens, still unexpired, cannot open sockets again
+    for gateway in cluster:
+        for user in (bob, bob_other):
+            again = await open_ws(gateway.ws_url)
+            await again.send_json({"type": "auth", "token": user.token})
+            assert (await again.wait_closed()).code == 4001
+            assert again.frames[-1]["code"] == "session_revoked"
+    await ca.expect(
+        lambda f: (
+            f.get("type") == "presence"
+            and f.get("status") == "offline"
+            and f["user"]["id"] == bob.id
         )
-        assert (await cb_kept.wait_closed()).code == 4001
-        # the revoked sessions' tokens, still unexpired, cannot open sockets again
-        for gateway in cluster:
-            for user in (bob, bob_other):
-                again = await WsClient.open(gateway.ws_url)
-                await again.send_json({"type": "auth", "token": user.token})
-                assert (await again.wait_closed()).code == 4001
-                assert again.frames[-1]["code"] == "session_revoked"
-        await ca.expect(
-            lambda f: (
-                f.get("type") == "presence"
-                and f.get("status") == "offline"
-                and f["user"]["id"] == bob.id
-            )
-        )
-        assert ca.closed is None
-    finally:
-        for client in (ca, cb_a, cb_b, cb_kept):
-            await client.close()
+    )
+    assert ca.closed is None
 
 
 async def test_gateway_rate_limited_commands_carry_their_ref(
-    gw_env: dict[str, str], gw_rooms: FakeRooms, signer: TokenSigner, spawn: Spawner
+    open_ws: OpenWs,
+    gw_env: dict[str, str],
+    gw_rooms: FakeRooms,
+    signer: TokenSigner,
+    spawn: Spawner,
 ) -> None:
     env = {
         **gw_env,
@@ -233,7 +246,7 @@ async def test_gateway_rate_limited_commands_carry_their_ref(
     alice = make_user(signer)
     room = room_with(gw_rooms, alice.id)
     other = room_with(gw_rooms, alice.id)
-    client = await WsClient.open(gw.ws_url, alice)  # the auth frame spends one token
+    client = await open_ws(gw.ws_url, alice)  # the auth frame spends one token
     try:
         await client.subscribe(room)  # and this one another
         client_ids = [f"c{i}" for i in range(12)]
@@ -279,5 +292,4 @@ async def test_gateway_rate_limited_commands_carry_their_ref(
             assert time.monotonic() - started < 10
             await asyncio.sleep(0.5)  # the client backing off, as told
     finally:
-        await client.close()
         await gw.astop()
