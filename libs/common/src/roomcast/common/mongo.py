@@ -1,10 +1,20 @@
-"""MongoDB connection helpers (PyMongo's async API)."""
+"""MongoDB connection helpers (PyMongo's async API).
+
+Durability lives here, in one place: every client that :func:`connect_mongo` makes
+writes with ``w="majority", j=True`` by default (:data:`DURABLE_WRITE_CONCERN`), so a
+write that an acknowledgement depends on (a stored message before its JetStream ack, a
+session before a login's 200, a membership before the rooms reply) survives a crash of
+the database process and, on a replica set, a failover. SecantusDB honours ``j: true``
+per write; a MongoDB replica set honours both. ``durable=False`` exists only for
+deliberate experiments (``ROOMCAST_<SERVICE>_MONGO_DURABLE_WRITES=false``); see
+docs/reliability.md for what it costs and what it risks.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
 from roomcast.common.errors import DependencyUnavailable
@@ -13,11 +23,23 @@ from roomcast.common.errors import DependencyUnavailable
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (ConnectionFailure, ServerSelectionTimeoutError)
 
 
-def connect_mongo(url: str, *, timeout_ms: int, app_name: str) -> AsyncMongoClient[dict[str, Any]]:
-    """Create a client; no I/O happens until the first operation."""
+# Journaled on the primary and acknowledged by a majority of the replica set: the write
+# concern under which an acknowledged write survives a crash or an election.
+DURABLE_WRITE_CONCERN = WriteConcern(w="majority", j=True)
+# The same, spelled as client options (the client takes ``journal``, not ``j``).
+_DURABLE_CLIENT_OPTIONS: dict[str, Any] = {"w": "majority", "journal": True}
+
+
+def connect_mongo(
+    url: str, *, timeout_ms: int, app_name: str, durable: bool = True
+) -> AsyncMongoClient[dict[str, Any]]:
+    """Create a client; no I/O happens until the first operation. Writes are durable
+    (:data:`DURABLE_WRITE_CONCERN`) unless ``durable`` is False."""
+    concern = _DURABLE_CLIENT_OPTIONS if durable else {}
     return AsyncMongoClient(
         url,
         appname=app_name,
+        **concern,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=timeout_ms * 2,

@@ -27,6 +27,9 @@ class MongoSettings(BaseSettings):
     # Server selection timeout: long enough to ride out a primary election (~2-10 s
     # in a replica set), short enough that a request fails with 503 instead of hanging.
     mongo_timeout_ms: int = Field(default=5000, ge=100, le=60000)
+    # Journaled, majority-acknowledged writes (common/mongo.py). On by default: turning
+    # it off lets a database crash lose writes that were already acknowledged.
+    mongo_durable_writes: bool = True
 
 
 class NatsSettings(BaseSettings):

@@ -42,7 +42,10 @@ EXIT_CONFIG = 78
 async def serve(settings: Settings, signer: TokenSigner) -> None:
     stop = stop_event_on_signals()
     mongo = connect_mongo(
-        settings.mongo_url, timeout_ms=settings.mongo_timeout_ms, app_name="roomcast-auth"
+        settings.mongo_url,
+        timeout_ms=settings.mongo_timeout_ms,
+        app_name="roomcast-auth",
+        durable=settings.mongo_durable_writes,
     )
     publisher = NatsEventPublisher(settings.nats_url)
     app = create_app(settings, mongo, signer, publisher)

@@ -33,7 +33,10 @@ log = logging.getLogger("roomcast.history")
 async def serve(settings: Settings) -> None:
     stop = stop_event_on_signals()
     mongo = connect_mongo(
-        settings.mongo_url, timeout_ms=settings.mongo_timeout_ms, app_name="roomcast-history"
+        settings.mongo_url,
+        timeout_ms=settings.mongo_timeout_ms,
+        app_name="roomcast-history",
+        durable=settings.mongo_durable_writes,
     )
     store = HistoryStore(mongo, settings.mongo_db)
     consumer = HistoryConsumer(settings, store)

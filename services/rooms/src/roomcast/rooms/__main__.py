@@ -70,7 +70,10 @@ async def serve(settings: Settings) -> None:
     stop = stop_event_on_signals()
     verifier = build_verifier(settings)
     mongo = connect_mongo(
-        settings.mongo_url, timeout_ms=settings.mongo_timeout_ms, app_name="roomcast-rooms"
+        settings.mongo_url,
+        timeout_ms=settings.mongo_timeout_ms,
+        app_name="roomcast-rooms",
+        durable=settings.mongo_durable_writes,
     )
     nats: NatsClient | None = None
     running: RunningRooms | None = None
