@@ -26,6 +26,9 @@ ALGORITHM = "EdDSA"
 ACCESS_TYPE = "access"
 # Clock skew tolerated between the issuer and a verifier; NTP keeps hosts within
 # milliseconds, 30 s covers a badly drifting container without extending tokens much.
+# The one leeway of every verifier: REST (auth, gateway, history) and sockets accept a
+# token until ``exp + LEEWAY_SECONDS`` (``AccessClaims.valid_until``), and a socket is
+# closed at that same moment, so a token is never good on one and refused on the other.
 LEEWAY_SECONDS = 30
 # How long a fetched JWKS is trusted before it is fetched again, so a removed key stops
 # verifying within this time.
@@ -50,6 +53,12 @@ class AccessClaims:
     # detection revokes the family, and gateways close the sockets that carry it.
     session_id: str | None = None
     raw: str = field(repr=False, default="")
+
+    @property
+    def valid_until(self) -> float:
+        """The last moment (epoch seconds) any verifier accepts this token: its ``exp``
+        plus the shared clock-skew leeway. Sockets close at this moment."""
+        return self.expires_at + LEEWAY_SECONDS
 
     @property
     def is_global_admin(self) -> bool:

@@ -214,7 +214,11 @@ class Connection(WSListener):
         try:
             command = parse_frame(data, max_body_chars=self.hub.settings.max_body_chars)
         except FrameError as exc:
-            if not self._auth_started:
+            if not self._auth_started and isinstance(exc.error, Unauthenticated):
+                # An auth frame with a missing or malformed token: say so (4001).
+                self._error(exc.error, None)
+                self.close(CloseCode.UNAUTHENTICATED, exc.error.message)
+            elif not self._auth_started:
                 self._reject_unauthenticated("the first frame must be an auth frame")
             else:
                 self._error(exc.error, exc.ref)
@@ -339,7 +343,7 @@ class Connection(WSListener):
             raise SessionUserMismatch("a socket stays with the user it authenticated as")
         else:
             self.claims = claims
-        self._schedule_expiry(claims.expires_at)
+        self._schedule_expiry(claims.valid_until)
         self.send_payload(ready_frame(claims))
 
     async def _subscribe(self, command: Subscribe) -> None:
@@ -425,8 +429,9 @@ class Connection(WSListener):
         self._expiry_timer = None
         if self.closed or self.claims is None:
             return
-        if self.claims.expires_at > time.time():  # refreshed meanwhile
-            self._schedule_expiry(self.claims.expires_at)
+        # valid_until (exp + the shared leeway): the moment REST stops accepting it too.
+        if self.claims.valid_until > time.time():  # refreshed meanwhile
+            self._schedule_expiry(self.claims.valid_until)
             return
         self._error(Unauthenticated("token expired", code="token_expired"), None)
         self.close(CloseCode.UNAUTHENTICATED, "token expired")

@@ -106,6 +106,18 @@ class AuthRequired(Unauthenticated):
     code = "unauthenticated"
 
 
+class MissingToken(Unauthenticated):
+    """The auth frame carries no token (absent or empty)."""
+
+    code = "missing_token"
+
+
+class MalformedToken(Unauthenticated):
+    """The auth frame's token is not a string of a plausible length."""
+
+    code = "invalid_token"
+
+
 class SessionUserMismatch(Forbidden):
     """A re-auth frame carried another user's token."""
 

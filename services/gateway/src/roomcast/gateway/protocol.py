@@ -27,6 +27,8 @@ from roomcast.gateway.errors import (
     BodyTooLarge,
     InvalidFrame,
     InvalidJson,
+    MalformedToken,
+    MissingToken,
     UnknownType,
 )
 
@@ -196,8 +198,10 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
         return PING
     if kind == "auth":
         token = obj.get("token")
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
-            raise FrameError(InvalidFrame("token must be a non-empty string"))
+        if token is None or token == "":
+            raise FrameError(MissingToken("missing token: the auth frame needs an access token"))
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+            raise FrameError(MalformedToken("token must be an access token string"))
         return Auth(token)
     if kind == "typing":
         return Typing(_room(obj, None))
