@@ -8,14 +8,21 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from pymongo import AsyncMongoClient
 
+from roomcast.auth.directory import (
+    PublicUserEnvelope,
+    PublicUserList,
+    UserBatchRequest,
+    UserDirectory,
+)
 from roomcast.auth.errors import MissingToken
 from roomcast.auth.events import EventPublisher
 from roomcast.auth.limits import client_ip
 from roomcast.auth.models import (
+    USERNAME_PATTERN,
     LoginRequest,
     ProfilePatch,
     PublicUser,
@@ -111,6 +118,7 @@ def create_app(
     app = create_service_app("auth", readiness=readiness, max_body_bytes=settings.max_body_bytes)
     app.state.auth_service = service
     app.state.token_verifier = verifier
+    directory = UserDirectory(service.users, clock=rate_limit_clock)
 
     async def _mongo_down(_: Request, exc: Exception) -> Response:
         return error_response(DependencyUnavailable("MongoDB is unavailable"))
@@ -147,6 +155,17 @@ def create_app(
     @app.patch("/v1/users/me")
     async def patch_me(body: ProfilePatch, claims: Caller) -> UserEnvelope:
         return UserEnvelope(user=(await service.update_me(claims, body)).private())
+
+    @app.get("/v1/users")
+    async def find_user(
+        claims: Caller,
+        username: Annotated[str, Query(pattern=USERNAME_PATTERN, min_length=3, max_length=32)],
+    ) -> PublicUserEnvelope:
+        return PublicUserEnvelope(user=(await directory.by_username(claims, username)).public())
+
+    @app.post("/v1/users/lookup")
+    async def lookup_users(body: UserBatchRequest, claims: Caller) -> PublicUserList:
+        return PublicUserList(items=[u.public() for u in await directory.by_ids(body.ids)])
 
     @app.get("/v1/users/{user_id}")
     async def get_user(user_id: str) -> dict[str, PublicUser]:

@@ -128,6 +128,15 @@ class UserRepository:
         doc = await self._users.find_one({"_id": ObjectId(user_id)})
         return UserRecord.from_doc(doc) if doc else None
 
+    async def get_many(self, user_ids: list[str]) -> list[UserRecord]:
+        """The users of ``user_ids`` that exist; ids that are not ObjectIds name nobody
+        and never reach the query."""
+        wanted = [ObjectId(uid) for uid in dict.fromkeys(user_ids) if is_object_id(uid)]
+        if not wanted:
+            return []
+        cursor = self._users.find({"_id": {"$in": wanted}})
+        return [UserRecord.from_doc(doc) async for doc in cursor]
+
     async def update_profile(
         self, user_id: str, changes: Mapping[str, str | None], *, now: datetime
     ) -> UserRecord | None:
