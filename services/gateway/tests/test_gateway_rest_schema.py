@@ -29,6 +29,7 @@ CONTRACT = {
     ("post", "/v1/auth/login"),
     ("post", "/v1/auth/refresh"),
     ("post", "/v1/auth/logout"),
+    ("get", "/v1/users"),
     ("get", "/v1/users/me"),
     ("patch", "/v1/users/me"),
     ("get", "/v1/users/{user_id}"),

@@ -268,6 +268,12 @@ class RoomcastHttp:
         body = await self.request("GET", f"/v1/users/{_seg(user_id)}")
         return cast(User, _unwrap(body, "user"))
 
+    async def find_user(self, username: str) -> User:
+        """The user named exactly ``username`` (case-insensitive), public profile only;
+        ``NotFound`` (``user_not_found``) when nobody has that name."""
+        body = await self.request("GET", "/v1/users", params={"username": username})
+        return cast(User, _unwrap(body, "user"))
+
     # -------------------------------------------------------------------- rooms
 
     async def create_room(
@@ -279,8 +285,10 @@ class RoomcastHttp:
         return cast(Room, _unwrap(await self.request("POST", "/v1/rooms", json=payload), "room"))
 
     async def list_rooms(
-        self, *, scope: str = "joined", limit: int | None = None, cursor: str | None = None
+        self, *, scope: str = "public", limit: int | None = None, cursor: str | None = None
     ) -> RoomPage:
+        """One page of rooms: ``scope="public"`` (the REST default) every public room,
+        ``scope="joined"`` the caller's rooms with ``unread`` and ``last_message``."""
         params = {"scope": scope, "limit": limit, "cursor": cursor}
         body = await self.request("GET", "/v1/rooms", params=params)
         return RoomPage(items=body.get("items", []), next_cursor=body.get("next_cursor"))
@@ -305,8 +313,13 @@ class RoomcastHttp:
     async def leave_room(self, room_id: str) -> None:
         await self.request("POST", f"/v1/rooms/{_seg(room_id)}/leave", json={})
 
-    async def members(self, room_id: str) -> list[Member]:
-        body = await self.request("GET", f"/v1/rooms/{_seg(room_id)}/members")
+    async def members(
+        self, room_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> list[Member]:
+        """One page of members (``user_id``, ``role``, ``joined_at``, ``username``,
+        ``display_name``); the first page unless ``cursor`` is given."""
+        params = {"limit": limit, "cursor": cursor}
+        body = await self.request("GET", f"/v1/rooms/{_seg(room_id)}/members", params=params)
         items = body.get("items", body.get("members", [])) if isinstance(body, dict) else body
         return cast(list[Member], items)
 

@@ -240,6 +240,11 @@ class Room(TypedDict):
 class Member(TypedDict):
     user_id: str
     role: str
+    joined_at: NotRequired[str]
+    #: In members listings: the member's names (``None`` when the gateway could not
+    #: ask auth).
+    username: NotRequired[str | None]
+    display_name: NotRequired[str | None]
 
 
 class RoomPage(TypedDict):

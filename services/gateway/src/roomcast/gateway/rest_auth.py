@@ -10,11 +10,14 @@ checks on ``/v1/users/me`` are auth's (it verifies the token itself).
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from roomcast.auth.models import (
+    USERNAME_PATTERN,
     LoginRequest,
     ProfilePatch,
     PublicUser,
@@ -110,6 +113,23 @@ def create_auth_router(deps: RestDeps) -> APIRouter:
     )
     async def patch_me(body: ProfilePatch, request: Request) -> Response:
         return await relay(request, "/v1/users/me")
+
+    @router.get(
+        "/v1/users",
+        response_model=PublicUserEnvelope,
+        dependencies=secured,
+        responses=errors(400, 401, 404, 429, 503),
+        summary="Find a user by exact username (case-insensitive); public profile only",
+    )
+    async def find_user(
+        request: Request,
+        username: Annotated[
+            str,
+            Query(pattern=USERNAME_PATTERN, min_length=3, max_length=32, description="exact"),
+        ],
+    ) -> Response:
+        # Validated here (400 without a hop); auth checks the token and rate limits.
+        return await relay(request, "/v1/users")
 
     @router.get(
         "/v1/users/{user_id}",

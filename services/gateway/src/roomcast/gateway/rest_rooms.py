@@ -36,7 +36,6 @@ from roomcast.gateway.rest_models import (
     JoinResult,
     JoinRoomBody,
     MemberEnvelope,
-    MemberPage,
     OpenDirectBody,
     Room,
     RoomEnvelope,
@@ -51,6 +50,7 @@ from roomcast.gateway.rest_upstream import (
     send,
     upstream_headers,
 )
+from roomcast.gateway.rest_users import ListedMemberPage, MemberNames
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 # The messages rooms gives for these, so a malformed id is indistinguishable from an
@@ -107,6 +107,7 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
     stub = deps.rooms
     timeout = deps.rooms_timeout
     Auth = Annotated[Caller, caller_dependency(deps.verifier)]
+    names = MemberNames(deps)
 
     @router.post(
         "/v1/rooms",
@@ -242,18 +243,17 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
     @router.get(
         "/v1/rooms/{room_id}/members",
         responses=errors(400, 401, 404, 503),
-        summary="Members of a room visible to the caller, by user id",
+        summary="Members of a room visible to the caller, with their usernames",
     )
     async def list_members(
         room_id: str, caller: Auth, limit: Limit = DEFAULT_PAGE_SIZE, cursor: Cursor = None
-    ) -> MemberPage:
+    ) -> ListedMemberPage:
         request = pb.ListMembersRequest(
             room_id=room_id_of(room_id), limit=limit, cursor=cursor or ""
         )
         reply = await call_rooms(stub.ListMembers, request, caller.token, time_limit=timeout)
-        return MemberPage(
-            items=[member_json(m) for m in reply.members], next_cursor=reply.next_cursor or None
-        )
+        members = await names.name([member_json(m) for m in reply.members], caller.token)
+        return ListedMemberPage(items=members, next_cursor=reply.next_cursor or None)
 
     @router.put(
         "/v1/rooms/{room_id}/members/{user_id}",
