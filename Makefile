@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The nats-server that tests use; CI also runs the NATS tests against a current release.
 CURRENT_NATS_SERVER := $(VENV)/bin/nats-server
 
-.PHONY: help setup up test test-nats-current lint fmt proto proto-check bench soak clean
+.PHONY: help setup up test test-nats-current lint fmt proto proto-check bench soak clean images test-containers test-kube
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -21,16 +21,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed ## Create the virtualenv and install nats-server (Debian package) if missing
-	@if [ ! -x /usr/bin/nats-server ] && ! command -v nats-server >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; \
-	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
-	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; \
-	  else \
-	    echo "nats-server is missing: install Debian's nats-server package, or set ROOMCAST_NATS_SERVER=$(CURRENT_NATS_SERVER)"; exit 1; \
-	  fi; \
-	fi
+setup: $(VENV)/.installed ## Create the virtualenv; install the system packages the tests need (skips what is present)
+	@tools/setup_system.sh
 
 up: setup ## Run the whole stack on this machine (Ctrl-C stops everything)
 	$(PY) -m roomcast.testing.stack
@@ -55,6 +47,15 @@ proto: setup ## Regenerate the gRPC code from proto/
 
 bench: setup ## Run the benchmark scripts and print their figures (see docs/benchmarks.md)
 	$(PY) bench/run_all.py
+
+images: setup ## Build the four service images (podman, or docker where that is installed)
+	tools/build_images.sh
+
+test-containers: images ## The compose stack in containers, with end-to-end tests against it
+	$(PY) -m pytest tests/containers/test_compose_stack.py -m containers --timeout 900
+
+test-kube: images ## The dev Kubernetes overlay under `podman kube play`, with a smoke test
+	$(PY) -m pytest tests/containers/test_kube_play.py -m containers --timeout 900
 
 soak: setup ## Long-running load and soak tests (not part of `make test`)
 	$(PY) -m pytest -m soak --timeout 3600

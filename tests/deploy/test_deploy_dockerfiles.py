@@ -1,5 +1,6 @@
-"""The services' Dockerfiles: hadolint-clean, multi-stage, non-root, read-only-ready,
-health-checked, and buildable from the build context .dockerignore lets through."""
+"""The one Dockerfile of the four images: hadolint-clean, multi-stage with wheels built
+in the builder, non-root, read-only-ready, health-checked, and buildable from the build
+context .dockerignore lets through. tests/containers builds and runs the images."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import fnmatch
 import json
 import re
 import shutil
+import sys
+import threading
 import tomllib
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -49,18 +53,28 @@ def stages(path: Path) -> list[list[tuple[str, str]]]:
     for keyword, rest in instructions(path):
         if keyword == "FROM":
             out.append([])
-        out[-1].append((keyword, rest))
+        if out:  # ARGs before the first FROM belong to no stage
+            out[-1].append((keyword, rest))
     return out
 
 
-def dockerfile(service: str) -> Path:
-    return REPO / "services" / service / "Dockerfile"
+DOCKERFILE = REPO / "Dockerfile"
+HEALTHCHECK_SCRIPT = REPO / "deploy" / "image" / "healthcheck.py"
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_hadolint_passes(service: str) -> None:
+def build_args(path: Path) -> dict[str, str | None]:
+    """ARG name -> default (None when the build must pass it)."""
+    args: dict[str, str | None] = {}
+    for keyword, rest in instructions(path):
+        if keyword == "ARG":
+            name, sep, default = rest.partition("=")
+            args[name] = default if sep else None
+    return args
+
+
+def test_hadolint_passes() -> None:
     hadolint = tool("hadolint")
-    result = run([hadolint, "--failure-threshold", "style", str(dockerfile(service))])
+    result = run([hadolint, "--failure-threshold", "style", str(DOCKERFILE)])
     assert result.returncode == 0, f"hadolint findings:\n{result.stdout}{result.stderr}"
 
 
@@ -73,26 +87,35 @@ def test_hadolint_is_not_vacuous(tmp_path: Path) -> None:
     assert "DL3013" in result.stdout  # unpinned pip package
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_multi_stage_pinned_non_root(service: str) -> None:
-    parts = stages(dockerfile(service))
+def test_one_dockerfile_for_every_service() -> None:
+    leftovers = sorted(str(p.relative_to(REPO)) for p in REPO.glob("services/*/Dockerfile"))
+    assert not leftovers, f"the images are built from the top-level Dockerfile: {leftovers}"
+    args = build_args(DOCKERFILE)
+    assert args.get("SERVICE", "missing") is None, "ARG SERVICE without a default"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", args.get("BASE_IMAGE") or ""), (
+        "BASE_IMAGE defaults to a pinned official python:3.11.x-slim image"
+    )
+
+
+def test_multi_stage_wheels_non_root() -> None:
+    parts = stages(DOCKERFILE)
     assert len(parts) >= 2, "a builder stage and a final stage"
     builder, final = parts[0], parts[-1]
-    base = builder[0][1].split()[0]
-    assert final[0][1].split()[0] == base, (
+    assert builder[0][1].split()[0] == "${BASE_IMAGE}"
+    assert final[0][1].split()[0] == "${BASE_IMAGE}", (
         "both stages must use the same base (the venv links into it)"
-    )
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", base), (
-        f"pin python:3.11.x-slim: {base}"
     )
 
     builder_runs = " ".join(rest for kw, rest in builder if kw == "RUN")
-    assert re.search(r"pip install .*-c constraints\.txt .*\.(\s|$)", builder_runs + " ")
-    assert "python -m venv /opt/venv" in builder_runs
+    assert "-m venv /opt/venv" in builder_runs
+    assert re.search(r"pip wheel .*--wheel-dir /wheels -c constraints\.txt \.(\s|$)", builder_runs)
+    assert re.search(r"pip install .*--no-index --find-links /wheels", builder_runs), (
+        "the venv is installed from the wheels the builder built, nothing else"
+    )
 
     copies = [rest for kw, rest in final if kw == "COPY"]
     assert any(c.startswith("--from=builder /opt/venv") for c in copies), copies
-    assert not any(kw == "RUN" and "pip install" in rest for kw, rest in final)
+    assert not any(kw == "RUN" and "pip" in rest for kw, rest in final)
 
     users = [rest for kw, rest in final if kw == "USER"]
     assert users, "the final stage must switch to a non-root user"
@@ -102,37 +125,70 @@ def test_multi_stage_pinned_non_root(service: str) -> None:
     assert not gid or (gid.isdigit() and int(gid) > 0)
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_runtime_settings(service: str) -> None:
-    final = stages(dockerfile(service))[-1]
+def test_runtime_settings() -> None:
+    final = stages(DOCKERFILE)[-1]
     env = " ".join(rest for kw, rest in final if kw == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env, "the root filesystem is read-only"
-    assert f"ROOMCAST_{service.upper()}_HOST=0.0.0.0" in env, "bind all interfaces in a container"
     assert "PATH=/opt/venv/bin:" in env
-
+    assert "ROOMCAST_SERVICE=${SERVICE}" in env, "the health check reads it"
     exposed = {p.split("/")[0] for kw, rest in final if kw == "EXPOSE" for p in rest.split()}
-    assert exposed == EXPOSED[service]
+    for service in SERVICES:
+        assert f"ROOMCAST_{service.upper()}_HOST=0.0.0.0" in env, "bind all interfaces"
+        assert EXPOSED[service] <= exposed, service
     assert ("STOPSIGNAL", "SIGTERM") in final
 
     entrypoints = [rest for kw, rest in final if kw == "ENTRYPOINT"]
-    assert entrypoints == [f'["python", "-m", "roomcast.{service}"]'], "exec form, python -m"
+    assert entrypoints == ['["roomcast-service"]'], "exec form: the service is PID 1"
+    runs = " ".join(rest for kw, rest in final if kw == "RUN")
+    assert '/opt/venv/bin/roomcast-${SERVICE}" /usr/local/bin/roomcast-service' in runs
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for service in SERVICES:
+        assert scripts[f"roomcast-{service}"] == f"roomcast.{service}.__main__:main"
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_healthcheck_probes_healthz(service: str) -> None:
-    final = stages(dockerfile(service))[-1]
+def test_healthcheck_runs_the_script() -> None:
+    final = stages(DOCKERFILE)[-1]
     checks = [rest for kw, rest in final if kw == "HEALTHCHECK"]
     assert len(checks) == 1
     _, _, command = checks[0].partition("CMD ")
     argv = json.loads(command)  # exec form: a JSON array, no shell in between
-    assert argv[:2] == ["python", "-c"], "a Python one-liner: the slim image has no curl"
-    code = argv[2]
-    compile(code, "HEALTHCHECK", "exec")  # valid Python
-    variable, default = HEALTH_PORTS[service]
-    assert "urllib.request.urlopen" in code
-    assert "/healthz" in code
-    assert f"'{variable}', '{default}'" in code, f"probe {variable} (default {default})"
-    assert default in EXPOSED[service]
+    assert argv == ["python", "/opt/roomcast/healthcheck.py"]
+    copies = [rest for kw, rest in final if kw == "COPY"]
+    assert "deploy/image/healthcheck.py /opt/roomcast/healthcheck.py" in copies
+
+
+class _Health(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("status", [200, 503])
+def test_healthcheck_script_probes_the_service_port(service: str, status: int) -> None:
+    """The script exits 0 only when /healthz on the service's own port answers 200."""
+    handler = type("Handler", (_Health,), {"status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        variable, _ = HEALTH_PORTS[service]
+        env = {"ROOMCAST_SERVICE": service, variable: str(server.server_address[1])}
+        result = run([sys.executable, str(HEALTHCHECK_SCRIPT)], env=env, timeout=30)
+        assert result.returncode == (0 if status == 200 else 1), result.stderr
+        # Another service's variable does not move this service's probe.
+        others = {v for s, (v, _) in HEALTH_PORTS.items() if s != service}
+        moved = {"ROOMCAST_SERVICE": service} | dict.fromkeys(others, env[variable])
+        moved[variable] = "1"  # nothing listens on port 1
+        assert run([sys.executable, str(HEALTHCHECK_SCRIPT)], env=moved).returncode == 1
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _copy_sources(path: Path) -> list[str]:
@@ -181,10 +237,9 @@ def test_dockerignore_denies_local_state_and_secrets() -> None:
     assert _ignored("services/gateway/tests/test_x.py", patterns)
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_build_context_has_every_package(service: str) -> None:
+def test_build_context_has_every_package() -> None:
     """Every package directory pyproject.toml names is COPY'd and not dockerignored."""
-    sources = _copy_sources(dockerfile(service))
+    sources = _copy_sources(DOCKERFILE)
     patterns = _dockerignore()
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: missing from the repository"
@@ -203,7 +258,7 @@ def test_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
     exactly the files the Dockerfile copies (after .dockerignore)."""
     context = tmp_path / "context"
     patterns = _dockerignore()
-    for source in _copy_sources(dockerfile("gateway")):
+    for source in _copy_sources(DOCKERFILE):
         origin = REPO / source
         files = [origin] if origin.is_file() else [p for p in origin.rglob("*") if p.is_file()]
         for file in files:

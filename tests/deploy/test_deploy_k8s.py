@@ -415,7 +415,7 @@ def test_every_variable_is_a_real_setting(rendered: Render) -> None:
             names[service] |= extra
     names["auth"].add("ROOMCAST_AUTH_PREVIOUS_PUBLIC_KEYS_FILE")  # key-rotation component
     compose = (REPO / "docker-compose.yml").read_text()
-    images = "".join((REPO / "services" / s / "Dockerfile").read_text() for s in SERVICES)
+    images = "".join((REPO / p).read_text() for p in ("Dockerfile", "deploy/image/healthcheck.py"))
     for text in (compose, images):
         for match in re.finditer(r"\b(ROOMCAST_(AUTH|ROOMS|GATEWAY|HISTORY)_[A-Z_]+)\b", text):
             names[match.group(2).lower()].add(match.group(1))
