@@ -109,6 +109,14 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def exit_code(self) -> int | None:
+        """The return code of the last process (negative: killed by that signal)."""
+        return self.proc.poll() if self.proc is not None else None
+
     def check_alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(
@@ -173,17 +181,39 @@ def nats_server_version(binary: str) -> str:
 
 
 class NatsServer(ManagedProcess):
-    """nats-server with JetStream on a private data directory, on loopback."""
+    """nats-server with JetStream on a private data directory, on loopback.
 
-    def __init__(self, port: int | None = None, store_dir: str | None = None) -> None:
+    With ``cluster_port`` and ``routes`` it is one node of a JetStream cluster (every
+    node names all routes, its own included; nats-server ignores the route to itself).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        store_dir: str | None = None,
+        *,
+        name: str = "nats",
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
+        cluster_name: str = "roomcast",
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="roomcast-nats-")
         self.binary = nats_server_binary()
-        super().__init__(
-            "nats",
-            [self.binary, "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir],
-        )
+        argv = [self.binary, "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
+        if cluster_port is not None:
+            argv += [
+                "-n",
+                name,
+                "--cluster_name",
+                cluster_name,
+                "--cluster",
+                f"nats://{self.host}:{cluster_port}",
+                "--routes",
+                ",".join(routes),
+            ]
+        super().__init__(name, argv)
 
     @property
     def url(self) -> str:

@@ -3,7 +3,9 @@ rooms, history and two gateways. ``make up`` runs :func:`main` with the document
 default ports; the end-to-end tests start a :class:`Stack` on free ports.
 
 Every port can be changed with environment variables (``ROOMCAST_UP_<PART>_PORT``).
-Ctrl-C (or SIGTERM) stops the services in reverse order, each gracefully.
+``make up`` supervises the parts (roomcast.testing.supervisor): a part that dies is
+restarted with backoff and reported, the others keep running. Ctrl-C (or SIGTERM) stops
+the services in reverse order, each gracefully.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from roomcast.common.tokens import generate_private_key_pem
 from roomcast.testing.processes import (
@@ -24,6 +27,10 @@ from roomcast.testing.processes import (
     ServiceProcess,
     free_port,
 )
+from roomcast.testing.supervisor import Supervisor
+
+# The services in start order (each may depend on the ones before it).
+SERVICES = ("auth", "rooms", "history", "gateway-a", "gateway-b")
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,11 @@ class Stack:
     # bcrypt cost for auth; tests lower it, ``make up`` keeps the production default.
     bcrypt_cost: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # 1: one nats-server (``ports.nats``); 3: a JetStream cluster of three nodes on free
+    # ports, and the CHAT stream with that many replicas.
+    nats_nodes: int = 1
     nats: NatsServer | None = None
+    nats_cluster: list[NatsServer] = field(default_factory=list)
     mongo: MongoServer | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -85,15 +96,22 @@ class Stack:
                 out.write(generate_private_key_pem())
         return path
 
+    @property
+    def nats_url(self) -> str:
+        """Every node's URL, comma-separated (what the services' NATS_URL takes)."""
+        return ",".join(node.url for node in self.nats_cluster)
+
     def _common(self, prefix: str) -> dict[str, str]:
-        if self.nats is None or self.mongo is None:
+        if not self.nats_cluster or self.mongo is None:
             raise RuntimeError("start NATS and MongoDB before the services")
         env = {
             f"{prefix}HOST": "127.0.0.1",
-            f"{prefix}NATS_URL": self.nats.url,
+            f"{prefix}NATS_URL": self.nats_url,
             f"{prefix}MONGO_URL": self.mongo.url,
             f"{prefix}JWKS_URL": self.jwks_url,
         }
+        if prefix in ("ROOMCAST_GATEWAY_", "ROOMCAST_HISTORY_"):
+            env[f"{prefix}STREAM_REPLICAS"] = str(self.nats_nodes)
         env.update({k: v for k, v in self.extra_env.items() if k.startswith(prefix)})
         return env
 
@@ -149,16 +167,41 @@ class Stack:
             name=name,
         )
 
+    def _make_nats(self) -> list[NatsServer]:
+        if self.nats_nodes == 1:
+            (self.state_dir / "nats").mkdir(exist_ok=True)
+            return [NatsServer(self.ports.nats, str(self.state_dir / "nats"))]
+        client_ports = [self.ports.nats] + [free_port() for _ in range(self.nats_nodes - 1)]
+        cluster_ports = [free_port() for _ in range(self.nats_nodes)]
+        routes = [f"nats://127.0.0.1:{port}" for port in cluster_ports]
+        nodes = []
+        for i, (client_port, cluster_port) in enumerate(
+            zip(client_ports, cluster_ports, strict=True)
+        ):
+            store = self.state_dir / f"nats-{i + 1}"
+            store.mkdir(exist_ok=True)
+            nodes.append(
+                NatsServer(
+                    client_port,
+                    str(store),
+                    name=f"nats-{i + 1}",
+                    cluster_port=cluster_port,
+                    routes=routes,
+                )
+            )
+        return nodes
+
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "nats").mkdir(exist_ok=True)
         (self.state_dir / "mongo").mkdir(exist_ok=True)
-        self.nats = NatsServer(self.ports.nats, str(self.state_dir / "nats"))
+        self.nats_cluster = self._make_nats()
+        self.nats = self.nats_cluster[0]
         self.mongo = MongoServer(self.ports.mongo, str(self.state_dir / "mongo"))
         try:
-            self.nats.start()
+            for node in self.nats_cluster:
+                node.start()
             self.mongo.start()
-            for name in ("auth", "rooms", "history", "gateway-a", "gateway-b"):
+            for name in SERVICES:
                 service = self.make_service(name)
                 self.services[name] = service
                 service.start()
@@ -177,8 +220,18 @@ class Stack:
         return service
 
     def processes(self) -> list[ManagedProcess]:
-        infra: list[ManagedProcess] = [p for p in (self.nats, self.mongo) if p is not None]
-        return infra + list(self.services.values())
+        return list(self.parts().values())
+
+    def parts(self) -> dict[str, ManagedProcess]:
+        """Every process by name, in start order (what a supervisor watches)."""
+        parts: dict[str, ManagedProcess] = {node.name: node for node in self.nats_cluster}
+        if self.mongo is not None:
+            parts[self.mongo.name] = self.mongo
+        parts.update(self.services)
+        return parts
+
+    def supervisor(self, **options: Any) -> Supervisor:
+        return Supervisor(self.parts, **options)
 
     def stop(self) -> None:
         for process in reversed(self.processes()):
@@ -193,14 +246,24 @@ class Stack:
             ("rooms gRPC", f"127.0.0.1:{p.rooms_grpc}"),
             ("rooms health/metrics", f"http://127.0.0.1:{p.rooms_http}"),
             ("history", f"http://127.0.0.1:{p.history}"),
-            ("NATS (JetStream)", f"nats://127.0.0.1:{p.nats}"),
+            ("NATS (JetStream)", self.nats_url),
             ("MongoDB (SecantusDB)", f"mongodb://127.0.0.1:{p.mongo}"),
         ]
         width = max(len(name) for name, _ in rows)
         lines = [f"  {name.ljust(width)}  {where}" for name, where in rows]
-        logs = [f"  {proc.name.ljust(width)}  {proc.log_path}" for proc in self.processes()]
+        logs = [
+            f"  {proc.name.ljust(width)}  pid {proc.pid}  {proc.log_path}"
+            for proc in self.processes()
+        ]
         return "\n".join(
-            ["Roomcast is up:", *lines, "Logs:", *logs, "Press Ctrl-C to stop everything."]
+            [
+                "Roomcast is up:",
+                *lines,
+                "Logs:",
+                *logs,
+                "A part that dies is restarted (kill one and watch it come back).",
+                "Press Ctrl-C to stop everything.",
+            ]
         )
 
 
@@ -222,11 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"could not start the stack: {exc}", file=sys.stderr)
         sys.exit(1)
     print(stack.describe(), flush=True)
-    while not stopping.wait(1.0):
-        for process in stack.processes():
-            if not process.running:
-                print(f"{process.name} exited; see {process.log_path}", file=sys.stderr)
-                stopping.set()
+    # Supervised from this (the main) thread: restarted children get the death signal
+    # tied to it, so even a killed launcher leaves nothing behind.
+    stack.supervisor().run(stopping)
     print("stopping...", flush=True)
     stack.stop()
     print("stopped.", flush=True)
