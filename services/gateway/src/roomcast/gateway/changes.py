@@ -9,11 +9,12 @@ through the same live path, is replayed on resume, and history applies it:
    record (not an edit or delete) stored on ``chat.room.<room>``, else ``not_found``;
 3. an edit is allowed to the message's sender only; a delete to its sender or a room
    admin/owner (the role from ``CheckMembership``), else ``forbidden``;
-4. publish with ``Nats-Msg-Id: <user>:<client_id>`` (a retry is deduplicated and acked
-   with the original seq), ``Roomcast-Kind`` (the frame type, without decoding) and
-   the **target's** ``Roomcast-Sender``/``Roomcast-To``: a change of a private message
-   is routed like the message itself (full frame to its sender and recipient, ``skip``
-   to everyone else).
+4. publish with ``Nats-Msg-Id: <user>:e:<client_id>`` (edit) or ``<user>:d:<client_id>``
+   (delete): a retry is deduplicated and acked with the original seq, and each kind has
+   its own namespace, so a change reusing a send's client_id is still applied;
+   ``Roomcast-Kind`` (the frame type, without decoding) and the **target's**
+   ``Roomcast-Sender``/``Roomcast-To``: a change of a private message is routed like the
+   message itself (full frame to its sender and recipient, ``skip`` to everyone else).
 
 Known limit: the target must still be in the stream (7 days / 100k messages per room by
 default); an older message answers ``not_found``.
@@ -27,6 +28,7 @@ import orjson
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from roomcast.common.chatrecord import KIND_DELETE, KIND_EDIT, ChangeKind, msg_id
 from roomcast.common.errors import Forbidden, NotFound
 from roomcast.common.subjects import STREAM_NAME, room_subject
 from roomcast.common.tokens import AccessClaims
@@ -88,7 +90,7 @@ async def target_message(hub: Hub, room: str, seq: int) -> dict[str, Any]:
 
 async def publish_change(hub: Hub, claims: AccessClaims, command: Edit | Delete) -> PublishResult:
     """Authorize and store an edit or delete; returns the publish result for the ack."""
-    kind = "edit" if isinstance(command, Edit) else "delete"
+    kind: ChangeKind = KIND_EDIT if isinstance(command, Edit) else KIND_DELETE
     result = "error"
     try:
         if hub.draining:
@@ -111,7 +113,7 @@ async def publish_change(hub: Hub, claims: AccessClaims, command: Edit | Delete)
             client_id=command.client_id,
         )
         headers = {
-            HDR_MSG_ID: f"{claims.user_id}:{command.client_id}",
+            HDR_MSG_ID: msg_id(kind, claims.user_id, command.client_id),
             HDR_SENDER: author,
             HDR_KIND: kind,
         }

@@ -11,15 +11,27 @@ object) by prefixing the sequence fields, never by decoding and re-encoding it.
 
 from __future__ import annotations
 
-import re
+import json
 import struct
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from roomcast.common.chatrecord import (
+    KIND_MESSAGE,
+    ChangeKind,
+    InvalidRecord,
+    InvalidText,
+    Sender,
+    check_text,
+    encode_change,
+    encode_message,
+    is_client_id,
+    msg_id,
+    sender_of,
+    utc_timestamp,
+)
 from roomcast.common.errors import RoomcastError
 from roomcast.common.subjects import is_object_id
 from roomcast.common.tokens import AccessClaims
@@ -32,9 +44,6 @@ from roomcast.gateway.errors import (
     UnknownType,
 )
 
-# client_id: chosen by the client to deduplicate retries; short and plain so it can sit
-# in a NATS header (Nats-Msg-Id) and in logs.
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # An access token is a compact JWS of a few hundred bytes; anything longer is not one.
 MAX_TOKEN_CHARS = 4096
 # Largest sequence number accepted in since/seq: JetStream sequences are uint64, but
@@ -148,8 +157,9 @@ def _seq(value: object, field: str, ref: str | None) -> int:
 
 def _client_id(obj: dict[str, Any], ref: str | None) -> str:
     client_id = obj.get("client_id")
-    if not isinstance(client_id, str) or _CLIENT_ID.fullmatch(client_id) is None:
+    if not is_client_id(client_id):
         raise FrameError(InvalidFrame("client_id must be 1-64 characters of A-Z a-z 0-9 _ -"), ref)
+    assert isinstance(client_id, str)
     return client_id
 
 
@@ -157,21 +167,38 @@ def _content(obj: dict[str, Any], client_id: str, max_body_chars: int) -> str:
     body = obj.get("body")
     if not isinstance(body, dict) or body.get("type") != "text":
         raise FrameError(InvalidFrame('body must be {"type": "text", "content": ...}'), client_id)
-    content = body.get("content")
-    if not isinstance(content, str) or not content.strip():
-        raise FrameError(InvalidFrame("body.content must be a non-empty string"), client_id)
-    if len(content) > max_body_chars:
-        raise FrameError(
-            BodyTooLarge(f"body.content exceeds {max_body_chars} characters"), client_id
-        )
-    return content
+    try:
+        # The stored record's text rule (roomcast.common.chatrecord): what is refused
+        # here is exactly what history could not store.
+        return check_text(body.get("content"), max_body_chars)
+    except InvalidText as exc:
+        error = BodyTooLarge if exc.too_long else InvalidFrame
+        raise FrameError(error(exc.detail), client_id) from None
+
+
+def _surrogate_error(data: bytes | str) -> FrameError:
+    """A frame with an unpaired surrogate escape (``\\ud800``): JSON's grammar allows
+    it, Unicode text does not, so it is refused like any bad field, with the frame's
+    client_id as ref (read by the lenient stdlib parser, on this error path only) so the
+    sender's pending send ends instead of being retried forever."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return FrameError(InvalidJson("frame is not valid JSON"))
+    client_id = obj.get("client_id") if isinstance(obj, dict) else None
+    return FrameError(
+        InvalidFrame("text must be valid Unicode: a \\u escape is an unpaired surrogate"),
+        client_id if is_client_id(client_id) else None,
+    )
 
 
 def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
     """Parse one client frame or raise :class:`FrameError`."""
     try:
         obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" in str(exc):
+            raise _surrogate_error(data) from None
         raise FrameError(InvalidJson("frame is not valid JSON")) from None
     if not isinstance(obj, dict):
         raise FrameError(InvalidFrame("frame must be a JSON object"))
@@ -225,41 +252,33 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
 # --- records stored in the stream ----------------------------------------------------
 
 
-def utc_timestamp(now: float | None = None) -> str:
-    """ISO-8601 UTC with milliseconds: ``2026-01-31T12:00:00.123Z``."""
-    t = time.time() if now is None else now
-    ms = int(t * 1000) % 1000
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms:03d}Z"
+def record_sender(claims: AccessClaims) -> Sender:
+    """The validated record sender of a token (cached per profile: not per message)."""
+    return sender_of(claims.user_id, claims.username, claims.display_name, claims.avatar_url)
 
 
 def message_record(
     *, room: str, sender: AccessClaims, content: str, to: str | None, client_id: str
 ) -> bytes:
-    """The JSON object stored in JetStream for one chat message.
+    """The JSON object stored in JetStream for one chat message (chatrecord's format).
 
-    It holds only what is known before the stream assigns the sequence; the gateway
-    adds ``seq``/``prev``/``id`` when it relays it, history when it stores it.
-    """
-    record: dict[str, Any] = {
-        "room": room,
-        "sender": {
-            "id": sender.user_id,
-            "username": sender.username,
-            "display_name": sender.display_name,
-            "avatar_url": sender.avatar_url,
-        },
-        "body": {"type": "text", "content": content},
-        "sent_at": utc_timestamp(),
-    }
-    if to is not None:
-        record["to"] = to
-    record["client_id"] = client_id
-    record["kind"] = "message"
-    return orjson.dumps(record)
+    Raises InvalidFrame when the record would not be storable (a sender profile or
+    text that breaks the record rules): such a send is refused, never acknowledged."""
+    try:
+        return encode_message(
+            room=room,
+            sender=record_sender(sender),
+            content=content,
+            to=to,
+            client_id=client_id,
+            sent_at=utc_timestamp(),
+        )
+    except InvalidRecord as exc:
+        raise InvalidFrame(f"message cannot be stored: {exc.detail or exc.reason}") from None
 
 
 def record_headers(*, sender_id: str, client_id: str, to: str | None) -> dict[str, str]:
-    headers = {HDR_MSG_ID: f"{sender_id}:{client_id}", HDR_SENDER: sender_id}
+    headers = {HDR_MSG_ID: msg_id(KIND_MESSAGE, sender_id, client_id), HDR_SENDER: sender_id}
     if to is not None:
         headers[HDR_TO] = to
     return headers
@@ -267,38 +286,27 @@ def record_headers(*, sender_id: str, client_id: str, to: str | None) -> dict[st
 
 def change_record(
     *,
-    kind: str,
+    kind: ChangeKind,
     room: str,
     target_seq: int,
     sender: AccessClaims,
     content: str | None,
     client_id: str,
 ) -> bytes:
-    """The record of an edit (``content``) or a delete (None) of message ``target_seq``.
-
-    history reads ``kind``/``target_seq``/``sender``/``body``/``sent_at``; live frames are
-    built from the same bytes (``edited_at``/``deleted_at`` repeat ``sent_at`` for them).
-    """
-    at = utc_timestamp()
-    record: dict[str, Any] = {
-        "room": room,
-        "target_seq": target_seq,
-        "sender": {
-            "id": sender.user_id,
-            "username": sender.username,
-            "display_name": sender.display_name,
-            "avatar_url": sender.avatar_url,
-        },
-    }
-    if content is not None:
-        record["body"] = {"type": "text", "content": content}
-        record["edited_at"] = at
-    else:
-        record["deleted_at"] = at
-    record["sent_at"] = at
-    record["client_id"] = client_id
-    record["kind"] = kind
-    return orjson.dumps(record)
+    """The record of an edit (``content``) or a delete (None) of message ``target_seq``
+    (chatrecord's format); InvalidFrame when it would not be storable."""
+    try:
+        return encode_change(
+            kind=kind,
+            room=room,
+            target_seq=target_seq,
+            sender=record_sender(sender),
+            content=content,
+            client_id=client_id,
+            at=utc_timestamp(),
+        )
+    except InvalidRecord as exc:
+        raise InvalidFrame(f"change cannot be stored: {exc.detail or exc.reason}") from None
 
 
 def is_record(payload: bytes) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from roomcast.common.chatrecord import MAX_TEXT_CHARS
 from roomcast.common.chatstream import StreamSettings
 from roomcast.common.settings import NatsSettings, ServiceSettings, TokenSettings
 
@@ -32,8 +33,9 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # characters (16 KB of UTF-8) plus a small envelope; 64 KiB leaves room for the
     # envelope and escapes while keeping a hostile client's buffer small. Larger: 1009.
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    # Characters in a text message body: a long chat message, not a document.
-    max_body_chars: int = Field(default=4000, ge=1, le=1_000_000)
+    # Characters in a text message body: a long chat message, not a document. At most
+    # the stored record's ceiling (chatrecord.MAX_TEXT_CHARS): history refuses longer.
+    max_body_chars: int = Field(default=4000, ge=1, le=MAX_TEXT_CHARS)
     # Seconds a new socket may take to send its auth frame: a client sends it right
     # after the handshake; 5 s covers a slow mobile link, and an idle unauthenticated
     # socket cannot hold a slot for long.
