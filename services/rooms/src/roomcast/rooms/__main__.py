@@ -8,10 +8,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
+from pymongo import AsyncMongoClient
 
 from roomcast.common.lifecycle import (
     run,
@@ -49,6 +50,19 @@ def build_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
+def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    """The service's MongoDB client. Every membership, role and room write goes through
+    it, journaled and majority-acknowledged before the RPC replies (the client-wide
+    write concern of ``connect_mongo``; nothing in rooms overrides it per collection or
+    per operation), unless ``mongo_durable_writes`` is switched off."""
+    return connect_mongo(
+        settings.mongo_url,
+        timeout_ms=settings.mongo_timeout_ms,
+        app_name="roomcast-rooms",
+        durable=settings.mongo_durable_writes,
+    )
+
+
 async def _until_ready(
     what: str,
     attempt: Callable[[], Awaitable[T]],
@@ -69,12 +83,7 @@ async def _until_ready(
 async def serve(settings: Settings) -> None:
     stop = stop_event_on_signals()
     verifier = build_verifier(settings)
-    mongo = connect_mongo(
-        settings.mongo_url,
-        timeout_ms=settings.mongo_timeout_ms,
-        app_name="roomcast-rooms",
-        durable=settings.mongo_durable_writes,
-    )
+    mongo = mongo_client(settings)
     nats: NatsClient | None = None
     running: RunningRooms | None = None
     try:

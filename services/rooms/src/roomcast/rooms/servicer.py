@@ -38,6 +38,15 @@ from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def _same_code(given: str, current: str) -> bool:
+    """Constant-time comparison of invite codes of any characters. ``compare_digest``
+    refuses non-ASCII ``str`` (TypeError, which surfaced as UNAVAILABLE and told a
+    private room from a missing one), so both sides are compared as UTF-8 bytes."""
+    if not given or not current:
+        return False
+    return secrets.compare_digest(given.encode(), current.encode())
+
+
 class RoomsServicer(pb_grpc.RoomsServicer):
     def __init__(
         self,
@@ -241,14 +250,22 @@ class RoomsServicer(pb_grpc.RoomsServicer):
             )
         if room.visibility is Visibility.DIRECT:
             raise RoomNotFound()
-        if room.visibility is Visibility.PRIVATE and not (
-            invite_code and secrets.compare_digest(invite_code, room.invite_code)
-        ):
+        if room.visibility is Visibility.PRIVATE and not _same_code(invite_code, room.invite_code):
             # A wrong code must not reveal that the room exists.
             raise RoomNotFound()
         member, inserted, room = await self.store.add_member(
             room_id, caller.user_id, Role.MEMBER, visibility=room.visibility
         )
+        if (
+            inserted
+            and room.visibility is Visibility.PRIVATE
+            and not _same_code(invite_code, room.invite_code)
+        ):
+            # The code was rotated (a kick, or RotateInviteCode) between our read and
+            # the insert: the room read after the insert says the code no longer opens
+            # it. Undo, as if the join had come after the rotation.
+            await self.store.remove_member(room_id, caller.user_id, role=Role.MEMBER)
+            raise RoomNotFound()
         if inserted:
             await self.events.publish(
                 EventType.MEMBER_JOINED,
@@ -358,7 +375,13 @@ class RoomsServicer(pb_grpc.RoomsServicer):
             raise InvalidArgument("cannot remove yourself; use LeaveRoom")
         _, my_role, target = await self._target(room_id, user_id, caller)
         policy.check_remove(my_role, target.role)
-        if not await self.store.remove_member(room_id, user_id, role=target.role):
+        # The kicked user knew the invite code: it is rotated with the kick (before the
+        # membership goes, store.remove_member), so it cannot bring them back. Managers
+        # read the new code with GetRoom; no cache holds codes, so no extra event.
+        removed = await self.store.remove_member(
+            room_id, user_id, role=target.role, rotate_invite=True
+        )
+        if not removed:
             if await self.store.get_member(room_id, user_id) is not None:
                 raise ConcurrentChange("the member's role changed concurrently; retry")
             return pb.RemoveMemberResponse()  # already gone: the outcome asked for

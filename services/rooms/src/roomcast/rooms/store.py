@@ -276,10 +276,21 @@ class RoomStore:
                 raise RoomNotFound()
         return MemberRecord.from_doc(doc), inserted, RoomRecord.from_doc(room_doc)
 
-    async def remove_member(self, room_id: str, user_id: str, *, role: Role) -> bool:
+    async def remove_member(
+        self, room_id: str, user_id: str, *, role: Role, rotate_invite: bool = False
+    ) -> bool:
         """Delete the membership if it still has ``role`` (so a concurrent promotion
-        to owner cannot be undone by a leave or kick decided on the old role)."""
+        to owner cannot be undone by a leave or kick decided on the old role).
+
+        ``rotate_invite`` (a kick): the room's invite code is replaced *before* the
+        membership is deleted, so there is no moment at which the user is out and the
+        code they knew still opens the room; a crash between the two leaves the user a
+        member with a fresh code (the kick is retried), never out with the old code.
+        A join that read the old code before the rotation and inserts after the delete
+        is undone by JoinRoom's re-check (servicer.py)."""
         oid = ObjectId(room_id)
+        if rotate_invite:
+            await self.rotate_invite_code(room_id)
         result = await self.members.delete_one(
             {"room_id": oid, "user_id": user_id, "role": role.value}
         )

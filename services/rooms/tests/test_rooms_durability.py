@@ -1,0 +1,105 @@
+"""Every write behind a rooms reply is journaled and majority-acknowledged before the
+reply: observed on the wire (PyMongo command monitoring) against real SecantusDB, with
+the MongoDB client built exactly as the service builds it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from pymongo import monitoring
+from rooms_harness import IssueToken, Rooms, rooms_settings
+
+from roomcast.common.natsconn import connect_nats
+from roomcast.common.tokens import TokenVerifier
+from roomcast.rooms.__main__ import mongo_client
+from roomcast.rooms.server import start_server
+from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
+from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
+
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
+# What the wire must carry: journaled on the primary, acknowledged by a majority.
+DURABLE = {"w": "majority", "j": True}
+
+
+class WriteRecorder(monitoring.CommandListener):
+    """Write commands sent to one database, and any write-concern error in replies."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.active = True
+        self.writes: list[tuple[str, Any]] = []
+        self.concern_errors: list[Any] = []
+        self._ids: set[int] = set()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        ours = self.active and event.database_name == self.database
+        if ours and event.command_name in WRITE_COMMANDS:
+            self.writes.append((event.command_name, event.command.get("writeConcern")))
+            self._ids.add(event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id in self._ids and "writeConcernError" in event.reply:
+            self.concern_errors.append(event.reply["writeConcernError"])
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder(mongo_db_name: str) -> Iterator[WriteRecorder]:
+    # PyMongo listeners are process-wide and cannot be removed: it goes quiet afterwards.
+    listener = WriteRecorder(mongo_db_name)
+    monitoring.register(listener)
+    yield listener
+    listener.active = False
+
+
+async def test_membership_and_role_writes_are_journaled_and_majority_acknowledged(
+    mongo_url: str,
+    mongo_db_name: str,
+    nats_url: str,
+    verifier: TokenVerifier,
+    issue_token: IssueToken,
+    recorder: WriteRecorder,
+) -> None:
+    settings = rooms_settings(mongo_url, mongo_db_name, nats_url)
+    mongo = mongo_client(settings)
+    nc = await connect_nats(nats_url, name="rooms-durability-test")
+    running = await start_server(
+        settings, verifier=verifier, mongo_client=mongo, nats_client=nc, port=0
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    rooms = Rooms(running, channel, pb_grpc.RoomsStub(channel), issue_token, settings, nc)
+    try:
+        owner, admin, member, other = rooms.user(), rooms.user(), rooms.user(), rooms.user()
+        room = await rooms.create(owner, visibility=pb.VISIBILITY_PRIVATE)
+        for user in (admin, member):
+            await rooms.join(user, room)
+        await rooms.set_role(owner, room, admin, pb.ROLE_ADMIN)
+        await rooms.stub.RemoveMember(
+            pb.RemoveMemberRequest(room_id=room.id, user_id=member.id), metadata=admin.md
+        )
+        await rooms.stub.UpdateRoom(
+            pb.UpdateRoomRequest(room_id=room.id, topic="t", visibility=pb.VISIBILITY_PUBLIC),
+            metadata=owner.md,
+        )
+        await rooms.set_role(owner, room, admin, pb.ROLE_OWNER)  # ownership transfer
+        await rooms.stub.LeaveRoom(pb.LeaveRoomRequest(room_id=room.id), metadata=owner.md)
+        await rooms.stub.OpenDirectRoom(
+            pb.OpenDirectRoomRequest(user_id=other.id), metadata=member.md
+        )
+        await rooms.stub.DeleteRoom(pb.DeleteRoomRequest(room_id=room.id), metadata=admin.md)
+    finally:
+        await channel.close()
+        await running.stop(1.0)
+        await nc.close()
+        await mongo.close()
+
+    # Every kind of write the scenario makes was seen (the check below is not vacuous).
+    assert {name for name, _ in recorder.writes} == WRITE_COMMANDS, recorder.writes
+    weak = [(name, concern) for name, concern in recorder.writes if concern != DURABLE]
+    assert not weak, f"writes not journaled + majority: {weak}"
+    assert not recorder.concern_errors
