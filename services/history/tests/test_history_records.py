@@ -9,6 +9,7 @@ import pytest
 
 from roomcast.history.records import (
     MAX_RECORD_BYTES,
+    MAX_TEXT_CHARS,
     ChatMessage,
     DeleteRecord,
     EditRecord,
@@ -108,3 +109,21 @@ def test_history_rejects_bad_subjects_and_oversized_payloads() -> None:
     big = payload(body={"type": "text", "content": "x" * MAX_RECORD_BYTES})
     with pytest.raises(InvalidRecord, match="too_large"):
         parse(big)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "   ", "a\x00b", "x" * (MAX_TEXT_CHARS + 1)],
+)
+def test_history_applies_the_shared_text_rule(content: str) -> None:
+    # The gateway refuses exactly these (roomcast.common.chatrecord.check_text).
+    with pytest.raises(InvalidRecord):
+        parse(payload(body={"type": "text", "content": content}))
+
+
+def test_history_stores_any_other_unicode_exactly() -> None:
+    text = "\u202e\u05e9\u05dc\u05d5\u05dd e\u0301 \U0001f600 \x01 " + "x" * (MAX_TEXT_CHARS - 13)
+    message = parse(payload(body={"type": "text", "content": text}))
+    assert isinstance(message, ChatMessage)
+    assert message.body["content"] == text
+    assert len(text) == MAX_TEXT_CHARS
