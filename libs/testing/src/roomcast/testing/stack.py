@@ -257,7 +257,7 @@ class Stack:
         ]
         return "\n".join(
             [
-                "Roomcast is up:",
+                "Roomcast is up and ready (every part answered /readyz):",
                 *lines,
                 "Logs:",
                 *logs,
