@@ -60,5 +60,12 @@ test-kube: images ## The dev Kubernetes overlay under `podman kube play`, with a
 soak: setup ## Long-running load and soak tests (not part of `make test`)
 	$(PY) -m pytest -m soak --timeout 3600
 
+.PHONY: chaos chaos-full
+chaos: setup ## Kill each part of a supervised stack in turn under chat load; nothing acked may be lost (CI schedule)
+	$(PY) -m pytest -m chaos tests/chaos
+
+chaos-full: setup ## The full chaos schedule: every fault three times, longer healthy periods (~15 min)
+	ROOMCAST_CHAOS_SCHEDULE=full $(PY) -m pytest -m chaos tests/chaos
+
 clean: ## Remove the virtualenv and local state (.roomcast/)
 	rm -rf $(VENV) .roomcast .mypy_cache .ruff_cache .pytest_cache

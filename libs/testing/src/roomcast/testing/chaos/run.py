@@ -1,0 +1,361 @@
+"""One chaos run: users and rooms through the public REST API, open-loop chat on raw
+sockets spread over both gateways, the faults in turn (each part restarted by the
+supervisor), then the checks: every send acked, every receiver holding exactly the acked
+messages in one order, history holding each exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from roomcast.testing.chaos.faults import SLOW_SECONDS, STREAM_LEADER, Fault, Recovery
+from roomcast.testing.chaos.ledger import Ledger
+from roomcast.testing.chaos.wsclient import ChatClient, send_open_loop
+from roomcast.testing.stack import Stack
+from roomcast.testing.supervisor import Supervisor
+
+# The chaos users' password: throwaway accounts on a throwaway stack.
+PASSWORD = "correct horse battery staple"  # noqa: S105
+# How long the stack may take to heal after one fault before the run fails: a restart
+# (~3-10 s under load), reconnects, resends, history catching up; generous for a 2-core
+# CI machine shared with other jobs.
+FAULT_DEADLINE_SECONDS = 180.0
+# After the traffic stops: every resend acked, every delivery in, history caught up.
+DRAIN_DEADLINE_SECONDS = 180.0
+# Polling interval of the conditions above (no fixed sleeps).
+POLL_SECONDS = 0.25
+# REST calls of the run (register, login, join, history pages) under a loaded machine.
+HTTP_TIMEOUT_SECONDS = 30.0
+# A history page: the largest the API serves.
+PAGE_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    rooms: int = 3
+    clients_per_gateway: int = 3  # each subscribes to every room and sends to one
+    # Messages/s per sender: 48/s in all with the defaults, each delivered to 6 sockets.
+    # Enough that every fault catches sends and history writes in flight, light enough
+    # for a 2-core machine that also runs the nine processes of the stack.
+    rate_per_sender: float = 8.0
+    steady_seconds: float = 3.0  # healthy chat before the first fault and after each
+    faults: tuple[Fault, ...] = ()
+    rounds: int = 1
+
+
+@dataclass
+class ChaosResult:
+    recoveries: list[Recovery]
+    problems: list[str]
+    sent: int
+    acked: int
+    delivered: int
+    history: int
+    transmits: int
+    reconnects: int
+    seconds: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"{self.sent} sends ({self.transmits} transmissions), {self.acked} acked, "
+            f"{self.delivered} deliveries, {self.history} in history, {self.reconnects} "
+            f"reconnects, {self.seconds:.0f}s; error frames {self.errors}"
+        )
+
+
+class Unavailable(Exception):
+    """A REST call that kept failing with a retryable answer (503, 429, no connection)."""
+
+
+class Api:
+    """The public REST API through whichever gateway answers, as named users (logged in
+    again when their access token expires)."""
+
+    def __init__(self, base_urls: list[str]) -> None:
+        self.bases = base_urls
+        self.http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS)
+        self.tokens: dict[str, str] = {}
+
+    async def call(
+        self, method: str, path: str, user: str | None = None, *, attempts: int = 20, **kw: Any
+    ) -> Any:
+        last: str = ""
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+            headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+            base = self.bases[attempt % len(self.bases)]
+            try:
+                r = await self.http.request(method, base + path, headers=headers, **kw)
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+                continue
+            if r.status_code < 300:
+                return r.json() if r.content else None
+            if r.status_code == 401 and user is not None:
+                last = r.text
+                await self.login(user)
+                continue
+            if r.status_code not in (429, 502, 503):
+                raise AssertionError(f"{method} {path}: {r.status_code} {r.text}")
+            last = f"{r.status_code} {r.text}"
+        raise Unavailable(f"{method} {path} kept failing: {last}")
+
+    async def user(self, username: str) -> str:
+        body = {"username": username, "password": PASSWORD}
+        await self.call("POST", "/v1/auth/register", json=body)
+        return await self.login(username)
+
+    async def login(self, username: str) -> str:
+        body = await self.call(
+            "POST", "/v1/auth/login", json={"username": username, "password": PASSWORD}
+        )
+        self.tokens[username] = str(body["access_token"])
+        return self.tokens[username]
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+async def _until(condition: Callable[[], Any], deadline: float, what: str) -> None:
+    end = time.monotonic() + deadline
+    while not await condition():
+        if time.monotonic() > end:
+            raise TimeoutError(f"not within {deadline:.0f}s: {what}")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+@dataclass
+class ChaosRun:
+    stack: Stack
+    supervisor: Supervisor
+    config: ChaosConfig
+    report: Callable[[str], None] = print
+    ledger: Ledger = field(default_factory=Ledger)
+    clients: list[ChatClient] = field(default_factory=list)
+    rooms: list[str] = field(default_factory=list)
+    recoveries: list[Recovery] = field(default_factory=list)
+
+    async def run(self) -> ChaosResult:
+        started = time.monotonic()
+        api = Api(self.stack.gateway_urls)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            auditor = await self._setup(api)
+            tasks += [asyncio.create_task(c.run()) for c in self.clients]
+            await _until(self._all_live, FAULT_DEADLINE_SECONDS, "every client subscribed")
+            for i, client in enumerate(self.clients):
+                room = self.rooms[i % len(self.rooms)]
+                tasks.append(
+                    asyncio.create_task(
+                        send_open_loop(client, room, self.config.rate_per_sender, stop)
+                    )
+                )
+            await asyncio.sleep(self.config.steady_seconds)  # traffic runs meanwhile
+            for _ in range(self.config.rounds):
+                for fault in self.config.faults:
+                    await self._inject(fault, api, auditor)
+            stop.set()
+            await _until(self._all_acked, DRAIN_DEADLINE_SECONDS, "every send acked")
+            await _until(self._all_delivered, DRAIN_DEADLINE_SECONDS, "every delivery in")
+            history = await self._history(api, auditor)
+        finally:
+            stop.set()
+            for client in self.clients:
+                await client.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await api.close()
+        return self._result(history, time.monotonic() - started)
+
+    # --- setup ------------------------------------------------------------------------
+
+    async def _setup(self, api: Api) -> str:
+        tag = uuid.uuid4().hex[:6]
+        auditor = f"audit{tag}"
+        await api.user(auditor)
+        for i in range(self.config.rooms):
+            room = await api.call(
+                "POST",
+                "/v1/rooms",
+                auditor,
+                json={"name": f"chaos {tag} {i}", "visibility": "public"},
+            )
+            self.rooms.append(str(room["room"]["id"] if "room" in room else room["id"]))
+        ws_urls = [u.replace("http://", "ws://") + "/v1/ws" for u in self.stack.gateway_urls]
+        for gateway in range(len(ws_urls)):
+            for n in range(self.config.clients_per_gateway):
+                username = f"c{tag}g{gateway}n{n}"
+                token = await api.user(username)
+                for room in self.rooms:
+                    await api.call("POST", f"/v1/rooms/{room}/join", username)
+
+                async def login(name: str = username) -> str:
+                    return await api.login(name)
+
+                self.clients.append(
+                    ChatClient(
+                        name=username,
+                        urls=ws_urls,
+                        gateway=gateway,
+                        rooms=list(self.rooms),
+                        ledger=self.ledger,
+                        token=token,
+                        login=login,
+                    )
+                )
+        return auditor
+
+    # --- faults -----------------------------------------------------------------------
+
+    async def _inject(self, fault: Fault, api: Api, auditor: str) -> None:
+        part_name = await self._stream_leader() if fault.part == STREAM_LEADER else fault.part
+        part = self.stack.parts()[part_name]
+        heads = {room: self._acked_head(room) for room in self.rooms}
+        t0 = time.monotonic()
+        recovery = Recovery(
+            f"{fault.label}" + (f" ({part_name})" if part_name != fault.part else ""), part_name, t0
+        )
+        self.report(f"[chaos] {recovery.label}")
+        part.signal(fault.signum)
+
+        async def part_back() -> bool:
+            events = self.supervisor.events_of(part_name, "restarted", after=t0)
+            if events and recovery.part_back_s is None:
+                recovery.part_back_s = events[0].at - t0
+            return bool(events)
+
+        async def history_ok() -> bool:
+            for room in self.rooms:
+                if heads[room] and await self._history_head(api, auditor, room) < heads[room]:
+                    return False
+            if recovery.history_ok_s is None:
+                recovery.history_ok_s = time.monotonic() - t0
+            return True
+
+        async def healed() -> bool:
+            # Every condition is polled each time, so each figure is taken when it holds.
+            back = await part_back()
+            stored = recovery.history_ok_s is not None or await history_ok()
+            now = time.monotonic()
+            prompt = all(c.oldest_pending_age(now) < SLOW_SECONDS for c in self.clients)
+            return back and stored and prompt and await self._all_live()
+
+        await _until(healed, FAULT_DEADLINE_SECONDS, f"recovery from {recovery.label}")
+        await asyncio.sleep(self.config.steady_seconds)  # healthy traffic before the next
+        recovery.measure(self.ledger, until=time.monotonic())
+        self.recoveries.append(recovery)
+        self.report(
+            f"[chaos] {recovery.label}: part back {recovery.part_back_s:.1f}s, "
+            f"sends ok {recovery.sends_ok_s:.1f}s, history ok {recovery.history_ok_s:.1f}s"
+        )
+
+    async def _stream_leader(self) -> str:
+        import nats
+
+        nc = await nats.connect(self.stack.nats_url)
+        try:
+            info = await nc.jetstream().stream_info("CHAT")
+        finally:
+            await nc.close()
+        if info.cluster is None or info.cluster.leader is None:
+            raise AssertionError("the CHAT stream has no cluster leader")
+        return str(info.cluster.leader)
+
+    # --- conditions -------------------------------------------------------------------
+
+    async def _all_live(self) -> bool:
+        return all(c.live for c in self.clients)
+
+    async def _all_acked(self) -> bool:
+        return not self.ledger.unacked()
+
+    async def _all_delivered(self) -> bool:
+        acked = self.ledger.acked_by_room()
+        return all(
+            self.ledger.last_seq(c.name, room) >= max(acked.get(room, {0: ""}))
+            for c in self.clients
+            for room in c.rooms
+        )
+
+    def _acked_head(self, room: str) -> int:
+        return max(self.ledger.acked_by_room().get(room, {0: ""}))
+
+    # --- history ----------------------------------------------------------------------
+
+    async def _history_head(self, api: Api, user: str, room: str) -> int:
+        """The newest seq history lists for the room (0 while it cannot answer)."""
+        try:
+            page = await api.call(
+                "GET",
+                f"/v1/rooms/{room}/messages",
+                user,
+                attempts=len(api.bases),  # once through each gateway: one may be down
+                params={"limit": 1},
+            )
+        except Unavailable:
+            return 0
+        items = page["items"]
+        return int(items[0]["seq"]) if items else 0
+
+    async def _history(self, api: Api, user: str) -> dict[str, list[tuple[int, str]]]:
+        """Every room's messages, paged through the REST API once history caught up."""
+        for room in self.rooms:
+            head = self._acked_head(room)
+
+            async def caught_up(room: str = room, head: int = head) -> bool:
+                return await self._history_head(api, user, room) >= head
+
+            await _until(caught_up, DRAIN_DEADLINE_SECONDS, f"history of {room} caught up")
+        result: dict[str, list[tuple[int, str]]] = {}
+        for room in self.rooms:
+            items: list[tuple[int, str]] = []
+            before: int | None = None
+            while True:
+                params: dict[str, int] = {"limit": PAGE_LIMIT}
+                if before is not None:
+                    params["before"] = before
+                page = await api.call("GET", f"/v1/rooms/{room}/messages", user, params=params)
+                for item in page["items"]:
+                    content = str(item.get("body", {}).get("content", ""))
+                    items.append((int(item["seq"]), content.split(" ", 1)[0]))
+                before = page["next_before"]
+                if before is None:
+                    break
+            result[room] = items
+        return result
+
+    # --- result -----------------------------------------------------------------------
+
+    def _result(self, history: dict[str, list[tuple[int, str]]], seconds: float) -> ChaosResult:
+        problems = self.ledger.send_problems()
+        problems += self.ledger.delivery_problems({c.name: c.rooms for c in self.clients})
+        for room in self.rooms:
+            problems += self.ledger.history_problems(room, history.get(room, []))
+        errors: dict[str, int] = {}
+        for c in self.clients:
+            for code, n in c.errors.items():
+                errors[code] = errors.get(code, 0) + n
+        sends = self.ledger.sends.values()
+        return ChaosResult(
+            recoveries=self.recoveries,
+            problems=problems,
+            sent=len(self.ledger.sends),
+            acked=sum(1 for s in sends if s.seq is not None),
+            delivered=sum(len(d) for d in self.ledger.deliveries.values()),
+            history=sum(len(items) for items in history.values()),
+            transmits=sum(s.transmits for s in sends),
+            reconnects=sum(max(0, c.connects - 1) for c in self.clients),
+            seconds=seconds,
+            errors=errors,
+        )
