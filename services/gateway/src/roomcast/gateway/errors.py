@@ -100,6 +100,13 @@ class FrameRateLimited(RateLimited):
     code = "rate_limited"
 
 
+class TooManySockets(RateLimited):
+    """The client address (unauthenticated sockets) or the user already holds its cap
+    of sockets on this gateway (socketcaps.py); the socket is closed with 4008."""
+
+    code = "too_many_sockets"
+
+
 class AuthRequired(Unauthenticated):
     """The first frame must be an auth frame."""
 
@@ -144,4 +151,6 @@ def close_code_for(error: RoomcastError) -> CloseCode | None:
         return CloseCode.UNAUTHENTICATED
     if isinstance(error, Draining):
         return CloseCode.RESTARTING
+    if isinstance(error, TooManySockets):
+        return CloseCode.RATE_LIMITED
     return None

@@ -18,13 +18,15 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 from roomcast.common.tokens import TokenVerifier
 from roomcast.gateway import metrics
 from roomcast.gateway.connection import Connection
-from roomcast.gateway.errors import Unavailable
+from roomcast.gateway.errors import CloseCode, TooManySockets, Unavailable
 from roomcast.gateway.fanout import Fanout
 from roomcast.gateway.membership import MembershipCache
 from roomcast.gateway.presence import Presence
+from roomcast.gateway.protocol import error_frame
 from roomcast.gateway.recipients import RecipientCache
 from roomcast.gateway.revocations import RevokedSessions
 from roomcast.gateway.settings import Settings
+from roomcast.gateway.socketcaps import SocketCaps
 from roomcast.gateway.stream import ChatStream
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,12 @@ class Hub:
         self.stream: ChatStream | None = None
         self.fanout: Fanout | None = None
         self.connections: set[Connection] = set()
+        # Sockets per client address (before auth) and per user (socketcaps.py).
+        self.caps = SocketCaps(
+            per_address=settings.max_unauthenticated_sockets_per_address,
+            per_user=settings.max_sockets_per_user,
+            trusted_proxies=settings.trusted_proxies,
+        )
         self.by_user: dict[str, set[Connection]] = {}
         self.draining = False
         self._origins = settings.origins
@@ -133,12 +141,29 @@ class Hub:
     def add(self, conn: Connection) -> None:
         self.connections.add(conn)
         metrics.CONNECTIONS.set(len(self.connections))
+        try:
+            self.caps.admit(conn, self._address_of(conn))
+        except TooManySockets as exc:
+            conn.send_payload(error_frame(exc.code, exc.message, None))
+            conn.close(CloseCode.RATE_LIMITED, exc.message)
+
+    def _address_of(self, conn: Connection) -> str:
+        """The client address of a socket: its peer, or what a trusted proxy reports."""
+        transport = conn.transport
+        if transport is None:
+            return "unknown"
+        peer = transport.underlying_transport.get_extra_info("peername")
+        forwarded = transport.request.headers.getall("x-forwarded-for", [])
+        return self.caps.address_of(peer[0] if peer else None, forwarded)
 
     def authenticated(self, conn: Connection) -> None:
+        """Raises TooManySockets (close 4008) when the user is at its socket cap."""
+        self.caps.authenticated(conn, conn.user_id)
         self.by_user.setdefault(conn.user_id, set()).add(conn)
 
     def remove(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self.caps.release(conn)
         metrics.CONNECTIONS.set(len(self.connections))
         sockets = self.by_user.get(conn.user_id)
         if sockets is not None:

@@ -69,6 +69,12 @@ HANDSHAKES_REJECTED = Counter(
     "WebSocket handshakes refused, by reason (origin, capacity, draining, head).",
     ["reason"],
 )
+SOCKETS_REFUSED = Counter(
+    "roomcast_gateway_sockets_refused_total",
+    "Sockets closed with 4008 because their address (unauthenticated) or user held its cap "
+    "(socketcaps.py), by limit (address, user).",
+    ["limit"],
+)
 PRESENCE_EVENTS = Counter(
     "roomcast_gateway_presence_events_total",
     "Presence changes of a room seen by this gateway (a user's first/last socket), by status.",

@@ -5,11 +5,14 @@ Every limit carries the reason for its default; docs/gateway.md has the same tab
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from roomcast.common.chatrecord import MAX_TEXT_CHARS
 from roomcast.common.chatstream import StreamSettings
+from roomcast.common.proxies import IpNetwork, parse_networks
 from roomcast.common.settings import NatsSettings, ServiceSettings, TokenSettings
 
 
@@ -64,6 +67,22 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # Sockets one gateway accepts; beyond it the handshake gets 503 and the balancer
     # or the client tries another replica. Bounded by memory (~20-50 KB per socket).
     max_connections: int = Field(default=20_000, ge=1)
+    # Per-client socket caps (socketcaps.py; each gateway counts its own sockets).
+    # Sockets of one user: a person's tabs and devices (each tab holds one socket) fit
+    # in 20 with room to spare; a leaked token or a client reconnecting in a loop cannot
+    # hold thousands. Beyond it the new socket is closed with 4008 after its auth frame.
+    max_sockets_per_user: int = Field(default=20, ge=1)
+    # Unauthenticated sockets of one client address (they count against the user once
+    # authenticated). A socket is unauthenticated for one round trip (at most the 5 s
+    # auth deadline), so even a large NAT's reconnect storm after a gateway restart
+    # stays far below 100; a flood of sockets that never authenticate is capped at
+    # 100 per address instead of taking all max_connections.
+    max_unauthenticated_sockets_per_address: int = Field(default=100, ge=1)
+    # The proxies in front of the gateway (IPs or CIDRs): a socket from one of them is
+    # accounted to the address it reports in X-Forwarded-For; the same variable tells
+    # the REST edge whose X-Forwarded-For to pass on to auth (rest_deps.RestSettings).
+    # Default: none (the TCP peer is the client).
+    trusted_proxies: Annotated[tuple[IpNetwork, ...], NoDecode] = ()
     # First request head on the shared port: larger is refused with 431, slower than the
     # timeout is dropped (slowloris). Browsers send ~1-2 KB of headers.
     max_request_head_bytes: int = Field(default=8 * 1024, ge=1024, le=64 * 1024)
@@ -116,6 +135,11 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     revoked_session_ttl_seconds: float = Field(default=900.0, gt=0)
     # Revocations remembered at once (~100 bytes each); the oldest are forgotten first.
     revoked_sessions_max: int = Field(default=100_000, ge=1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
+        return parse_networks(value)
 
     @field_validator("allowed_origins")
     @classmethod
