@@ -247,23 +247,27 @@ class ChaosRun:
             # Every condition is polled each time, so each figure is taken when it holds.
             back = await part_back()
             stored = recovery.history_ok_s is not None or await history_ok()
+            if not back or recovery.part_back_s is None:
+                return False
             now = time.monotonic()
             prompt = all(c.oldest_pending_age(now) < SLOW_SECONDS for c in self.clients)
-            return back and stored and prompt and await self._all_live()
+            # Sends flow again: one scheduled after the part came back was acked (a
+            # cluster may still be electing leaders when the process is up).
+            flowing = self._acked_after(t0 + recovery.part_back_s)
+            return stored and prompt and flowing and await self._all_live()
 
         await _until(healed, FAULT_DEADLINE_SECONDS, f"recovery from {recovery.label}")
-        await asyncio.sleep(self.config.steady_seconds)  # healthy traffic before the next
-        recovery.measure(self.ledger, until=time.monotonic())
-        self.recoveries.append(recovery)
         self.report(
-            f"[chaos] {recovery.label}: part back {recovery.part_back_s:.1f}s, "
-            f"sends ok {recovery.sends_ok_s:.1f}s, history ok {recovery.history_ok_s:.1f}s"
+            f"[chaos] {recovery.label}: healed after {time.monotonic() - t0:.1f}s "
+            f"(part back {recovery.part_back_s:.1f}s, history {recovery.history_ok_s:.1f}s)"
         )
+        self.recoveries.append(recovery)
+        await asyncio.sleep(self.config.steady_seconds)  # healthy traffic before the next
 
     async def _stream_leader(self) -> str:
         import nats
 
-        nc = await nats.connect(self.stack.nats_url)
+        nc = await nats.connect(servers=self.stack.nats_url.split(","))
         try:
             info = await nc.jetstream().stream_info("CHAT")
         finally:
@@ -286,6 +290,11 @@ class ChaosRun:
             self.ledger.last_seq(c.name, room) >= max(acked.get(room, {0: ""}))
             for c in self.clients
             for room in c.rooms
+        )
+
+    def _acked_after(self, since: float) -> bool:
+        return any(
+            s.acked_at is not None and s.scheduled_at >= since for s in self.ledger.sends.values()
         )
 
     def _acked_head(self, room: str) -> int:
@@ -338,6 +347,10 @@ class ChaosRun:
     # --- result -----------------------------------------------------------------------
 
     def _result(self, history: dict[str, list[tuple[int, str]]], seconds: float) -> ChaosResult:
+        # Measured once everything is acked: each fault's window ends at the next fault.
+        ends = [r.injected_at for r in self.recoveries[1:]] + [time.monotonic()]
+        for recovery, end in zip(self.recoveries, ends, strict=True):
+            recovery.measure(self.ledger, until=end)
         problems = self.ledger.send_problems()
         problems += self.ledger.delivery_problems({c.name: c.rooms for c in self.clients})
         for room in self.rooms:
