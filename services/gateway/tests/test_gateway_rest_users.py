@@ -7,7 +7,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from test_gateway_rest_kit import Gateway, RestStack, assert_error, bearer, gateway_opener
+from test_gateway_rest_kit import (
+    Gateway,
+    RestStack,
+    assert_error,
+    bearer,
+    gateway_opener,
+    stopped,
+)
 
 from roomcast.testing.processes import MongoServer
 
@@ -77,3 +84,38 @@ async def test_find_user_by_exact_username(gw: Gateway) -> None:
         assert_error(bad, 400, "invalid_request")
     anonymous = await gw.client.get("/v1/users", params={"username": name})
     assert_error(anonymous, 401, "missing_token")
+
+
+async def test_members_listing_with_auth_down_answers_with_cached_or_null_names(
+    mongo_server: MongoServer, signing_key_pem: bytes
+) -> None:
+    private = RestStack(mongo_server.url, signing_key_pem).start()
+    try:
+        async with gateway_opener(private)() as gw:
+            owner, early, late = [await gw.register() for _ in range(3)]
+            room = await gw.create_room(owner["token"], name="resilient")
+            path = f"/v1/rooms/{room['id']}/members"
+            await gw.client.post(f"/v1/rooms/{room['id']}/join", headers=bearer(early["token"]))
+            named = await gw.client.get(path, headers=bearer(owner["token"]))
+            assert {m["username"] for m in named.json()["items"]} == {
+                owner["user"]["username"],
+                early["user"]["username"],
+            }
+            await gw.client.post(f"/v1/rooms/{room['id']}/join", headers=bearer(late["token"]))
+            stopped(private.auth)
+            # Names seen a moment ago are reused; the newcomer cannot be named, and the
+            # listing still answers.
+            listing = await gw.client.get(path, headers=bearer(owner["token"]))
+            assert listing.status_code == 200, listing.text
+            names = {m["user_id"]: m["username"] for m in listing.json()["items"]}
+            assert names == {
+                owner["id"]: owner["user"]["username"],
+                early["id"]: early["user"]["username"],
+                late["id"]: None,
+            }
+            lookup = await gw.client.get(
+                "/v1/users", params={"username": "someone"}, headers=bearer(owner["token"])
+            )
+            assert_error(lookup, 503, "dependency_unavailable")
+    finally:
+        private.stop()
