@@ -8,6 +8,7 @@ can be tested before the whole stack is up. End-to-end tests use the real servic
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from dataclasses import dataclass, field
@@ -100,20 +101,31 @@ class _FakeRoomsServicer(rooms_pb2_grpc.RoomsServicer):
             if room.visibility != rooms_pb2.VISIBILITY_PUBLIC:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "room not found")
             return rooms_pb2.CheckMembershipResponse(member=False, visibility=room.visibility)
-        return rooms_pb2.CheckMembershipResponse(member=True, role=role, visibility=room.visibility)
+        answer = rooms_pb2.CheckMembershipResponse(
+            member=True, role=role, visibility=room.visibility
+        )
+        hold = self.owner.hold
+        if hold is not None:
+            self.owner.held += 1
+            await hold.wait()
+        return answer
 
 
 class FakeRooms:
     """A real gRPC server answering ``CheckMembership`` from :attr:`rooms`.
 
     ``rooms[room_id].members[user_id] = rooms_pb2.ROLE_MEMBER`` adds a member;
-    :attr:`calls` counts authenticated calls (to observe caching).
+    :attr:`calls` counts authenticated calls (to observe caching). While :attr:`hold`
+    is set to an unset event, answers are decided and then held back until it is set
+    (:attr:`held` counts them): an answer in flight while the membership changes.
     """
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self.verifier = verifier
         self.rooms: dict[str, FakeRoom] = {}
         self.calls = 0
+        self.hold: asyncio.Event | None = None
+        self.held = 0
         self.port = 0
         self._server: grpc.aio.Server | None = None
 

@@ -7,10 +7,13 @@ its own authorization). Answers are cached per (user, room):
 - a "member" answer for ``ttl`` seconds, a "not a member"/"not found" answer for the
   shorter ``negative_ttl``;
 - rooms' membership events (``chat.events.room.<id>``, handled in events.py) drop the
-  affected entries at once, so the TTL only bounds staleness when an event is lost;
+  affected entries at once; a NATS reconnect drops them all (events may have been
+  missed); live subscriptions are re-checked then, and periodically once their answer
+  is older than ``ttl`` (revalidation.py), so a missed kick ends access within a bound;
 - concurrent lookups of the same key share one RPC (a reconnect storm resubscribing
   thousands of sockets costs one call per distinct key);
-- a lookup that overlaps an invalidation is not cached.
+- a lookup overtaken by an invalidation is neither cached nor used: it is asked again
+  (roomcache.py), so a subscribe in flight during a kick does not admit.
 """
 
 from __future__ import annotations
@@ -124,6 +127,10 @@ class MembershipCache:
     async def lookup(self, claims: AccessClaims, room_id: str) -> Membership:
         return await self._cache.get(claims.user_id, room_id, claims.raw)
 
+    def fresh(self, user_id: str, room_id: str) -> bool:
+        """Is the user's answer for the room cached and within its maximum age?"""
+        return self._cache.fresh(user_id, room_id)
+
     async def require_member(self, claims: AccessClaims, room_id: str) -> Membership:
         """The caller's membership, or raise: not_found (no such room, or private) or
         forbidden (a public room the caller has not joined)."""
@@ -139,6 +146,9 @@ class MembershipCache:
 
     def invalidate_room(self, room_id: str) -> None:
         self._cache.invalidate_room(room_id)
+
+    def invalidate_all(self) -> None:
+        self._cache.invalidate_all()
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -5,10 +5,10 @@ A send with ``to`` is stored only if the recipient is a member of the room. room
 token, so rooms applies its own authorization). Answers are cached per (recipient,
 room) like the caller's own membership (membership.py): "member" for the membership
 TTL, "not a member" for the short negative TTL, concurrent identical lookups share one
-RPC, rooms' events drop entries at once (events.py calls :meth:`invalidate`), and a
-lookup that overlaps an invalidation is not cached. It is a separate cache on purpose:
-an answer about X given to a member must never answer X's own subscribe (a private
-room's existence would leak to a non-member).
+RPC, rooms' events drop entries at once (events.py calls :meth:`invalidate`), a NATS
+reconnect drops them all, and a lookup overtaken by an invalidation is asked again. It
+is a separate cache on purpose: an answer about X given to a member must never answer
+X's own subscribe (a private room's existence would leak to a non-member).
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ class RecipientCache:
 
     def invalidate_room(self, room_id: str) -> None:
         self._cache.invalidate_room(room_id)
+
+    def invalidate_all(self) -> None:
+        self._cache.invalidate_all()
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -2,14 +2,27 @@
 membership caches need (membership.py: "am I a member?"; recipients.py: "is this
 other user a member?"):
 
-- an answer lives for ``ttl_for(answer)`` seconds (members longer than non-members);
+- an answer lives for ``ttl_for(answer)`` seconds (members longer than non-members); a
+  member answer's TTL is also its maximum age: revalidation.py re-asks rooms for the
+  live subscriptions whose answer is older;
 - rooms' membership events drop the affected entries at once (events.py calls
-  :meth:`invalidate` / :meth:`invalidate_room`), so the TTL only bounds staleness when
-  an event is lost;
-- concurrent lookups of one key share one RPC (a reconnect storm resubscribing thousands
-  of sockets costs one call per distinct key);
-- a lookup that overlaps an invalidation is not cached;
+  :meth:`invalidate` / :meth:`invalidate_room`); a NATS reconnect, after which events
+  may have been missed, drops everything (:meth:`invalidate_all`);
+- concurrent lookups of one key share one RPC (a reconnect storm resubscribing
+  thousands of sockets costs one call per distinct key);
 - at most ``max_entries`` answers, least recently stored dropped first.
+
+Lookups racing an invalidation. rooms publishes an event after its write, so an answer
+fetched before the event may predate the change (a kick). Each lookup holds a
+:class:`_Ticket` registered under its room while it is outstanding; an invalidation of
+that user and room (or of the room, or of everything) marks the outstanding tickets
+stale. A stale fetch is not stored, and a caller whose ticket went stale while it
+waited asks again instead of using the answer. The check runs when the caller resumes,
+with no await between it and the caller's next step (the subscribe registers the
+socket synchronously), so an answer the caller acts on was fetched after every
+invalidation the gateway had seen: an event that comes later finds the socket already
+registered and ends its subscription. Tickets exist only while lookups are in flight,
+so this bookkeeping is bounded by concurrency, not by the number of rooms.
 """
 
 from __future__ import annotations
@@ -20,9 +33,27 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from roomcast.gateway.errors import Unavailable
+
 Answer = TypeVar("Answer")
 # fetch(user_id, room_id, token of the asking user) -> answer
 Fetch = Callable[[str, str, str], Awaitable[Answer]]
+
+# Lookups of one key that may be overtaken by invalidations before one is answered
+# cleanly. Events about one user in one room come at human speed (a kick, a role
+# change); three overtaken RPCs in a row means rooms is slow and the membership is in
+# flux: the caller gets "unavailable, retry" rather than an answer that may be stale.
+MAX_LOOKUP_ATTEMPTS = 3
+
+
+class _Ticket:
+    """One outstanding lookup of (user, room); ``stale`` once an invalidation hit it."""
+
+    __slots__ = ("stale", "user_id")
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.stale = False
 
 
 class RoomAnswerCache(Generic[Answer]):
@@ -43,8 +74,8 @@ class RoomAnswerCache(Generic[Answer]):
         self._entries: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
         self._by_room: dict[str, set[str]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
-        # Bumped by every invalidation; a lookup started before one is not cached.
-        self._epoch = 0
+        # Outstanding lookups by room (see the module docstring).
+        self._tickets: dict[str, set[_Ticket]] = {}
 
     async def get(self, user_id: str, room_id: str, token: str) -> Answer:
         key = (user_id, room_id)
@@ -57,12 +88,30 @@ class RoomAnswerCache(Generic[Answer]):
             self._drop(key)
         if self._observe is not None:
             self._observe("miss")
+        for _ in range(MAX_LOOKUP_ATTEMPTS):
+            ticket = self._watch(key)
+            try:
+                answer = await asyncio.shield(self._shared_fetch(key, token))
+            finally:
+                self._unwatch(room_id, ticket)
+            if not ticket.stale:
+                return answer
+            if self._observe is not None:
+                self._observe("overtaken")
+        raise Unavailable("membership changing, retry")
+
+    def fresh(self, user_id: str, room_id: str) -> bool:
+        """Is an answer for (user, room) cached and younger than its TTL?"""
+        entry = self._entries.get((user_id, room_id))
+        return entry is not None and entry[0] > self._clock()
+
+    def _shared_fetch(self, key: tuple[str, str], token: str) -> asyncio.Task[Answer]:
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._fetch(key, token))
+            task = asyncio.ensure_future(self._fetch(key, token, self._watch(key)))
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._forget(key, task))
-        return await asyncio.shield(task)
+        return task
 
     def _forget(self, key: tuple[str, str], task: asyncio.Task[Answer]) -> None:
         if self._inflight.get(key) is task:
@@ -70,11 +119,13 @@ class RoomAnswerCache(Generic[Answer]):
         if not task.cancelled():
             task.exception()  # mark retrieved: the awaiting callers got it
 
-    async def _fetch(self, key: tuple[str, str], token: str) -> Answer:
-        epoch = self._epoch
-        answer = await self._fetch_answer(key[0], key[1], token)
+    async def _fetch(self, key: tuple[str, str], token: str, ticket: _Ticket) -> Answer:
+        try:
+            answer = await self._fetch_answer(key[0], key[1], token)
+        finally:
+            self._unwatch(key[1], ticket)
         ttl = self._ttl_for(answer)
-        if epoch == self._epoch and ttl > 0:
+        if not ticket.stale and ttl > 0:
             self._entries[key] = (self._clock() + ttl, answer)
             self._entries.move_to_end(key)
             self._by_room.setdefault(key[1], set()).add(key[0])
@@ -82,6 +133,18 @@ class RoomAnswerCache(Generic[Answer]):
                 oldest, _ = self._entries.popitem(last=False)
                 self._unindex(oldest)
         return answer
+
+    def _watch(self, key: tuple[str, str]) -> _Ticket:
+        ticket = _Ticket(key[0])
+        self._tickets.setdefault(key[1], set()).add(ticket)
+        return ticket
+
+    def _unwatch(self, room_id: str, ticket: _Ticket) -> None:
+        tickets = self._tickets.get(room_id)
+        if tickets is not None:
+            tickets.discard(ticket)
+            if not tickets:
+                del self._tickets[room_id]
 
     def _drop(self, key: tuple[str, str]) -> None:
         if self._entries.pop(key, None) is not None:
@@ -95,16 +158,28 @@ class RoomAnswerCache(Generic[Answer]):
                 del self._by_room[key[1]]
 
     def invalidate(self, user_id: str, room_id: str) -> None:
-        self._epoch += 1
+        for ticket in self._tickets.get(room_id, ()):
+            if ticket.user_id == user_id:
+                ticket.stale = True
         self._drop((user_id, room_id))
         self._inflight.pop((user_id, room_id), None)
 
     def invalidate_room(self, room_id: str) -> None:
-        self._epoch += 1
+        for ticket in self._tickets.get(room_id, ()):
+            ticket.stale = True
         for user_id in list(self._by_room.get(room_id, ())):
             self._drop((user_id, room_id))
         for key in [k for k in self._inflight if k[1] == room_id]:
             del self._inflight[key]
+
+    def invalidate_all(self) -> None:
+        """Forget every answer and overtake every lookup (events may have been missed)."""
+        for tickets in self._tickets.values():
+            for ticket in tickets:
+                ticket.stale = True
+        self._entries.clear()
+        self._by_room.clear()
+        self._inflight.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

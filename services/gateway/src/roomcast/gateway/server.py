@@ -42,6 +42,7 @@ from roomcast.gateway.multiplexer import PortMultiplexer
 from roomcast.gateway.presence import Presence
 from roomcast.gateway.rest_api import install_rest
 from roomcast.gateway.rest_deps import RestDeps
+from roomcast.gateway.revalidation import MembershipRevalidator
 from roomcast.gateway.settings import Settings
 from roomcast.gateway.stream import ChatStream
 
@@ -73,6 +74,11 @@ class Gateway:
         )
         self.hub = Hub(settings, self.verifier, self.membership)
         self.events = EventRouter(self.hub)
+        # Live subscriptions re-checked after reconnects and periodically (missed events).
+        self.revalidator = MembershipRevalidator(
+            self.hub, interval=settings.membership_revalidate_interval_seconds
+        )
+        self._revalidate_task: asyncio.Task[None] | None = None
         deps = GatewayDeps(settings, self.hub, self.verifier, self.rooms, self.membership)
         self.app = create_http_app(settings, deps, routers)
         # The client-facing REST API (rest_*.py), on the rooms channel the sockets use.
@@ -150,10 +156,15 @@ class Gateway:
         await presence.start()
         self.hub.presence = presence
         self.hub.attach(nc, stream)
+        self._revalidate_task = asyncio.create_task(
+            self.revalidator.run(), name="gateway-revalidate"
+        )
         log.info("gateway ready", extra={"port": self.port})
 
     async def _on_reconnected(self) -> None:
         metrics.NATS_RECONNECTS.inc()
+        # Membership events published while disconnected are lost (core NATS).
+        self.revalidator.on_reconnected()
         if self.hub.presence is not None:
             self.hub.presence.on_reconnected()
         fanout = self.hub.fanout
@@ -189,6 +200,11 @@ class Gateway:
             self._connect_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._connect_task
+        if self._revalidate_task is not None:
+            self._revalidate_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._revalidate_task
+        await self.revalidator.close()
         if hub.fanout is not None:
             await hub.fanout.close()
         if self.nc is not None and not self.nc.is_closed:

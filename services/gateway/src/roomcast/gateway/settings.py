@@ -106,9 +106,15 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # The stream's shape (replicas, retention, duplicate window): StreamSettings.
 
     # --- membership ---------------------------------------------------------------------
-    # How long a "member" answer from rooms is trusted. Events invalidate it at once; the
-    # TTL bounds staleness if an event is lost.
+    # How long a "member" answer from rooms is trusted: its maximum age. Events invalidate
+    # it at once; if an event is lost, sends see the change within this, and live
+    # subscriptions within this plus the revalidation interval (revalidation.py). 30 s
+    # costs one CheckMembership per subscribed (user, room) pair per 30 s.
     membership_cache_ttl_seconds: float = Field(default=30.0, ge=0)
+    # How often live subscriptions whose answer is older than the TTL are re-checked
+    # with rooms (a kick whose event was missed ends access within TTL + this). 5 s is
+    # small next to the TTL; a sweep that finds nothing due costs a walk of the sockets.
+    membership_revalidate_interval_seconds: float = Field(default=5.0, gt=0)
     # "Not a member" answers are trusted more briefly, so a join followed at once by a
     # subscribe works even if the member_joined event is late.
     membership_negative_ttl_seconds: float = Field(default=2.0, ge=0)
