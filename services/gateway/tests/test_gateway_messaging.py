@@ -22,7 +22,7 @@ from gateway_testkit import (
 from nats.aio.client import Client as NatsClient
 from websockets.exceptions import InvalidStatus
 
-from roomcast.common.tokens import TokenSigner
+from roomcast.common.tokens import LEEWAY_SECONDS, TokenSigner
 from roomcast.rpc.rooms.v1 import rooms_pb2
 from roomcast.testing.fakes import FakeRoom, FakeRooms
 
@@ -503,10 +503,12 @@ async def test_gateway_expired_token_is_refused_and_expiry_closes(
     closed = await client.wait_closed()
     assert closed.code == 4001
     assert client.frames[-1]["code"] == "token_expired"
-    # A token that expires while the socket is open closes it at expiry, unless the
-    # client sent a fresh one first.
+    # A token that expires while the socket is open closes it at expiry (exp plus the
+    # shared leeway, when REST refuses it too), unless the client sent a fresh one first.
     uid = new_id()
-    short, _ = signer.issue_access(user_id=uid, username="x", display_name="X", ttl_seconds=2)
+    short, _ = signer.issue_access(
+        user_id=uid, username="x", display_name="X", ttl_seconds=2, now=time.time() - LEEWAY_SECONDS
+    )
     fresh, _ = signer.issue_access(user_id=uid, username="x", display_name="X", ttl_seconds=600)
     expiring = await open_ws(gw.ws_url, User(uid, "x", short))
     refreshed = await open_ws(gw.ws_url, User(uid, "x", short))
