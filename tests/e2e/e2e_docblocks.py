@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,9 @@ def parse(path: Path, name: str) -> Document:
 
 def localize(code: str, gateways: list[str], names: dict[str, str]) -> str:
     """The block as it must run against the test stack: the documented default gateway
-    addresses become the stack's, and the documented usernames unique ones."""
+    addresses become the stack's, the documented usernames unique ones, and the
+    virtualenv's Python the interpreter running the tests (the same packages)."""
+    code = code.replace(".venv/bin/python", sys.executable)
     a, b = (url.removeprefix("http://") for url in gateways)
     for host in ("127.0.0.1", "localhost"):
         code = code.replace(f"{host}:8080", a).replace(f"{host}:8090", b)
