@@ -69,15 +69,18 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     max_connections: int = Field(default=20_000, ge=1)
     # Per-client socket caps (socketcaps.py; each gateway counts its own sockets).
     # Sockets of one user: a person's tabs and devices (each tab holds one socket) fit
-    # in 20 with room to spare; a leaked token or a client reconnecting in a loop cannot
-    # hold thousands. Beyond it the new socket is closed with 4008 after its auth frame.
-    max_sockets_per_user: int = Field(default=20, ge=1)
+    # in 50 with room to spare (the load scenarios model up to 20 devices per user, and
+    # a reconnect may briefly overlap the socket it replaces); a leaked token or a
+    # client reconnecting in a loop cannot hold thousands (50 is 0.25% of
+    # max_connections). Beyond it the new socket is closed with 4008 after its auth.
+    max_sockets_per_user: int = Field(default=50, ge=1)
     # Unauthenticated sockets of one client address (they count against the user once
-    # authenticated). A socket is unauthenticated for one round trip (at most the 5 s
-    # auth deadline), so even a large NAT's reconnect storm after a gateway restart
-    # stays far below 100; a flood of sockets that never authenticate is capped at
-    # 100 per address instead of taking all max_connections.
-    max_unauthenticated_sockets_per_address: int = Field(default=100, ge=1)
+    # authenticated). A socket is unauthenticated until its auth frame is handled: one
+    # round trip, up to a few hundred ms on a busy gateway. A big NAT's reconnect storm
+    # after a gateway restart, or a load generator opening 1500 sockets/s from one host,
+    # stays below 1000; sockets that never authenticate (each held up to the 5 s auth
+    # deadline) cannot take more than 5% of max_connections from one address.
+    max_unauthenticated_sockets_per_address: int = Field(default=1000, ge=1)
     # The proxies in front of the gateway (IPs or CIDRs): a socket from one of them is
     # accounted to the address it reports in X-Forwarded-For; the same variable tells
     # the REST edge whose X-Forwarded-For to pass on to auth (rest_deps.RestSettings).
