@@ -94,6 +94,8 @@ class FakeBackend:
             }
             if to is not None:
                 record["to"] = to
+            if client_id is not None:
+                record["client_id"] = client_id  # stored records carry it, as the gateway's
             self.rooms.setdefault(room, []).append(record)
             if client_id is not None:
                 self.dedupe[(sender["id"], client_id)] = record

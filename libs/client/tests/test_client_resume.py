@@ -16,6 +16,7 @@ from roomcast.client import (
     Item,
     Message,
     RoomcastSocket,
+    SendUnconfirmed,
     Subscribed,
     Unsubscribed,
     connect,
@@ -63,7 +64,8 @@ async def test_client_resume_on_other_gateway_after_1012(
         await sock.subscribe(ROOM)
         assert (await sock.send(ROOM, "one")).seq == 1
 
-        # The gateway stores the next send but "dies" before acking it.
+        # The gateway stores the next send but "dies" before acking it (its live copy
+        # still arrives).
         gw1.hold_acks = True
         pending = sock.send_future(ROOM, "two", client_id="c-two")
         await eventually(lambda: sock.last_seq(ROOM) == 2, "the live copy of 'two'")
@@ -86,8 +88,10 @@ async def test_client_resume_on_other_gateway_after_1012(
         # re-auth with a fresh token, on the next gateway, resuming from the last seq
         assert provider.calls == 2
         assert gw2.received[0] == {"type": "auth", "token": token2}
+        await eventually(lambda: gw2.frames("subscribe") != [], "the resume on gw2")
         assert gw2.frames("subscribe") == [{"type": "subscribe", "room": ROOM, "since": 2}]
-        assert gw2.frames("send")[0]["client_id"] == "c-two"
+        # Its live copy (our user, our client_id) proved it stored: acked, not re-sent.
+        assert gw2.frames("send") == []
         assert sock.url == f"ws://127.0.0.1:{gw2.port}/v1/ws"
 
         items = [await next_item(sock) for _ in range(5)]
@@ -98,7 +102,7 @@ async def test_client_resume_on_other_gateway_after_1012(
         assert resumed == [Subscribed(ROOM, seq=4, since=2, truncated=False, resumed=True)]
 
         stats = sock.stats
-        assert (stats.reconnects, stats.resumed_messages, stats.retried_sends) == (1, 2, 1)
+        assert (stats.reconnects, stats.resumed_messages, stats.retried_sends) == (1, 2, 0)
         assert (stats.duplicate_acks, stats.gaps, stats.duplicates) == (1, 0, 0)
         assert stats.close_codes[1012] == 1
     finally:
@@ -285,3 +289,32 @@ async def test_client_renews_the_token_on_the_live_socket(
         assert [f["token"] for f in gateway.frames("auth")][:2] == issued[:2]
         assert sock.stats.connects == 1  # same socket, no reconnect
         assert sock.stats.close_codes == {}
+
+
+async def test_client_unacked_send_past_the_resend_window_in_an_unwatched_room_is_unconfirmed(
+    backend: Any, start_gateway: Any, eventually: Any
+) -> None:
+    gw = await start_gateway()
+    token, _alice = backend.add_user("alice")
+    # resend_window=0: every transmitted send counts as older than the server's window.
+    sock = await connect([gw.url], token, resend_window=0.0, **FAST)
+    try:
+        gw.hold_acks = True
+        pending = sock.send_future(OTHER_ROOM, "stored, ack lost")  # room not subscribed
+        await eventually(lambda: len(backend.messages(OTHER_ROOM)) == 1, "the stored message")
+        await gw.close_all(1012, "restarting")
+        with pytest.raises(SendUnconfirmed) as info:
+            async with asyncio.timeout(10):
+                await pending
+        assert (info.value.code, info.value.ref) == ("unconfirmed", pending_client_id(gw))
+        await eventually(lambda: sock.stats.reconnects == 1, "the reconnect")
+        # Not re-sent: a resend past the window would have stored it twice.
+        assert len(gw.frames("send")) == 1
+        assert len(backend.messages(OTHER_ROOM)) == 1
+        assert sock.stats.unconfirmed_sends == 1
+    finally:
+        await sock.close()
+
+
+def pending_client_id(gw: Any) -> str:
+    return str(gw.frames("send")[0]["client_id"])

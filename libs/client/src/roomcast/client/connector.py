@@ -73,6 +73,13 @@ DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_MAX_BUFFERED_ITEMS = 10_000
 # Incoming frames larger than this are a broken peer (chat frames are a few KiB).
 MAX_INCOMING_FRAME_BYTES = 16 * 1024 * 1024
+# A send whose first transmission is older than this is not re-sent blindly after a
+# reconnect: JetStream deduplicates a client_id only within the stream's duplicate window
+# (120 s by default, ROOMCAST_GATEWAY_STREAM_DUPLICATE_WINDOW_SECONDS), so a later resend
+# could be stored twice. 90 s leaves 30 s for the gateway's publish timeout (5 s), frames
+# queued in buffers and clock drift between the window's start (the store) and ours (the
+# first transmission, always earlier). Lower it if the deployment shortens its window.
+DEFAULT_RESEND_WINDOW = 90.0
 # close(): wait this long for the close handshake before dropping the TCP connection.
 CLOSE_WAIT_SECONDS = 2.0
 # Renew the socket's token this long before it expires (at most a fifth of its remaining
@@ -103,6 +110,7 @@ class Connector(FrameRouter):
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
         max_buffered_items: int = DEFAULT_MAX_BUFFERED_ITEMS,
         start_index: int = 0,
+        resend_window: float = DEFAULT_RESEND_WINDOW,
     ) -> None:
         url_list = [urls] if isinstance(urls, str) else list(urls)
         if not url_list:
@@ -118,6 +126,7 @@ class Connector(FrameRouter):
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._rate_limited_delay = rate_limited_delay
+        self._resend_window = resend_window
         self._give_up_after = give_up_after
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -128,8 +137,6 @@ class Connector(FrameRouter):
         self._token_in_use = ""
         self._reauth_timer: asyncio.TimerHandle | None = None
         self._reauth_task: asyncio.Task[None] | None = None
-        #: The ``user`` object of the last ``ready`` frame.
-        self.user: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -334,15 +341,58 @@ class Connector(FrameRouter):
         if self.stats.connects > 1:
             self.stats.reconnects += 1
         for state in self._rooms.values():
+            state.held = 0
             self._send_subscribe(wire, state)
-        for pending in self._pending.values():
-            if pending.transmitted:
-                self.stats.retried_sends += 1
-            pending.transmitted = wire.send(pending.frame) or pending.transmitted
+        self._restore_pending(wire)
         wire.ready.set_result(user if isinstance(user, dict) else {})
         if self._first_ready is not None and not self._first_ready.done():
             self._first_ready.set_result(None)
         self._schedule_reauth(self._token_in_use)
+
+    def _restore_pending(self, wire: Wire) -> None:
+        """Re-send every unacked frame, except sends the server may no longer
+        deduplicate: those wait for their room's resume (just requested), which replays
+        everything stored in the room since the session last saw it. Found there (our
+        user, our client_id): acked without a resend. Not found: re-sent, safely. The
+        room not subscribed, or its replay truncated: SendUnconfirmed."""
+        now = time.monotonic()
+        for pending in list(self._pending.values()):
+            pending.held = False
+            if pending.stored is not None:
+                self._confirm_stored(pending)  # seen in the room; only the ack was lost
+                continue
+            expired = (
+                pending.kind == "send"
+                and pending.first_sent is not None
+                and now - pending.first_sent > self._resend_window
+            )
+            if expired:
+                state = self._rooms.get(pending.room)
+                if state is None or state.last_seq is None:
+                    self._unconfirmed(pending)
+                else:
+                    pending.held = True
+                    state.held += 1
+                continue
+            if pending.transmitted:
+                self.stats.retried_sends += 1
+            if wire.send(pending.frame):
+                pending.mark_sent()
+
+    def _release_held(self, state: RoomState) -> None:
+        """The room's resume has replayed everything: its held sends that were not
+        found in it are not stored, and are re-sent (a new window starts now)."""
+        state.held = 0
+        wire = self._wire
+        for pending in [p for p in self._pending.values() if p.held and p.room == state.room]:
+            pending.held = False
+            if state.held_truncated:
+                self._unconfirmed(pending)
+                continue
+            pending.first_sent = None
+            self.stats.retried_sends += 1
+            if wire is not None and wire.send(pending.frame):
+                pending.mark_sent()
 
     def _send_subscribe(self, wire: Wire, state: RoomState) -> None:
         frame: dict[str, Any] = {"type": "subscribe", "room": state.room}
@@ -372,6 +422,7 @@ class Connector(FrameRouter):
         if wire is None or wire is not self._wire or pending.future.done():
             return
         if self._pending.get(pending.client_id) is pending and wire.send(pending.frame):
+            pending.mark_sent()
             self.stats.retried_sends += 1
 
     def _deactivate(self, wire: Wire) -> None:

@@ -89,6 +89,13 @@ class RequestRejected(ClientError):
         self.ref = ref
 
 
+class SendUnconfirmed(RequestRejected):
+    """A send whose ack was lost and whose first transmission is older than the resend
+    window, in a room the session cannot check (not subscribed, or its resume was
+    truncated): re-sending could store it twice, so it is not re-sent. It may or may
+    not be stored; ``code`` is ``unconfirmed``, ``ref`` its client_id."""
+
+
 class ConnectionClosed(ClientError):
     """The WebSocket session is over (fatal close code, ``close()``, or gave up reconnecting)."""
 

@@ -191,6 +191,8 @@ class SocketStats:
     acks: int = 0
     duplicate_acks: int = 0  # acks with duplicate=true (a retry hit the dedupe window)
     retried_sends: int = 0  # send frames transmitted again after a reconnect
+    confirmed_by_resume: int = 0  # unacked sends found stored in their room: not re-sent
+    unconfirmed_sends: int = 0  # sends failed with SendUnconfirmed (see docs/client.md)
     rejected: int = 0  # requests answered with an error frame
     read_pauses: int = 0  # times the item buffer was full and reading stopped
     close_codes: Counter[int] = field(default_factory=Counter)

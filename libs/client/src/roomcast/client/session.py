@@ -6,6 +6,9 @@
   ``seq`` is not above it is a duplicate (counted, dropped);
 * a send stays pending until acked and is re-sent after a reconnect with the SAME
   ``client_id``; the gateway de-duplicates on it, so the message is stored exactly once.
+  The server deduplicates only within its window (``resend_window`` below it): an older
+  unacked send is first looked for in its room's resume and re-sent only if absent
+  (docs/client.md, "Resending").
 
 The connection loop lives in connector.py, frame handling in state.py, the picows
 listener in wire.py; this module is the public API.
@@ -96,6 +99,7 @@ class RoomcastSocket(Connector):
 
     async def unsubscribe(self, room: str) -> None:
         """Stop receiving a room (and stop resuming it after reconnects)."""
+        self._fail_held(room)
         state = self._rooms.pop(room, None)
         if state is None:
             return
@@ -147,12 +151,14 @@ class RoomcastSocket(Connector):
             raise ValueError(f"a send with client_id {cid!r} is already pending")
         frame["client_id"] = cid
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        pending = PendingSend(cid, orjson.dumps(frame), future)
+        pending = PendingSend(
+            cid, orjson.dumps(frame), future, room=frame["room"], kind=frame["type"]
+        )
         self._pending[cid] = pending
         future.add_done_callback(lambda _f: self._forget_send(pending))
         self.stats.sent += 1
         if self._wire is not None and self._wire.send(pending.frame):
-            pending.transmitted = True
+            pending.mark_sent()
         return future
 
     async def edit(self, room: str, seq: int, content: str, *, client_id: str | None = None) -> Ack:

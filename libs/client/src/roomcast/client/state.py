@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ClientError, RequestRejected
+from .errors import ClientError, RequestRejected, SendUnconfirmed
 from .models import (
     Ack,
     Change,
@@ -38,6 +38,8 @@ class RoomState:
 
     __slots__ = (
         "confirmed",
+        "held",
+        "held_truncated",
         "in_flight",
         "last_seq",
         "replay_until",
@@ -64,20 +66,58 @@ class RoomState:
         self.in_flight = False
         #: Consecutive transient failures of a resume (for its retry backoff).
         self.retries = 0
+        #: Sends of this room held until its resume tells whether they were stored.
+        self.held = 0
+        #: The resume that releases them was truncated (they cannot be checked).
+        self.held_truncated = False
         self.waiters: list[asyncio.Future[Subscribed]] = []
 
 
 class PendingSend:
-    """A send frame waiting for its ack (re-sent verbatim after reconnects)."""
+    """A send, edit or delete frame waiting for its ack (re-sent verbatim after
+    reconnects while the server can still deduplicate it, see connector.py)."""
 
-    __slots__ = ("client_id", "frame", "future", "retries", "transmitted")
+    __slots__ = (
+        "client_id",
+        "first_sent",
+        "frame",
+        "future",
+        "held",
+        "kind",
+        "retries",
+        "room",
+        "stored",
+        "transmitted",
+    )
 
-    def __init__(self, client_id: str, frame: bytes, future: asyncio.Future[Ack]) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        frame: bytes,
+        future: asyncio.Future[Ack],
+        *,
+        room: str = "",
+        kind: str = "send",
+    ) -> None:
         self.client_id = client_id
         self.frame = frame
         self.future = future
+        self.room = room
+        self.kind = kind
         self.transmitted = False
         self.retries = 0
+        #: When it was first transmitted (monotonic): the earliest moment it can have
+        #: been stored, so the start of the server's deduplication window for it.
+        self.first_sent: float | None = None
+        #: Not re-sent: waiting for its room's resume to tell whether it was stored.
+        self.held = False
+        #: ``(id, seq)`` of this very message, seen in its room before any ack.
+        self.stored: tuple[str, int] | None = None
+
+    def mark_sent(self) -> None:
+        self.transmitted = True
+        if self.first_sent is None:
+            self.first_sent = time.monotonic()
 
 
 # Error codes that say "not now" rather than "no": a send failing with one of these stays
@@ -117,6 +157,8 @@ class FrameRouter:
         self._reader: asyncio.Future[None] | None = None
         self._closed = False
         self._error: ClientError | None = None
+        #: The ``user`` object of the last ``ready`` frame.
+        self.user: dict[str, Any] | None = None
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "message": self._on_message,
             "skip": self._on_skip,
@@ -145,6 +187,9 @@ class FrameRouter:
         raise NotImplementedError
 
     def _retry_send_later(self, pending: PendingSend) -> None:
+        raise NotImplementedError
+
+    def _release_held(self, state: RoomState) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------ dispatch
@@ -185,6 +230,8 @@ class FrameRouter:
                         log.exception("on_gap callback failed")
         state.unchecked = False
         state.last_seq = seq
+        if state.held and seq >= state.replay_until:
+            self._release_held(state)
         return True
 
     def _on_message(self, data: dict[str, Any]) -> None:
@@ -192,6 +239,11 @@ class FrameRouter:
         seq = int(data["seq"])
         prev = int(data.get("prev") or 0)
         replayed = False
+        if self._pending:
+            # Before _advance: the end of a resume releases the sends it did not contain.
+            client_id = data.get("client_id")
+            if client_id is not None:
+                self._saw_stored(room, client_id, seq, data)
         state = self._rooms.get(room)
         if state is not None:
             if not self._advance(state, seq, prev):
@@ -214,6 +266,57 @@ class FrameRouter:
                 replayed,
             )
         )
+
+    def _saw_stored(self, room: str, client_id: object, seq: int, data: dict[str, Any]) -> None:
+        """A message of ours carrying a pending send's client_id: proof it is stored
+        (its ack may still come, or be lost with the connection)."""
+        pending = self._pending.get(client_id) if isinstance(client_id, str) else None
+        if pending is None or pending.kind != "send" or pending.room != room:
+            return
+        sender = data.get("sender")
+        own_id = self.user.get("id") if self.user is not None else None
+        if not isinstance(sender, dict) or own_id is None or sender.get("id") != own_id:
+            return  # another user's message with the same client_id
+        pending.stored = (str(data.get("id", seq)), seq)
+        if pending.held:
+            self._confirm_stored(pending)
+
+    def _confirm_stored(self, pending: PendingSend) -> None:
+        """Resolve a send known to be stored, as the duplicate ack a resend would get."""
+        assert pending.stored is not None
+        self._drop_pending(pending)
+        self.stats.acks += 1
+        self.stats.duplicate_acks += 1
+        self.stats.confirmed_by_resume += 1
+        if not pending.future.done():
+            message_id, seq = pending.stored
+            pending.future.set_result(Ack(pending.client_id, message_id, seq, True))
+
+    def _unconfirmed(self, pending: PendingSend) -> None:
+        self._drop_pending(pending)
+        self.stats.unconfirmed_sends += 1
+        if not pending.future.done():
+            pending.future.set_exception(
+                SendUnconfirmed(
+                    "unconfirmed",
+                    "no ack, and too old to re-send safely; it may or may not be stored",
+                    pending.client_id,
+                )
+            )
+
+    def _drop_pending(self, pending: PendingSend) -> None:
+        if self._pending.get(pending.client_id) is pending:
+            del self._pending[pending.client_id]
+        if pending.held:
+            pending.held = False
+            state = self._rooms.get(pending.room)
+            if state is not None and state.held > 0:
+                state.held -= 1
+
+    def _fail_held(self, room: str) -> None:
+        """The room is gone from the session: its held sends cannot be checked."""
+        for pending in [p for p in self._pending.values() if p.held and p.room == room]:
+            self._unconfirmed(pending)
 
     def _on_change(self, data: dict[str, Any]) -> None:
         room = data["room"]
@@ -253,8 +356,11 @@ class FrameRouter:
             self._advance(state, int(data["seq"]), int(data.get("prev") or 0))
 
     def _on_ack(self, data: dict[str, Any]) -> None:
-        pending = self._pending.pop(str(data["client_id"]), None)
-        if pending is None or pending.future.done():
+        pending = self._pending.get(str(data["client_id"]))
+        if pending is None:
+            return
+        self._drop_pending(pending)
+        if pending.future.done():
             return
         duplicate = bool(data.get("duplicate"))
         self.stats.acks += 1
@@ -279,6 +385,10 @@ class FrameRouter:
         if truncated:
             state.unchecked = True
             self.stats.truncated_resumes += 1
+        if state.held:
+            state.held_truncated = truncated
+            if state.last_seq is not None and state.last_seq >= seq:
+                self._release_held(state)  # nothing to replay
         item = Subscribed(state.room, seq, since, truncated, resumed=state.confirmed)
         state.confirmed = True
         waiters, state.waiters = state.waiters, []
@@ -297,6 +407,7 @@ class FrameRouter:
                     waiter.set_result(None)
             return
         reason = data.get("reason")
+        self._fail_held(room)
         state = self._rooms.pop(room, None)
         if state is not None:
             for sub_waiter in state.waiters:
@@ -344,6 +455,7 @@ class FrameRouter:
             return  # the gateway is going away; the resume happens on the next one
         if state.waiters:
             # An explicit subscribe() was refused: forget the room, tell the caller.
+            self._fail_held(state.room)
             del self._rooms[state.room]
             waiters, state.waiters = state.waiters, []
             for waiter in waiters:
@@ -353,6 +465,7 @@ class FrameRouter:
             self._retry_subscribe_later(state)
         else:
             # A resume refused for good (kicked or room deleted while away).
+            self._fail_held(state.room)
             del self._rooms[state.room]
             self._deliver(Unsubscribed(state.room, code))
 
