@@ -196,6 +196,7 @@ async def test_a_kick_whose_event_never_comes_ends_access_within_the_bound(
     )
     assert ended["reason"] == "member_removed"
     assert time.monotonic() - removed < bound + SLACK_SECONDS
+    assert await gw.metric("roomcast_gateway_revalidation_ended_subscriptions_total") == 1
     await assert_cut_off(watcher, watcher, kicked, room)
     # The member, re-checked by the same sweeps, keeps their subscription.
     assert not frames_of(watcher, room, "unsubscribed")

@@ -58,8 +58,14 @@ NATS_RECONNECTS = Counter("roomcast_gateway_nats_reconnects_total", "NATS reconn
 RATE_LIMITED = Counter("roomcast_gateway_rate_limited_total", "Frames refused by the rate limit.")
 MEMBERSHIP_LOOKUPS = Counter(
     "roomcast_gateway_membership_lookups_total",
-    "Membership checks by outcome (hit, miss).",
+    "Membership checks by outcome (hit, miss, overtaken: the answer predated an event "
+    "and was asked again).",
     ["outcome"],
+)
+REVALIDATION_ENDED = Counter(
+    "roomcast_gateway_revalidation_ended_subscriptions_total",
+    "Subscriptions ended because a re-check found the user no longer a member (the "
+    "membership event was missed, revalidation.py).",
 )
 EVENTS_RECEIVED = Counter(
     "roomcast_gateway_events_received_total", "Room and user events received.", ["type"]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from roomcast.common.errors import RoomcastError
 from roomcast.common.subjects import RoomEvent
 from roomcast.common.tokens import AccessClaims
+from roomcast.gateway import metrics
 
 if TYPE_CHECKING:
     from roomcast.gateway.hub import Hub
@@ -99,6 +100,7 @@ class MembershipRevalidator:
         ended = await asyncio.gather(*(check(u, r, c) for (u, r), c in due.items()))
         total = sum(ended)
         if total:
+            metrics.REVALIDATION_ENDED.inc(total)
             log.info("subscriptions of former members ended", extra={"subscriptions": total})
         return total
 
