@@ -7,6 +7,7 @@
 #   promtool (prometheus)  alert and recording rules; the Prometheus stand-in image
 #   haproxy                `haproxy -c` on the compose proxy config
 #   node (nodejs)          `node --check` on the MongoDB bootstrap scripts
+#   tmux                   the terminal client's test drives examples/chat_cli.py in it
 #   podman, runc, mmdebstrap, uidmap, slirp4netns
 #                          `make images`, `make test-containers`, `make test-kube`
 #
@@ -20,16 +21,22 @@ declare -A wanted=(
   [promtool]=prometheus
   [haproxy]=haproxy
   [node]=nodejs
+  [tmux]=tmux
   [podman]=podman
   [runc]=runc
   [mmdebstrap]=mmdebstrap
   [newuidmap]=uidmap
   [slirp4netns]=slirp4netns
+  # podman's network backend with DNS, so containers find each other by service name
+  # (the CNI plugins Debian installs by default have no name resolution)
+  [/usr/lib/podman/netavark]=netavark
+  [/usr/lib/podman/aardvark-dns]=aardvark-dns
 )
 
 missing=()
 for command in "${!wanted[@]}"; do
-  # Debian installs haproxy in /usr/sbin, which is not on every user's PATH.
+  # Debian installs haproxy in /usr/sbin, which is not on every user's PATH; the
+  # network helpers are absolute paths, which `command -v` checks for existence.
   command -v "$command" >/dev/null || [ -x "/usr/sbin/$command" ] || missing+=("${wanted[$command]}")
 done
 
@@ -49,20 +56,26 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Podman's settings: the default runtime (crun) fails on hosts with hybrid cgroups,
-# and the default container ulimits can exceed the host's hard limits. A file an
-# administrator already wrote is left alone when it has both settings; otherwise ours
-# goes in a drop-in, which podman reads after the main file.
+# the default container ulimits can exceed the host's hard limits, and netavark gives
+# networks a DNS server. A file an administrator wrote is left alone when it has these
+# settings; otherwise ours goes in a drop-in, which podman reads after the main file.
 conf=/etc/containers/containers.conf
-settings='[containers]
-default_ulimits = ["nofile=10240:10240", "nproc=4096:4096"]
+marker="# Written by Roomcast's tools/setup_system.sh"
+settings="$marker
+[containers]
+default_ulimits = [\"nofile=10240:10240\", \"nproc=4096:4096\"]
 
 [engine]
-runtime = "runc"'
-if [ ! -e "$conf" ]; then
+runtime = \"runc\"
+
+[network]
+network_backend = \"netavark\""
+if [ ! -e "$conf" ] || { grep -qF "$marker" "$conf" && [ "$(cat "$conf")" != "$settings" ]; }; then
   as_root mkdir -p /etc/containers
   printf '%s\n' "$settings" | as_root tee "$conf" >/dev/null
   echo "wrote $conf"
-elif ! grep -q '^runtime *= *"runc"' "$conf" || ! grep -q '^default_ulimits' "$conf"; then
+elif ! grep -q '^runtime *= *"runc"' "$conf" || ! grep -q '^default_ulimits' "$conf" \
+  || ! grep -q '^network_backend *= *"netavark"' "$conf"; then
   dropin=/etc/containers/containers.conf.d/50-roomcast.conf
   if [ ! -e "$dropin" ]; then
     as_root mkdir -p "$(dirname "$dropin")"
