@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from test_gateway_rest_kit import (
     Gateway,
     RestStack,
@@ -56,6 +58,17 @@ CODES = st.one_of(
 )
 
 
+@pytest.fixture
+def hypothesis_home(tmp_path: Path) -> Iterator[None]:
+    """Hypothesis keeps caches in ./.hypothesis; keep them out of the work tree."""
+    set_hypothesis_home_dir(tmp_path / "hypothesis")
+    try:
+        yield
+    finally:
+        set_hypothesis_home_dir(None)
+
+
+@pytest.mark.usefixtures("hypothesis_home")
 async def test_odd_invite_codes_answer_like_a_missing_room(gw: Gateway) -> None:
     owner, outsider = await gw.register(), await gw.register()
     room = await gw.create_room(owner["token"], visibility="private")

@@ -5,12 +5,15 @@ characters, tells a private room from a missing one."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from rooms_harness import Rooms, User, code_of, new_user_id
 
 from roomcast.rooms.validation import MAX_INVITE_CODE_CHARS
@@ -109,6 +112,17 @@ ODD_CODES = st.one_of(
 )
 
 
+@pytest.fixture
+def hypothesis_home(tmp_path: Path) -> Iterator[None]:
+    """Hypothesis keeps caches in ./.hypothesis; keep them out of the work tree."""
+    set_hypothesis_home_dir(tmp_path / "hypothesis")
+    try:
+        yield
+    finally:
+        set_hypothesis_home_dir(None)
+
+
+@pytest.mark.usefixtures("hypothesis_home")
 async def test_no_invite_code_tells_a_private_room_from_a_missing_one(rooms: Rooms) -> None:
     """Any code but the right one: a private room answers exactly as a missing room
     (NOT_FOUND), or INVALID_ARGUMENT for an over-long code, whatever the room."""
