@@ -98,6 +98,7 @@ async def make_auth(
         wall_clock: Callable[[], datetime] = utc_now,
         client_address: tuple[str, int] = CLIENT_ADDRESS,
         create_indexes: bool = True,
+        backoff_sleep: Callable[[float], Awaitable[None]] | None = None,
         **overrides: Any,
     ) -> AuthHarness:
         values: dict[str, Any] = {"mongo_url": mongo_url, "mongo_db": mongo_db_name}
@@ -116,6 +117,7 @@ async def make_auth(
             publisher or NullPublisher(),
             rate_limit_clock=rate_limit_clock,
             wall_clock=wall_clock,
+            **({"backoff_sleep": backoff_sleep} if backoff_sleep is not None else {}),
         )
         service = auth_service(app)
         stack.callback(service.hasher.close)

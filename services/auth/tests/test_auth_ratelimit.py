@@ -1,7 +1,8 @@
-"""Rate limits on login and registration: per client IP and per username, 429 with
-Retry-After and the envelope, refilled over time (no lockout), and the client IP taken
-from X-Forwarded-For only behind a trusted proxy. The limiter clock is injected: no
-sleeps."""
+"""Rate limits on login and registration: per client address and per (username,
+address), 429 with Retry-After and the envelope, refilled over time (no lockout); a
+progressive per-username delay that never refuses; and the client address taken from
+X-Forwarded-For only behind a trusted proxy. The limiter clock and the back-off's sleep
+are injected: no real waiting."""
 
 from __future__ import annotations
 
@@ -37,35 +38,104 @@ async def _login(
     )
 
 
-async def test_login_is_limited_per_username_across_ips(make_auth: MakeAuth) -> None:
+class RecordedSleeps:
+    """The back-off's delays, recorded instead of waited (no real sleeping)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def from_ip(address: str) -> dict[str, Any]:
+    return {"headers": {"X-Forwarded-For": address}}
+
+
+async def test_login_is_limited_per_username_and_address(make_auth: MakeAuth) -> None:
     clock = Clock()
     # Behind a trusted proxy, so every attempt can come from its own client address.
     auth = await make_auth(
         login_rate_limit=3,
         login_rate_window_seconds=30,
         rate_limit_clock=clock,
+        backoff_sleep=RecordedSleeps(),
         trusted_proxies="10.0.0.1",
         client_address=("10.0.0.1", 1),
     )
     await auth.register("target")
-
-    def from_ip(n: int) -> dict[str, Any]:
-        return {"headers": {"X-Forwarded-For": f"198.51.100.{n}"}}
-
-    for n in range(3):
-        assert (await _login(auth, "target", **from_ip(n))).status_code == 401
-    limited = await _login(auth, "TARGET", **from_ip(50))  # same canonical name, new IP
+    for _ in range(3):
+        assert (await _login(auth, "target", **from_ip("198.51.100.1"))).status_code == 401
+    # The same name from the same address: limited (same canonical name).
+    limited = await _login(auth, "TARGET", **from_ip("198.51.100.1"))
     auth.expect_error(limited, 429, "rate_limited")
     retry_after = int(limited.headers["Retry-After"])
     assert retry_after == 10  # 3 per 30 s: one attempt back every 10 s
-    # Even the right password is refused while limited: guessing gains nothing.
-    auth.expect_error(await _login(auth, "target", PASSWORD, **from_ip(51)), 429, "rate_limited")
-    # Another user is still served from the same new IP.
-    assert (await _login(auth, "someone-else", **from_ip(50))).status_code == 401
+    # Even the right password is refused there while limited: guessing gains nothing.
+    auth.expect_error(
+        await _login(auth, "target", PASSWORD, **from_ip("198.51.100.1")), 429, "rate_limited"
+    )
+    # The same name from another address has its own budget: the owner gets in.
+    assert (await _login(auth, "target", PASSWORD, **from_ip("198.51.100.2"))).status_code == 200
 
-    # Time passes: the bucket refills; the right password works. No lockout.
+    # Time passes: the bucket refills; the first address works again. No lockout.
     clock.now += retry_after
-    assert (await _login(auth, "target", PASSWORD, **from_ip(52))).status_code == 200
+    assert (await _login(auth, "target", PASSWORD, **from_ip("198.51.100.1"))).status_code == 200
+
+
+async def test_attacker_hammering_a_name_does_not_lock_its_owner_out(
+    make_auth: MakeAuth,
+) -> None:
+    """The review's attack: one bad try on "alice" every 3 s (the per-username refill
+    rate of the default 10 per 30 s) used to keep her refused everywhere forever."""
+    clock = Clock()
+    sleeps = RecordedSleeps()
+    auth = await make_auth(
+        rate_limit_clock=clock,
+        backoff_sleep=sleeps,
+        trusted_proxies="10.0.0.1",
+        client_address=("10.0.0.1", 1),
+    )
+    await auth.register("alice")
+    attacker, owner = from_ip("203.0.113.66"), from_ip("198.51.100.20")
+    # A burst first: the attacker's own (alice, A) budget runs out...
+    for _ in range(10):
+        assert (await _login(auth, "alice", **attacker)).status_code == 401
+    auth.expect_error(await _login(auth, "alice", **attacker), 429, "rate_limited")
+    # ...then the steady pace, for ten minutes; alice logs in from B throughout.
+    for minute in range(10):
+        for _ in range(20):
+            clock.now += 3
+            assert (await _login(auth, "alice", **attacker)).status_code in (401, 429)
+        ok = await _login(auth, "alice", PASSWORD, **owner)
+        assert ok.status_code == 200, (minute, ok.text)
+    # She was slowed down (progressive back-off), by at most its cap, never refused.
+    assert sleeps.delays
+    assert max(sleeps.delays) <= auth.settings.login_backoff_max_seconds
+
+
+async def test_failures_on_a_name_add_a_progressive_capped_delay(make_auth: MakeAuth) -> None:
+    clock = Clock()
+    sleeps = RecordedSleeps()
+    auth = await make_auth(
+        rate_limit_clock=clock,
+        backoff_sleep=sleeps,
+        trusted_proxies="10.0.0.1",
+        client_address=("10.0.0.1", 1),
+    )
+    await auth.register("slowed")
+    # Each try from its own address: no bucket refuses, only the back-off applies.
+    for n in range(12):
+        assert (await _login(auth, "slowed", **from_ip(f"192.0.2.{n}"))).status_code == 401
+    # 5 free failures, then 0.25 s doubling per failure, capped at 4 s.
+    assert sleeps.delays == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    # Another name is not slowed.
+    assert (await _login(auth, "other-name", **from_ip("192.0.2.200"))).status_code == 401
+    assert len(sleeps.delays) == 7
+    # Failures are forgiven over time (one per 30 s): a quiet name has no delay again.
+    clock.now += 12 * 30
+    assert (await _login(auth, "slowed", PASSWORD, **from_ip("192.0.2.201"))).status_code == 200
+    assert len(sleeps.delays) == 7
 
 
 async def test_login_is_limited_per_ip_across_usernames(make_auth: MakeAuth) -> None:
@@ -131,12 +201,26 @@ async def test_register_is_limited_per_ip_and_per_username(make_auth: MakeAuth) 
             headers={"X-Forwarded-For": f"192.0.2.{i}"},
         )
         assert response.status_code in (201, 409)
+    # Per (username, address): the name's budget at one address is spent there only;
+    # another address still gets the real answer (taken), not a refusal.
+    response = await proxied.client.post(
+        "/v1/auth/register",
+        json={"username": "Contested", "password": PASSWORD},
+        headers={"X-Forwarded-For": "192.0.2.0"},
+    )
+    assert response.status_code == 409
     limited = await proxied.client.post(
+        "/v1/auth/register",
+        json={"username": "Contested", "password": PASSWORD},
+        headers={"X-Forwarded-For": "192.0.2.0"},
+    )
+    proxied.expect_error(limited, 429, "rate_limited")
+    elsewhere = await proxied.client.post(
         "/v1/auth/register",
         json={"username": "Contested", "password": PASSWORD},
         headers={"X-Forwarded-For": "192.0.2.99"},
     )
-    proxied.expect_error(limited, 429, "rate_limited")
+    proxied.expect_error(elsewhere, 409)
 
 
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(make_auth: MakeAuth) -> None:
