@@ -9,12 +9,15 @@ one with ``sync_interval: always``. Against each, a stream shaped like CHAT (fil
 storage, one replica, one subject per room) receives ``--messages`` JetStream publishes
 of ``--payload-bytes`` each, with K publishes awaiting their ack at once, for each K
 of ``--in-flight``. The two servers take turns (default, always, default, always ...)
-for ``--rounds`` rounds, so a slow moment of the machine hits both.
+for ``--rounds`` rounds, so a slow moment of the machine hits both. With ``--cluster``
+each of the two is a 3-node JetStream cluster on loopback (6 processes) and the stream
+has 3 replicas, as in production; all nodes then share this machine's disk and cores.
 
 Reported per K: acked messages per second and ack latency (p50, p99) for each server,
 and the ratio always / default. The server's own /varz shows which sync mode it runs.
 
     .venv/bin/python bench/nats_sync_cost.py [--messages 5000] [--in-flight 1,16,128]
+        [--cluster]
 
 The nats-server is ROOMCAST_NATS_SERVER or the virtualenv's (2.10+ is needed:
 older servers refuse ``sync_interval``).
@@ -65,6 +68,9 @@ class Server:
     """One nats-server with its configuration file and store in a temporary directory."""
 
     mode: str
+    name: str = "n0"
+    cluster_port: int = field(default_factory=free_port)
+    routes: tuple[int, ...] = ()
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nats-sync-")))
     port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
@@ -72,13 +78,23 @@ class Server:
 
     def start(self) -> None:
         sync = "  sync_interval: always\n" if self.mode == "always" else ""
+        cluster = ""
+        if self.routes:
+            routes = ", ".join(f"nats://127.0.0.1:{port}" for port in self.routes)
+            cluster = (
+                f"cluster {{\n  name: bench-{self.mode}\n"
+                f"  listen: 127.0.0.1:{self.cluster_port}\n  routes: [{routes}]\n}}\n"
+            )
         conf = self.root / "nats.conf"
         conf.write_text(
+            f"server_name: {self.mode}-{self.name}\n"
             f"listen: 127.0.0.1:{self.port}\n"
             f"http: 127.0.0.1:{self.monitor_port}\n"
-            f"jetstream {{\n  store_dir: {self.root / 'js'}\n{sync}}}\n"
+            f"jetstream {{\n  store_dir: {self.root / 'js'}\n{sync}}}\n{cluster}"
         )
-        self.process = ManagedProcess(f"nats-{self.mode}", [server_binary(), "-c", str(conf)])
+        self.process = ManagedProcess(
+            f"nats-{self.mode}-{self.name}", [server_binary(), "-c", str(conf)]
+        )
         self.process.start()
         process = self.process
         wait_until(
@@ -113,20 +129,47 @@ class Result:
         return len(self.latencies) / self.seconds
 
 
-async def publish_all(url: str, messages: int, in_flight: int, payload: bytes) -> Result:
+def group(mode: str, nodes: int) -> list[Server]:
+    """One server, or a cluster of ``nodes`` whose routes name every node."""
+    servers = [Server(mode, name=f"n{i}") for i in range(nodes)]
+    if nodes > 1:
+        for server in servers:
+            server.routes = tuple(s.cluster_port for s in servers)
+    return servers
+
+
+async def create_stream(url: str, replicas: int) -> None:
+    """The stream, retried until a fresh cluster has elected its meta leader."""
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[SUBJECT_PREFIX + "*"],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while True:
+        try:
+            nc = await nats.connect(url)
+            try:
+                await nc.jetstream().add_stream(config)
+                return
+            finally:
+                await nc.close()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def publish_all(
+    url: str, messages: int, in_flight: int, payload: bytes, replicas: int
+) -> Result:
     """``messages`` publishes, ``in_flight`` workers each awaiting its ack before the
     next: K acks outstanding at any time. A fresh stream per run."""
+    await create_stream(url, replicas)
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        await js.add_stream(
-            StreamConfig(
-                name=STREAM,
-                subjects=[SUBJECT_PREFIX + "*"],
-                storage=StorageType.FILE,
-                num_replicas=1,
-            )
-        )
         latencies: list[float] = []
         next_index = 0
 
@@ -161,21 +204,28 @@ async def main() -> None:
     )
     parser.add_argument("--payload-bytes", type=int, default=400, help="a chat record's size")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the two servers")
+    parser.add_argument(
+        "--cluster", action="store_true", help="3-node clusters and 3 stream replicas"
+    )
     args = parser.parse_args()
     ks = [int(k) for k in args.in_flight.split(",")]
     payload = b"x" * args.payload_bytes
 
-    servers = {mode: Server(mode) for mode in MODES}
+    nodes = 3 if args.cluster else 1
+    groups = {mode: group(mode, nodes) for mode in MODES}
+    servers = {mode: members[0] for mode, members in groups.items()}
     try:
-        for server in servers.values():
-            server.start()
+        for members in groups.values():
+            for server in members:
+                server.start()
         for mode, server in servers.items():
             config = server.jetstream_config()
             shown = {k: v for k, v in config.items() if "sync" in k} or "no sync option set"
             print(f"{mode}: {server_binary()} JetStream config {shown}")
         print(
             f"{args.messages} publishes per run, {args.payload_bytes} B each, "
-            f"{args.rounds} rounds, on {os.cpu_count()} cores"
+            f"{args.rounds} rounds, {nodes} node(s) per server and stream replicas, "
+            f"on {os.cpu_count()} cores"
         )
         print()
         print(
@@ -188,7 +238,7 @@ async def main() -> None:
             for _ in range(args.rounds):
                 for mode in MODES:
                     runs[mode].append(
-                        await publish_all(servers[mode].url, args.messages, k, payload)
+                        await publish_all(servers[mode].url, args.messages, k, payload, nodes)
                     )
             rate = {m: statistics.median(r.rate for r in runs[m]) for m in MODES}
             lat = {m: [x for r in runs[m] for x in r.latencies] for m in MODES}
@@ -201,8 +251,9 @@ async def main() -> None:
                 f"| {rate['always'] / rate['default']:.2f}x | {p['default']} | {p['always']} |"
             )
     finally:
-        for server in servers.values():
-            server.stop()
+        for members in groups.values():
+            for server in members:
+                server.stop()
 
 
 if __name__ == "__main__":
