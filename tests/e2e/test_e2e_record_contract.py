@@ -30,6 +30,7 @@ import pytest
 from e2e_helpers import DELIVERY_DEADLINE_SECONDS, new_user
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from websockets.asyncio.client import ClientConnection, connect
 
 from roomcast.common.chatrecord import MAX_TEXT_CHARS, is_client_id
@@ -46,6 +47,14 @@ SEQ = 7
 # The gateway's default max_body_chars (4000) sits below the record's ceiling; the
 # properties use the ceiling itself, where both sides' limits meet.
 MAX_CHARS = MAX_TEXT_CHARS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Hypothesis keeps caches in ./.hypothesis; keep them out of the work tree."""
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+    yield
+    set_hypothesis_home_dir(None)
 
 
 @dataclass(frozen=True)
@@ -156,7 +165,9 @@ def history_accepts_independently(case: Case) -> bool:
     return True
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(cases())
 def test_record_contract_gateway_accepts_iff_history_stores_and_returns_it(case: Case) -> None:
     record = gateway_accepts(case)
@@ -269,6 +280,7 @@ def live_cases() -> st.SearchStrategy[Case]:
 @settings(
     max_examples=40,
     deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(case=live_cases())
