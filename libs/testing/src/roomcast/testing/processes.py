@@ -54,6 +54,16 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# Set on a thread (``setattr(thread, OWNS_CHILDREN, True)``) that lives until the
+# processes it starts are stopped (a supervisor's thread): they then get the death signal
+# too, so a killed test run leaves no restarted server behind.
+OWNS_CHILDREN = "roomcast_owns_children"
+
+
+def owns_children(thread: threading.Thread) -> bool:
+    return thread is threading.main_thread() or bool(getattr(thread, OWNS_CHILDREN, False))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -97,10 +107,10 @@ class ManagedProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            # The death signal follows the *thread* that forked; only tie it to the main
-            # thread, which lives as long as the process.
+            # The death signal follows the *thread* that forked; only tie it to a thread
+            # that outlives its children (see owns_children).
             preexec_fn=_die_with_parent
-            if threading.current_thread() is threading.main_thread()
+            if owns_children(threading.current_thread())
             else _own_session,
         )
         log.close()

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from roomcast.testing.processes import OWNS_CHILDREN
+
 # The first restart waits half a second: long enough that a part crashing at start does
 # not spin the CPU, short enough that one crash is invisible to a developer.
 RESTART_FIRST_DELAY_SECONDS = 0.5
@@ -161,6 +163,9 @@ class Supervisor:
         self._thread = threading.Thread(
             target=self.run, args=(self._stopping,), name="roomcast-supervisor", daemon=True
         )
+        # The parts it restarts die with this thread (or the process): stop_thread just
+        # before stopping the parts, as the stack does.
+        setattr(self._thread, OWNS_CHILDREN, True)
         self._thread.start()
 
     def stop_thread(self) -> None:

@@ -24,9 +24,10 @@ from roomcast.testing.chaos.ledger import Ledger
 # seconds only catches real outages (reconnects, restarts, timeouts).
 SLOW_SECONDS = 2.0
 
-# Target of a fault on a NATS cluster: the node that leads the CHAT stream, found when
-# the fault is injected.
+# Targets of a fault on a NATS cluster: the node that leads the CHAT stream, or one that
+# holds a replica without leading it, found when the fault is injected.
 STREAM_LEADER = "stream-leader"
+STREAM_FOLLOWER = "stream-follower"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ SINGLE_NODE_FAULTS = (
     Fault("auth"),
     Fault("gateway-b", signal.SIGTERM),
 )
-CLUSTER_FAULTS = (Fault(STREAM_LEADER), Fault("nats-2"))
+CLUSTER_FAULTS = (Fault(STREAM_LEADER), Fault(STREAM_FOLLOWER))
 
 
 @dataclass

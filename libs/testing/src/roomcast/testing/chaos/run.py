@@ -15,7 +15,13 @@ from typing import Any
 
 import httpx
 
-from roomcast.testing.chaos.faults import SLOW_SECONDS, STREAM_LEADER, Fault, Recovery
+from roomcast.testing.chaos.faults import (
+    SLOW_SECONDS,
+    STREAM_FOLLOWER,
+    STREAM_LEADER,
+    Fault,
+    Recovery,
+)
 from roomcast.testing.chaos.ledger import Ledger
 from roomcast.testing.chaos.wsclient import ChatClient, send_open_loop
 from roomcast.testing.stack import Stack
@@ -219,7 +225,9 @@ class ChaosRun:
     # --- faults -----------------------------------------------------------------------
 
     async def _inject(self, fault: Fault, api: Api, auditor: str) -> None:
-        part_name = await self._stream_leader() if fault.part == STREAM_LEADER else fault.part
+        part_name = fault.part
+        if fault.part in (STREAM_LEADER, STREAM_FOLLOWER):
+            part_name = await self._stream_node(leader=fault.part == STREAM_LEADER)
         part = self.stack.parts()[part_name]
         heads = {room: self._acked_head(room) for room in self.rooms}
         t0 = time.monotonic()
@@ -256,7 +264,10 @@ class ChaosRun:
             flowing = self._acked_after(t0 + recovery.part_back_s)
             return stored and prompt and flowing and await self._all_live()
 
-        await _until(healed, FAULT_DEADLINE_SECONDS, f"recovery from {recovery.label}")
+        try:
+            await _until(healed, FAULT_DEADLINE_SECONDS, f"recovery from {recovery.label}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; {self._state(recovery)}") from None
         self.report(
             f"[chaos] {recovery.label}: healed after {time.monotonic() - t0:.1f}s "
             f"(part back {recovery.part_back_s:.1f}s, history {recovery.history_ok_s:.1f}s)"
@@ -264,7 +275,8 @@ class ChaosRun:
         self.recoveries.append(recovery)
         await asyncio.sleep(self.config.steady_seconds)  # healthy traffic before the next
 
-    async def _stream_leader(self) -> str:
+    async def _stream_node(self, *, leader: bool) -> str:
+        """The node leading the CHAT stream, or a node holding one of its replicas."""
         import nats
 
         nc = await nats.connect(servers=self.stack.nats_url.split(","))
@@ -272,11 +284,37 @@ class ChaosRun:
             info = await nc.jetstream().stream_info("CHAT")
         finally:
             await nc.close()
-        if info.cluster is None or info.cluster.leader is None:
+        cluster = info.cluster
+        if cluster is None or cluster.leader is None:
             raise AssertionError("the CHAT stream has no cluster leader")
-        return str(info.cluster.leader)
+        if leader:
+            return str(cluster.leader)
+        followers = [peer.name for peer in cluster.replicas or [] if peer.name]
+        if not followers:
+            raise AssertionError("the CHAT stream has no follower")
+        return str(followers[0])
 
     # --- conditions -------------------------------------------------------------------
+
+    def _state(self, recovery: Recovery) -> str:
+        """What a fault that did not heal left behind, for the failure message."""
+        now = time.monotonic()
+        live = sum(c.live for c in self.clients)
+        pending = sum(c.pending for c in self.clients)
+        oldest = max((c.oldest_pending_age(now) for c in self.clients), default=0.0)
+        errors: dict[str, int] = {}
+        closes: dict[str, int] = {}
+        for c in self.clients:
+            for code, n in c.errors.items():
+                errors[code] = errors.get(code, 0) + n
+            for code, n in c.closes.items():
+                closes[code] = closes.get(code, 0) + n
+        return (
+            f"part back after {recovery.part_back_s}s, history ok after "
+            f"{recovery.history_ok_s}s, {live}/{len(self.clients)} clients live, "
+            f"{pending} sends pending (oldest {oldest:.1f}s), error frames {errors}, "
+            f"closes {closes}"
+        )
 
     async def _all_live(self) -> bool:
         return all(c.live for c in self.clients)

@@ -47,12 +47,18 @@ RESEND_AFTER_RECONNECT_ERRORS = frozenset({"gateway_restarting"})
 RESEND_UNANSWERED_SECONDS = 5.0
 # Close code of an expired or revoked token: log in again before reconnecting.
 CLOSE_AUTH = 4001
+# Sends (first transmissions and resends) per second and burst on one socket: below the
+# gateway's default frame rate limit (20/s, burst 40), so retrying a backlog after an
+# outage never gets the socket rate limited, let alone closed with 4008.
+SEND_RATE_PER_SECOND = 15.0
+SEND_BURST = 30.0
 
 
 @dataclass
 class _Pending:
     frame: str
     last_sent: float = 0.0
+    retry: asyncio.TimerHandle | None = None  # at most one retry scheduled per send
 
 
 @dataclass
@@ -76,6 +82,11 @@ class ChatClient:
     _pending: dict[str, _Pending] = field(default_factory=dict)
     _count: int = 0
     _stopping: bool = False
+    # Sends waiting for a token of the socket's rate, in order (a dict as ordered set).
+    _backlog: dict[str, None] = field(default_factory=dict)
+    _tokens: float = SEND_BURST
+    _refilled: float = 0.0
+    _drain_handle: asyncio.TimerHandle | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     # --- connection -------------------------------------------------------------------
@@ -103,6 +114,7 @@ class ChatClient:
             finally:
                 self.live = False
                 self._ws = None
+                self._backlog.clear()  # going live again retransmits everything pending
             if self._stopping:
                 break
             self.gateway += 1  # the other gateway: this one may be down
@@ -117,6 +129,11 @@ class ChatClient:
             await ws.close()
         for task in list(self._tasks):
             task.cancel()
+        for entry in self._pending.values():
+            if entry.retry is not None:
+                entry.retry.cancel()
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
 
     async def _session(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -190,9 +207,11 @@ class ChatClient:
     def _on_error(self, ws: ClientConnection, code: str, ref: object) -> None:
         self.errors[code] += 1
         loop = asyncio.get_running_loop()
-        if isinstance(ref, str) and ref in self._pending:
+        entry = self._pending.get(ref) if isinstance(ref, str) else None
+        if isinstance(ref, str) and entry is not None:
             if code in RETRYABLE_ERRORS:
-                loop.call_later(RETRY_SECONDS, self._transmit, ref)
+                if entry.retry is None:  # one answer per transmission: never pile up
+                    entry.retry = loop.call_later(RETRY_SECONDS, self._retry, ref)
             elif code not in RESEND_AFTER_RECONNECT_ERRORS:
                 self._pending.pop(ref)
                 self.ledger.sends[ref].refused = code
@@ -220,21 +239,45 @@ class ChatClient:
         self._pending[cid] = _Pending(json.dumps(frame))
         self._transmit(cid)
 
-    def _transmit(self, cid: str) -> None:
+    def _retry(self, cid: str) -> None:
         entry = self._pending.get(cid)
-        ws = self._ws
-        if entry is None or ws is None or not self.live:
+        if entry is not None:
+            entry.retry = None
+            self._transmit(cid)
+
+    def _transmit(self, cid: str) -> None:
+        if cid not in self._pending or self._ws is None or not self.live:
             return  # going live again retransmits everything pending
-        entry.last_sent = time.monotonic()
-        self.ledger.sends[cid].transmits += 1
-        self._send_now(ws, entry.frame)
+        self._backlog[cid] = None
+        self._drain()
+
+    def _drain(self) -> None:
+        """Send the backlog at the socket's rate, oldest first."""
+        self._drain_handle = None
+        now = time.monotonic()
+        self._tokens = min(SEND_BURST, self._tokens + (now - self._refilled) * SEND_RATE_PER_SECOND)
+        self._refilled = now
+        ws = self._ws
+        while self._backlog and self._tokens >= 1 and ws is not None and self.live:
+            cid = next(iter(self._backlog))
+            del self._backlog[cid]
+            entry = self._pending.get(cid)
+            if entry is None:
+                continue
+            self._tokens -= 1
+            entry.last_sent = now
+            self.ledger.sends[cid].transmits += 1
+            self._send_now(ws, entry.frame)
+        if self._backlog and self._drain_handle is None:
+            loop = asyncio.get_running_loop()
+            self._drain_handle = loop.call_later(1 / SEND_RATE_PER_SECOND, self._drain)
 
     async def _resend_unanswered(self) -> None:
         while True:
             await asyncio.sleep(RESEND_UNANSWERED_SECONDS / 2)
             older = time.monotonic() - RESEND_UNANSWERED_SECONDS
             for cid, entry in list(self._pending.items()):
-                if entry.last_sent and entry.last_sent < older:
+                if entry.last_sent and entry.last_sent < older and entry.retry is None:
                     self._transmit(cid)
 
     @property
