@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -65,7 +67,6 @@ def _unsigned(payload: dict[str, object], header: dict[str, object]) -> str:
     ("forge", "code"),
     [
         ("alg_none", "invalid_token"),
-        ("hs256_with_public_key", "invalid_token"),
         ("rs256_other_key", "invalid_token"),
         ("other_ed25519_key_same_kid", "invalid_token"),
         ("expired", "token_expired"),
@@ -81,15 +82,10 @@ async def test_forged_and_stale_tokens_are_refused(forge: str, code: str) -> Non
     signer = make_signer(key)
     kid = signer.kid
     verifier = TokenVerifier.from_jwks(signer.jwks(), issuer=ISS, audience=AUD)
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
     header = {"kid": kid}
     token: str
     if forge == "alg_none":
         token = _unsigned(claims(), {"alg": "none", "typ": "JWT", "kid": kid})
-    elif forge == "hs256_with_public_key":
-        token = _unsigned(claims(), {"alg": "HS256", "kid": kid}) + "c2ln"
     elif forge == "rs256_other_key":
         rsa = generate_private_key(public_exponent=65537, key_size=2048)
         token = jwt.encode(claims(), rsa, algorithm="RS256", headers=header)
@@ -111,10 +107,51 @@ async def test_forged_and_stale_tokens_are_refused(forge: str, code: str) -> Non
         token = jwt.encode(claims(), key, algorithm="EdDSA")
     else:
         token = "not.a.token"
-    assert public_pem  # the public key is what an HS256 confusion attack would use
     with pytest.raises(Unauthenticated) as info:
         await verifier.verify(token)
     assert info.value.code == code
+
+
+def _hs256(payload: dict[str, object], header: dict[str, object], secret: bytes) -> str:
+    """An HS256 JWT signed by hand: PyJWT refuses to use a public key as an HMAC
+    secret, which is exactly what a key-confusion attacker does anyway."""
+
+    def enc(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{enc(json.dumps(header).encode())}.{enc(json.dumps(payload).encode())}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{enc(signature)}"
+
+
+@pytest.mark.parametrize("secret_form", ["pem", "pem_no_newline", "raw", "jwk_json", "jwk_x"])
+async def test_hs256_signed_with_the_public_key_is_refused(secret_form: str) -> None:
+    """Key confusion: an attacker signs HS256 using the published public key (as PEM, as
+    raw bytes, as the JWK) as the HMAC secret. A verifier that let the token choose the
+    algorithm would check that HMAC with the same public key and accept it."""
+    key = Ed25519PrivateKey.generate()
+    signer = make_signer(key)
+    jwk = signer.jwks()["keys"][0]
+    public = key.public_key()
+    secrets = {
+        "pem": public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        "raw": public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+        "jwk_json": json.dumps(jwk).encode(),
+        "jwk_x": str(jwk["x"]).encode(),
+    }
+    secrets["pem_no_newline"] = secrets["pem"].rstrip(b"\n")
+    secret = secrets[secret_form]
+    token = _hs256(claims(), {"alg": "HS256", "typ": "JWT", "kid": signer.kid}, secret)
+    # The forgery is a real HS256 token under that secret, not a malformed string.
+    signing_input, _, signature = token.rpartition(".")
+    expected = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    assert base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)) == expected
+    verifier = TokenVerifier.from_jwks(signer.jwks(), issuer=ISS, audience=AUD)
+    with pytest.raises(Unauthenticated) as info:
+        await verifier.verify(token)
+    assert info.value.code == "invalid_token"
 
 
 async def test_unknown_kid_refetches_jwks_but_rate_limited() -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from roomcast.common.errors import Unauthenticated
+from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.tokens import AccessClaims, TokenSigner, TokenVerifier
 from roomcast.rooms.tokencache import CachingVerifier
 
@@ -20,6 +21,9 @@ class Counting:
     async def verify(self, token: str) -> AccessClaims:
         self.calls += 1
         return await self.verifier.verify(token)
+
+    def check_session(self, claims: AccessClaims) -> None:
+        self.verifier.check_session(claims)
 
 
 class Clock:
@@ -88,3 +92,20 @@ async def test_size_is_bounded(verifier: TokenVerifier, signer: TokenSigner) -> 
     assert counting.calls == 3
     await cache.verify(a)  # evicted as the least recently used
     assert counting.calls == 4
+
+
+async def test_a_cached_token_of_a_revoked_session_is_refused(signer: TokenSigner) -> None:
+    revoked = RevocationWatcher(required=False)
+    verifier = TokenVerifier.from_jwks(
+        signer.jwks(), issuer=signer.issuer, audience=signer.audience
+    )
+    verifier.revocations = revoked
+    cache, counting, _ = make(verifier)
+    tok = signer.issue_access(user_id="a" * 24, username="u", display_name="U", session_id="s1")[0]
+    await cache.verify(tok)
+    await cache.verify(tok)
+    assert counting.calls == 1  # the second came from the cache
+    revoked.add("s1", "a" * 24)
+    with pytest.raises(Unauthenticated) as info:
+        await cache.verify(tok)
+    assert info.value.code == "session_revoked"

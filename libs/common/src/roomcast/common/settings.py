@@ -46,3 +46,6 @@ class TokenSettings(BaseSettings):
     jwks_url: str = "http://127.0.0.1:8081/.well-known/jwks.json"
     jwt_issuer: str = "roomcast-auth"
     jwt_audience: str = "roomcast"
+    # While auth's JWKS cannot be fetched, the last keys keep verifying this long (then
+    # 503): a day outlasts any outage being worked on (roomcast.common.tokens).
+    jwks_stale_if_error_seconds: float = Field(default=86_400.0, ge=0, le=7 * 86_400)

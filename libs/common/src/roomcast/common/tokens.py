@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +36,14 @@ JWKS_TTL_SECONDS = 300.0
 # Minimum interval between refetches triggered by an unknown kid: a flood of tokens with
 # random kids must not turn into a flood of requests to auth.
 JWKS_REFETCH_MIN_INTERVAL_SECONDS = 10.0
+# How long the last fetched keys keep verifying while every refetch fails (auth down or
+# unreachable): an auth outage must not log out every client of every service, and a
+# day covers any outage someone is still working on while bounding how long a key that
+# auth meanwhile withdrew could stay trusted. Configurable per service.
+JWKS_STALE_IF_ERROR_SECONDS = 24 * 3600.0
+# After a failed fetch no other fetch is tried for this long (negative cache): thousands
+# of verifications during an outage cost one request per interval, not one each.
+JWKS_FAILURE_BACKOFF_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +174,23 @@ class TokenSigner:
 JwksFetcher = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
+class RevocationCheck(Protocol):
+    """What the verifier asks about a token's session (roomcast.common.revocations)."""
+
+    def check(self, session_id: str | None) -> None:
+        """Raise :class:`Unauthenticated` (``session_revoked``) for a revoked session,
+        :class:`DependencyUnavailable` while the revocation list is unknown."""
+
+
 class TokenVerifier:
-    """Verifies access tokens against a JWKS, refetched on TTL expiry or unknown kid."""
+    """Verifies access tokens against a JWKS, refetched on TTL expiry or unknown kid.
+
+    While refetches fail the last keys keep verifying for ``stale_if_error_seconds``
+    (then every token is refused with 503), and a failure is not retried for
+    ``failure_backoff_seconds``. With ``revocations`` set, a token whose session was
+    revoked is refused (``session_revoked``), cached verifications included
+    (:meth:`check_session`).
+    """
 
     def __init__(
         self,
@@ -176,33 +199,53 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         clock: Callable[[], float] = time.monotonic,
+        stale_if_error_seconds: float = JWKS_STALE_IF_ERROR_SECONDS,
+        failure_backoff_seconds: float = JWKS_FAILURE_BACKOFF_SECONDS,
+        revocations: RevocationCheck | None = None,
     ) -> None:
         self._fetch = fetch_jwks
         self.issuer = issuer
         self.audience = audience
+        self.revocations = revocations
         self._clock = clock
+        self._stale_if_error = stale_if_error_seconds
+        self._failure_backoff = failure_backoff_seconds
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._fetched_at: float | None = None
         self._last_refetch: float = float("-inf")
+        self._failed_at: float | None = None
         self._lock = asyncio.Lock()
+        self._close: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     def from_url(
-        cls, url: str, *, issuer: str, audience: str, timeout: float = 3.0
+        cls,
+        url: str,
+        *,
+        issuer: str,
+        audience: str,
+        stale_if_error_seconds: float = JWKS_STALE_IF_ERROR_SECONDS,
+        revocations: RevocationCheck | None = None,
     ) -> TokenVerifier:
-        import httpx
+        """A verifier over auth's JWKS endpoint (one shared :class:`HttpJwksFetcher`);
+        ``verifier.close()`` closes its HTTP client."""
+        from roomcast.common.jwks import HttpJwksFetcher
 
-        async def fetch() -> Mapping[str, Any]:
-            try:
-                async with httpx.AsyncClient(timeout=timeout) as client:
-                    response = await client.get(url)
-                    response.raise_for_status()
-                    data: Mapping[str, Any] = response.json()
-                    return data
-            except (httpx.HTTPError, ValueError) as exc:
-                raise DependencyUnavailable(f"cannot fetch JWKS: {exc}") from exc
+        fetcher = HttpJwksFetcher(url)
+        verifier = cls(
+            fetcher,
+            issuer=issuer,
+            audience=audience,
+            stale_if_error_seconds=stale_if_error_seconds,
+            revocations=revocations,
+        )
+        verifier._close = fetcher.close
+        return verifier
 
-        return cls(fetch, issuer=issuer, audience=audience)
+    async def close(self) -> None:
+        """Release the fetcher's resources (kept-alive HTTP connections)."""
+        if self._close is not None:
+            await self._close()
 
     @classmethod
     def from_jwks(cls, jwks: Mapping[str, Any], *, issuer: str, audience: str) -> TokenVerifier:
@@ -224,7 +267,16 @@ class TokenVerifier:
                     return
                 if now - self._last_refetch < JWKS_REFETCH_MIN_INTERVAL_SECONDS:
                     return
-            jwks = await self._fetch()
+            if self._failed_at is not None and now - self._failed_at < self._failure_backoff:
+                self._stale_or_fail(now)
+                return
+            try:
+                jwks = await self._fetch()
+            except DependencyUnavailable:
+                self._failed_at = now
+                self._stale_or_fail(now)
+                return
+            self._failed_at = None
             keys: dict[str, Ed25519PublicKey] = {}
             for jwk in jwks.get("keys", []):
                 if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or "kid" not in jwk:
@@ -235,6 +287,17 @@ class TokenVerifier:
             if wanted_kid is not None:
                 self._last_refetch = now
 
+    def _stale_or_fail(self, now: float) -> None:
+        """After a failed (or negatively cached) fetch: keep the last keys while they are
+        within the stale-if-error bound, else forget them and answer 503."""
+        if self._fetched_at is not None and now - self._fetched_at <= (
+            JWKS_TTL_SECONDS + self._stale_if_error
+        ):
+            return
+        self._keys = {}
+        self._fetched_at = None
+        raise DependencyUnavailable("cannot fetch JWKS and no usable cached keys")
+
     async def _key_for(self, kid: str) -> Ed25519PublicKey:
         if self._fetched_at is None or self._clock() - self._fetched_at > JWKS_TTL_SECONDS:
             await self._refresh(wanted_kid=None)
@@ -243,8 +306,18 @@ class TokenVerifier:
             await self._refresh(wanted_kid=kid)
             key = self._keys.get(kid)
         if key is None:
+            if self._failed_at is not None:
+                # The key may be one auth rotated to while unreachable: a retryable 503,
+                # not a 401 that would make the client throw its tokens away.
+                raise DependencyUnavailable("unknown key id and JWKS unavailable")
             raise Unauthenticated("token signed with an unknown key", code="invalid_token")
         return key
+
+    def check_session(self, claims: AccessClaims) -> None:
+        """Refuse claims whose session was revoked (for callers caching verified
+        claims); a no-op without a revocation list."""
+        if self.revocations is not None:
+            self.revocations.check(claims.session_id)
 
     async def verify(self, token: str) -> AccessClaims:
         """Verify an access token or raise :class:`Unauthenticated`."""
@@ -285,7 +358,7 @@ class TokenVerifier:
         name = claims.get("name")
         avatar = claims.get("avatar_url")
         sid = claims.get("sid")
-        return AccessClaims(
+        verified = AccessClaims(
             user_id=sub,
             username=username,
             display_name=name if isinstance(name, str) else username,
@@ -296,3 +369,5 @@ class TokenVerifier:
             session_id=sid if isinstance(sid, str) else None,
             raw=token,
         )
+        self.check_session(verified)
+        return verified

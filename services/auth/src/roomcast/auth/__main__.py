@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from datetime import timedelta
 
 from pydantic import ValidationError
 
@@ -19,6 +20,7 @@ from roomcast.auth.app import auth_service, create_app
 from roomcast.auth.errors import ConfigurationError
 from roomcast.auth.events import NatsEventPublisher
 from roomcast.auth.keys import build_signer
+from roomcast.auth.sessions import Revocation
 from roomcast.auth.settings import Settings
 from roomcast.common.lifecycle import (
     run,
@@ -28,13 +30,16 @@ from roomcast.common.lifecycle import (
 )
 from roomcast.common.logging import configure_logging
 from roomcast.common.mongo import UNAVAILABLE_ERRORS, connect_mongo
-from roomcast.common.tokens import TokenSigner
+from roomcast.common.tokens import LEEWAY_SECONDS, TokenSigner
 
 log = logging.getLogger("roomcast.auth")
 
 # Wait between attempts to create indexes while MongoDB is not reachable yet (e.g. the
 # whole stack starting at once); each attempt already waits mongo_timeout_ms.
 INDEX_RETRY_SECONDS = 1.0
+# Revocations rewritten to the NATS bucket at each connection, newest first: far above
+# the logouts of one token lifetime at any realistic rate, and a bounded query.
+MAX_REWRITTEN_REVOCATIONS = 200_000
 # Exit status for a configuration the service cannot run with (EX_CONFIG).
 EXIT_CONFIG = 78
 
@@ -47,7 +52,12 @@ async def serve(settings: Settings, signer: TokenSigner) -> None:
         app_name="roomcast-auth",
         durable=settings.mongo_durable_writes,
     )
-    publisher = NatsEventPublisher(settings.nats_url)
+    publisher = NatsEventPublisher(
+        settings.nats_url,
+        # Entries live as long as any token of their session could be accepted.
+        revocation_ttl_seconds=settings.access_ttl_seconds + LEEWAY_SECONDS,
+        replicas=settings.revocations_replicas,
+    )
     app = create_app(settings, mongo, signer, publisher)
     service = auth_service(app)
     try:
@@ -61,7 +71,15 @@ async def serve(settings: Settings, signer: TokenSigner) -> None:
                     await asyncio.wait_for(stop.wait(), INDEX_RETRY_SECONDS)
         if stop.is_set():
             return
-        publisher.start()
+        sessions = service.sessions
+
+        async def recent_revocations() -> list[Revocation]:
+            window = timedelta(seconds=settings.access_ttl_seconds + LEEWAY_SECONDS)
+            return await sessions.revoked_since(
+                sessions.now() - window, limit=MAX_REWRITTEN_REVOCATIONS
+            )
+
+        publisher.start(backlog=recent_revocations)
         await service.hasher.warm_up()
         server = uvicorn_server(
             app, settings.host, settings.port, grace_seconds=settings.shutdown_grace_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -20,7 +21,7 @@ from roomcast.auth.directory import (
 )
 from roomcast.auth.errors import MissingToken
 from roomcast.auth.events import EventPublisher
-from roomcast.auth.limits import client_ip
+from roomcast.auth.limits import Sleep, client_ip
 from roomcast.auth.models import (
     USERNAME_PATTERN,
     LoginRequest,
@@ -65,7 +66,14 @@ async def _caller(request: Request) -> AccessClaims:
         raise Unauthenticated("token too long", code="invalid_token")
     verifier = request.app.state.token_verifier
     assert isinstance(verifier, TokenVerifier)
-    return await verifier.verify(token.strip())
+    claims = await verifier.verify(token.strip())
+    # auth is the record of sessions: a logged-out or reuse-revoked session's tokens
+    # stop here at once, without waiting for them to expire.
+    if claims.session_id is not None and not await auth_service(request.app).sessions.is_active(
+        claims.session_id
+    ):
+        raise Unauthenticated("session revoked", code="session_revoked")
+    return claims
 
 
 Caller = Annotated[AccessClaims, Depends(_caller)]
@@ -87,6 +95,7 @@ def create_app(
     hasher: PasswordHasher | None = None,
     rate_limit_clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], datetime] = utc_now,
+    backoff_sleep: Sleep = asyncio.sleep,
 ) -> FastAPI:
     """Build the app. Indexes are not created here: call
     ``await auth_service(app).ensure_indexes()`` once before serving."""
@@ -105,6 +114,7 @@ def create_app(
         signer=signer,
         publisher=publisher,
         rate_limit_clock=rate_limit_clock,
+        backoff_sleep=backoff_sleep,
     )
     # Tokens are verified exactly as every other service does it: against the JWKS.
     verifier = TokenVerifier.from_jwks(

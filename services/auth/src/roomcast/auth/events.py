@@ -1,12 +1,24 @@
-"""Session events on core NATS, so gateways can close a revoked session's sockets.
+"""Revoked sessions, announced to every verifier.
 
-Subject ``chat.events.user.<user_id>``, payload
-``{"type": "session_revoked", "user_id", "session_id", "reason"}``.
+Two channels, written by :meth:`NatsEventPublisher.session_revoked`:
 
-Publishing is best effort: the request that revoked the session succeeds whether or not
-NATS is reachable (the access tokens of the session expire within their TTL anyway).
-The connection is made in the background, so the service starts and serves while NATS
-is down, and reconnects by itself after an outage.
+- the JetStream KV bucket ``ROOMCAST_REVOKED`` (roomcast.common.revocations): the
+  session id, written and acknowledged by JetStream *before* the logout or refresh
+  answer, so every service refuses the session's access tokens within milliseconds,
+  including a process started later (it loads the bucket). The bucket's ``max_age`` is
+  the access-token lifetime plus the verifiers' leeway: an entry lives exactly as long
+  as a token of its session could.
+- core NATS ``chat.events.user.<user_id>``,
+  ``{"type": "session_revoked", "user_id", "session_id", "reason"}``, which gateways
+  also use to close the session's sockets at once.
+
+MongoDB (sessions.py) is the record; the bucket is its broadcast. A write NATS does not
+take (down, timeout) is kept and retried every second until it is, and at every
+(re)connection auth rewrites every revocation of the last token lifetime from MongoDB,
+so a crash between the MongoDB write and the KV write loses nothing. The request that
+revoked the session succeeds either way: the session is revoked in MongoDB, and
+auth's own endpoints check MongoDB. The connection is made in the background, so the
+service starts and serves while NATS is down.
 """
 
 from __future__ import annotations
@@ -14,19 +26,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import orjson
 from nats.aio.client import Client as NatsClient
+from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
 
 from roomcast.auth import metrics
+from roomcast.auth.sessions import Revocation
 from roomcast.common.natsconn import connect_nats
+from roomcast.common.revocations import BUCKET, revocation_value
 from roomcast.common.subjects import SESSION_REVOKED, is_object_id, user_events_subject
 
 log = logging.getLogger(__name__)
 
 # How long close() waits for buffered events to reach the server at shutdown.
 DRAIN_TIMEOUT_SECONDS = 2.0
+# How long a logout waits for JetStream to acknowledge the revocation before answering
+# anyway (the write is then retried in the background): a healthy server acks in ~1 ms,
+# and a logout must not hang on a NATS outage.
+KV_WRITE_TIMEOUT_SECONDS = 2.0
+# Between retries of revocations NATS has not taken yet: the 1 s promise starts again
+# when NATS heals, so retry about that often.
+KV_RETRY_SECONDS = 1.0
+
+Backlog = Callable[[], Awaitable[list[Revocation]]]
 
 
 class EventPublisher(Protocol):
@@ -48,18 +74,41 @@ class NullPublisher:
 
 
 class NatsEventPublisher:
-    def __init__(self, url: str, *, name: str = "roomcast-auth") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "roomcast-auth",
+        revocation_ttl_seconds: float = 930.0,
+        replicas: int = 1,
+    ) -> None:
         self._url = url
         self._name = name
+        self._ttl = revocation_ttl_seconds
+        self._replicas = replicas
         self._nc: NatsClient | None = None
+        self._kv: KeyValue | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._retrying: asyncio.Task[None] | None = None
+        self._backlog: Backlog | None = None
+        # Revocations NATS has not acknowledged yet: session id -> value.
+        self._pending: dict[str, bytes] = {}
+        self._resync = asyncio.Event()
 
     @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
-    def start(self) -> None:
-        """Begin connecting in the background; returns at once."""
+    @property
+    def pending(self) -> int:
+        """Revocations not yet acknowledged by JetStream."""
+        return len(self._pending)
+
+    def start(self, backlog: Backlog | None = None) -> None:
+        """Begin connecting in the background; returns at once. ``backlog`` lists the
+        revocations of the last token lifetime (from MongoDB), rewritten to the bucket
+        at every (re)connection."""
+        self._backlog = backlog
         if self._connecting is None:
             self._connecting = asyncio.create_task(self._connect(), name="nats-connect")
 
@@ -67,16 +116,73 @@ class NatsEventPublisher:
         # connect_nats retries forever (max_reconnect_attempts=-1), including the first
         # connection, so this task ends only once NATS has been reached.
         try:
-            self._nc = await connect_nats(self._url, name=self._name)
+            self._nc = await connect_nats(
+                self._url, name=self._name, on_reconnected=self._on_reconnected
+            )
         except Exception:
             log.exception("cannot connect to NATS; session events will not be published")
             return
         log.info("nats connected", extra={"nats_url": self._url})
+        self._resync.set()
+        self._retrying = asyncio.create_task(self._retry_loop(), name="revocations-retry")
+
+    async def _on_reconnected(self) -> None:
+        self._resync.set()
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            assert self._nc is not None
+            js = self._nc.jetstream()
+            try:
+                self._kv = await js.create_key_value(
+                    bucket=BUCKET, ttl=self._ttl, history=1, replicas=self._replicas
+                )
+            except BadRequestError:
+                # Exists with another configuration (the token lifetime changed): use
+                # it as it is; an operator updates its max_age (docs/auth.md).
+                log.warning("revocation bucket exists with another configuration")
+                self._kv = await js.key_value(BUCKET)
+        return self._kv
+
+    async def _retry_loop(self) -> None:
+        while True:
+            if self._resync.is_set() and self._backlog is not None:
+                try:
+                    for revocation in await self._backlog():
+                        self._pending.setdefault(
+                            revocation.session_id,
+                            revocation_value(revocation.user_id, revocation.reason),
+                        )
+                    self._resync.clear()
+                except Exception as exc:
+                    log.warning("cannot list recent revocations", extra={"error": repr(exc)})
+            for session_id, value in list(self._pending.items()):
+                if not await self._write(session_id, value):
+                    break
+            await asyncio.sleep(KV_RETRY_SECONDS)
+
+    async def _write(self, session_id: str, value: bytes) -> bool:
+        """Put one revocation into the bucket; True once JetStream acknowledged it."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return False
+        try:
+            kv = await self._bucket()
+            await asyncio.wait_for(kv.put(session_id, value), KV_WRITE_TIMEOUT_SECONDS)
+        except Exception as exc:
+            metrics.REVOCATIONS_STORED.labels("error").inc()
+            log.warning("revocation not stored yet", extra={"error": repr(exc)})
+            return False
+        self._pending.pop(session_id, None)
+        metrics.REVOCATIONS_STORED.labels("ok").inc()
+        return True
 
     async def session_revoked(self, *, user_id: str, session_id: str, reason: str) -> None:
         if not is_object_id(user_id):
             log.error("refusing to publish for malformed user id")
             return
+        self._pending[session_id] = revocation_value(user_id, reason)
+        await self._write(session_id, self._pending[session_id])
         nc = self._nc
         if nc is None or nc.is_closed:
             metrics.EVENTS_PUBLISHED.labels("not_connected").inc()
@@ -97,10 +203,11 @@ class NatsEventPublisher:
             log.warning("publishing session_revoked failed", exc_info=True)
 
     async def close(self) -> None:
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._connecting
+        for task in (self._connecting, self._retrying):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         nc = self._nc
         self._nc = None
         if nc is not None and not nc.is_closed:

@@ -38,6 +38,16 @@ EVENTS_PUBLISHED = Counter(
     "session_revoked events handed to NATS, by result: ok, not_connected, error.",
     ["result"],
 )
+LOGIN_DELAYED = Counter(
+    "roomcast_auth_login_delayed_total",
+    "Login attempts delayed by the per-username back-off (recent failures on the name).",
+)
+REVOCATIONS_STORED = Counter(
+    "roomcast_auth_revocations_stored_total",
+    "Writes of revoked sessions to the ROOMCAST_REVOKED bucket, by result: ok, error "
+    "(retried every second until ok).",
+    ["result"],
+)
 # bcrypt at cost 4 takes ~1 ms, at 12 ~250 ms, at 14 ~1 s: the buckets span all three.
 BCRYPT_SECONDS = Histogram(
     "roomcast_auth_bcrypt_seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from roomcast.auth.errors import (
     UserNotFound,
 )
 from roomcast.auth.events import EventPublisher
-from roomcast.auth.limits import AttemptLimiter
+from roomcast.auth.limits import AttemptLimiter, Sleep, UsernameBackoff
 from roomcast.auth.models import LoginRequest, ProfilePatch, RegisterRequest
 from roomcast.auth.passwords import SCHEME, PasswordHasher
 from roomcast.auth.sessions import IssuedRefresh, Revocation, SessionStore
@@ -54,6 +55,7 @@ class AuthService:
         signer: TokenSigner,
         publisher: EventPublisher,
         rate_limit_clock: Callable[[], float] = time.monotonic,
+        backoff_sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.users = users
         self.sessions = sessions
@@ -66,6 +68,14 @@ class AuthService:
             attempts=settings.login_rate_limit,
             per_seconds=settings.login_rate_window_seconds,
             clock=rate_limit_clock,
+        )
+        self.login_backoff = UsernameBackoff(
+            free_failures=settings.login_backoff_free_failures,
+            base_seconds=settings.login_backoff_base_seconds,
+            max_seconds=settings.login_backoff_max_seconds,
+            forgive_seconds=settings.login_backoff_forgive_seconds,
+            clock=rate_limit_clock,
+            sleep=backoff_sleep,
         )
         self.register_limits = AttemptLimiter(
             "register",
@@ -109,11 +119,13 @@ class AuthService:
         )
 
     async def login(self, request: LoginRequest, client_ip: str) -> LoginResult:
+        username_key = canonical_username(request.username)
         try:
-            self.login_limits.check(client_ip, canonical_username(request.username))
+            self.login_limits.check(client_ip, username_key)
         except TooManyAttempts:
             metrics.LOGINS.labels("rate_limited").inc()
             raise
+        await self.login_backoff.wait(username_key)
         user = await self.users.find_by_username(request.username)
         # Unknown users are checked against a dummy hash of the same cost: same work,
         # same time, same answer as a wrong password.
@@ -125,6 +137,7 @@ class AuthService:
             metrics.LOGINS.labels("overloaded").inc()
             raise
         if not ok or user is None:
+            self.login_backoff.failed(username_key)
             metrics.LOGINS.labels("invalid_credentials").inc()
             raise InvalidCredentials()
         if self.hasher.needs_rehash(user.password_hash):

@@ -87,6 +87,8 @@ class SessionStore:
     async def ensure_indexes(self) -> None:
         await self._tokens.create_index([("session_id", ASCENDING)], name="session_id")
         await self._sessions.create_index([("user_id", ASCENDING)], name="user_id")
+        # The recent revocations auth rewrites to the NATS bucket at each connection.
+        await self._sessions.create_index([("revoked_at", ASCENDING)], name="revoked_at")
         retention = int(RETENTION_AFTER_EXPIRY.total_seconds())
         for collection in (self._tokens, self._sessions):
             await collection.create_index(
@@ -190,6 +192,21 @@ class SessionStore:
         if before is None:
             return None
         return Revocation(session_id, str(before["user_id"]), reason)
+
+    async def revoked_since(self, since: datetime, *, limit: int) -> list[Revocation]:
+        """Sessions revoked at or after ``since`` (at most ``limit``, newest first)."""
+        cursor = (
+            self._sessions.find(
+                {"revoked_at": {"$gte": since}},
+                {"user_id": 1, "revoked_reason": 1},
+            )
+            .sort("revoked_at", -1)
+            .limit(limit)
+        )
+        return [
+            Revocation(str(doc["_id"]), str(doc["user_id"]), str(doc.get("revoked_reason")))
+            async for doc in cursor
+        ]
 
     async def is_active(self, session_id: str) -> bool:
         session = await self._sessions.find_one({"_id": session_id}, {"revoked_at": 1})

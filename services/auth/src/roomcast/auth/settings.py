@@ -60,11 +60,25 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings):
     # one), so an active client stays logged in and an abandoned one expires.
     refresh_ttl_seconds: int = Field(default=30 * 86_400, ge=60, le=400 * 86_400)
 
-    # Login and registration attempts per client IP and per username: 10 per 30 s lets
-    # a human mistype several times, and caps online guessing at ~29k per username/day
-    # (each also costs a bcrypt hash). Buckets refill continuously: never a lockout.
+    # Replicas of the ROOMCAST_REVOKED KV bucket (revoked sessions, events.py): 3 on a
+    # 3-node NATS cluster, so a revocation survives the loss of a node like chat does.
+    revocations_replicas: int = Field(default=1, ge=1, le=5)
+
+    # Login and registration attempts per client address, and per (username, address):
+    # 10 per 30 s lets a human mistype several times and caps one address's guessing at
+    # ~29k per day (each also costs a bcrypt hash). Buckets refill continuously, and no
+    # bucket is shared by a username across addresses: never a lockout of the owner.
     login_rate_limit: int = Field(default=10, ge=1, le=100_000)
     login_rate_window_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    # Per-username back-off (limits.UsernameBackoff), across addresses: after 5 recent
+    # failures on a name every attempt on it waits 0.25 s, doubling per further failure
+    # up to 4 s, never refused. One failure is forgiven every 30 s. The owner gets in at
+    # most 4 s late; guessing one name from many addresses costs each try 4 s of a
+    # connection instead of ~1 ms of a tight loop.
+    login_backoff_free_failures: int = Field(default=5, ge=0, le=10_000)
+    login_backoff_base_seconds: float = Field(default=0.25, ge=0, le=60)
+    login_backoff_max_seconds: float = Field(default=4.0, ge=0, le=60)
+    login_backoff_forgive_seconds: float = Field(default=30.0, gt=0, le=86_400)
     register_rate_limit: int = Field(default=10, ge=1, le=100_000)
     register_rate_window_seconds: float = Field(default=30.0, gt=0, le=86_400)
 

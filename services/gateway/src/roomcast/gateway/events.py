@@ -132,7 +132,10 @@ class EventRouter:
         if not is_object_id(user_id) or not isinstance(session_id, str) or not session_id:
             return
         assert isinstance(user_id, str)
-        self.hub.revoked.add(session_id)
+        # Recorded in the shared revocation list (the bucket may bring it a moment
+        # later), which closes the session's sockets (revocations.py); closed here too
+        # in case the list already knew it from the bucket.
+        self.hub.revoked.add(session_id, user_id)
         closed = self.hub.close_sessions(
             user_id, session_id, CloseCode.UNAUTHENTICATED, "session revoked"
         )

@@ -24,7 +24,7 @@ from roomcast.gateway.membership import MembershipCache
 from roomcast.gateway.presence import Presence
 from roomcast.gateway.protocol import error_frame
 from roomcast.gateway.recipients import RecipientCache
-from roomcast.gateway.revocations import RevokedSessions
+from roomcast.gateway.revocations import revoked_sessions
 from roomcast.gateway.settings import Settings
 from roomcast.gateway.socketcaps import SocketCaps
 from roomcast.gateway.stream import ChatStream
@@ -54,10 +54,13 @@ class Hub:
             negative_ttl=settings.membership_negative_ttl_seconds,
             max_entries=settings.membership_cache_size,
         )
-        # Sessions revoked while their tokens are still valid (revocations.py).
-        self.revoked = RevokedSessions(
-            ttl=settings.revoked_session_ttl_seconds,
-            max_entries=settings.revoked_sessions_max,
+        # Sessions revoked while their tokens are still valid (revocations.py): the
+        # shared watcher, closing a revoked session's sockets.
+        self.revoked = revoked_sessions(
+            verifier,
+            lambda user_id, session_id: self.close_sessions(
+                user_id, session_id, CloseCode.UNAUTHENTICATED, "session revoked"
+            ),
         )
         # Presence and typing (presence.py): set by the server once NATS is connected.
         self.presence: Presence | None = None
@@ -81,6 +84,7 @@ class Hub:
     def attach(self, nc: NatsClient, stream: ChatStream) -> None:
         """NATS is connected and the stream exists: start serving."""
         self.nc = nc
+        self.revoked.attach(nc)
         self.stream = stream
         self.fanout = Fanout(
             nc,

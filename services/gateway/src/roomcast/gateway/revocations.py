@@ -1,46 +1,34 @@
-"""Sessions revoked while their access tokens are still valid.
+"""Sessions revoked while their access tokens are still valid: the gateway's view.
 
-Gateways verify access tokens locally (JWKS), so a token stays valid until its ``exp``
-even after its session (refresh family) was revoked by a logout or a refresh-token
-reuse. auth announces each revocation on NATS (``session_revoked``, events.py): the
-gateway closes the session's sockets and remembers the session id here, so a client
-reconnecting with a token of that session is refused too (4001) instead of slipping
-back in. Entries live ``ttl`` seconds (at least auth's access-token lifetime, after
-which every token of the session has expired anyway); the oldest are evicted past
-``max_entries``. A gateway started after the announcement does not know it: that
-window is bounded by the access-token lifetime.
+The list itself is shared by every service (roomcast.common.revocations: auth writes
+each revoked session into a NATS KV bucket; a watcher loads it at start and follows
+it), so a gateway started after a logout refuses that session's tokens too, on sockets
+and REST alike. The gateway adds one thing: when a session is revoked, its open sockets
+are closed (4001), whether the news came from the bucket or from auth's core-NATS
+``session_revoked`` event (events.py), whichever arrives first.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 
+from roomcast.common.revocations import RevocationWatcher
+from roomcast.common.tokens import TokenVerifier
 
-class RevokedSessions:
-    def __init__(
-        self, *, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._clock = clock
-        self._until: OrderedDict[str, float] = OrderedDict()
+CloseSession = Callable[[str, str], object]
 
-    def add(self, session_id: str) -> None:
-        self._until[session_id] = self._clock() + self.ttl
-        self._until.move_to_end(session_id)
-        now = self._clock()
-        while self._until and (
-            len(self._until) > self.max_entries or next(iter(self._until.values())) <= now
-        ):
-            self._until.popitem(last=False)
 
-    def __contains__(self, session_id: object) -> bool:
-        if not isinstance(session_id, str):
-            return False
-        until = self._until.get(session_id)
-        return until is not None and until > self._clock()
+def revoked_sessions(verifier: TokenVerifier, close_session: CloseSession) -> RevocationWatcher:
+    """The verifier's watcher (an unrequired one if it has none, for hubs built around a
+    static verifier), closing the sockets of each newly revoked session through
+    ``close_session(user_id, session_id)``."""
+    watcher = verifier.revocations
+    if not isinstance(watcher, RevocationWatcher):
+        watcher = RevocationWatcher(required=False)
 
-    def __len__(self) -> int:
-        return len(self._until)
+    def on_revoked(session_id: str, user_id: str | None) -> None:
+        if user_id is not None:
+            close_session(user_id, session_id)
+
+    watcher.on_revoked(on_revoked)
+    return watcher

@@ -138,13 +138,6 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # ones are dropped silently: indicators last a few seconds after the last notice.
     typing_min_interval_seconds: float = Field(default=2.0, gt=0, le=60)
 
-    # --- revoked sessions (revocations.py) ----------------------------------------------
-    # How long a revoked session's tokens are refused: at least auth's access-token
-    # lifetime (ROOMCAST_AUTH_ACCESS_TTL_SECONDS, 900 s), after which they expired anyway.
-    revoked_session_ttl_seconds: float = Field(default=900.0, gt=0)
-    # Revocations remembered at once (~100 bytes each); the oldest are forgotten first.
-    revoked_sessions_max: int = Field(default=100_000, ge=1)
-
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_proxies(cls, value: Any) -> Any:

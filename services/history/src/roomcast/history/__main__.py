@@ -20,6 +20,7 @@ from roomcast.common.lifecycle import (
 from roomcast.common.logging import configure_logging
 from roomcast.common.mongo import connect_mongo, ping
 from roomcast.common.ratelimit import KeyedRateLimiter
+from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.tokens import TokenVerifier
 from roomcast.history.app import create_app
 from roomcast.history.consumer import HistoryConsumer
@@ -46,8 +47,16 @@ async def serve(settings: Settings) -> None:
         timeout_seconds=settings.rooms_timeout_seconds,
         max_entries=settings.membership_cache_entries,
     )
+    # Tokens of revoked sessions are refused: the shared list, on its own NATS
+    # connection (the consumer's is managed by the consumer).
+    revocations = RevocationWatcher()
+    revocations.start(settings.nats_url, name="roomcast-history-revocations")
     verifier = TokenVerifier.from_url(
-        settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        settings.jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        stale_if_error_seconds=settings.jwks_stale_if_error_seconds,
+        revocations=revocations,
     )
 
     async def readiness() -> None:
@@ -94,6 +103,8 @@ async def serve(settings: Settings) -> None:
                 await consumer_task
         await consumer.close()
         await membership.close()
+        await revocations.close()
+        await verifier.close()
         await mongo.close()
     log.info("history stopped")
 

@@ -23,6 +23,7 @@ from roomcast.common.lifecycle import (
 from roomcast.common.logging import configure_logging
 from roomcast.common.mongo import UNAVAILABLE_ERRORS, connect_mongo
 from roomcast.common.natsconn import connect_nats
+from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.tokens import TokenVerifier
 from roomcast.rooms.server import RunningRooms, create_http_app, start_server
 from roomcast.rooms.settings import Settings
@@ -38,15 +39,25 @@ STARTUP_RETRY_SECONDS = 1.0
 NATS_DRAIN_SECONDS = 2.0
 
 
-def build_verifier(settings: Settings) -> TokenVerifier:
+def build_verifier(
+    settings: Settings, revocations: RevocationWatcher | None = None
+) -> TokenVerifier:
+    """Tokens of revoked sessions are refused (``revocations``, attached to NATS once
+    connected)."""
     if settings.jwks_file:
         log.warning("verifying tokens with a static JWKS file (dev/bench only)")
         jwks = json.loads(Path(settings.jwks_file).read_text())
-        return TokenVerifier.from_jwks(
+        verifier = TokenVerifier.from_jwks(
             jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
+        verifier.revocations = revocations
+        return verifier
     return TokenVerifier.from_url(
-        settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        settings.jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        stale_if_error_seconds=settings.jwks_stale_if_error_seconds,
+        revocations=revocations,
     )
 
 
@@ -82,7 +93,8 @@ async def _until_ready(
 
 async def serve(settings: Settings) -> None:
     stop = stop_event_on_signals()
-    verifier = build_verifier(settings)
+    revocations = RevocationWatcher()
+    verifier = build_verifier(settings, revocations)
     mongo = mongo_client(settings)
     nats: NatsClient | None = None
     running: RunningRooms | None = None
@@ -96,6 +108,7 @@ async def serve(settings: Settings) -> None:
         if nats is None:
             return
         nats_client = nats
+        revocations.attach(nats_client)
         running = await _until_ready(
             "MongoDB",
             lambda: start_server(
@@ -123,6 +136,8 @@ async def serve(settings: Settings) -> None:
                 await asyncio.wait_for(nats.drain(), NATS_DRAIN_SECONDS)
             except (NatsError, TimeoutError) as exc:
                 log.warning("nats drain: %r", exc)
+        await revocations.close()
+        await verifier.close()
         await mongo.close()
         log.info("rooms stopped")
 

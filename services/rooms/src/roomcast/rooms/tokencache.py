@@ -47,6 +47,8 @@ class CachingVerifier:
             claims, valid_until = entry
             if now < valid_until:
                 self._entries.move_to_end(token)
+                # A session revoked after the token was cached is refused at once.
+                self.verifier.check_session(claims)
                 return claims
             del self._entries[token]
         claims = await self.verifier.verify(token)
