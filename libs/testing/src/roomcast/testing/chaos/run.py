@@ -41,6 +41,13 @@ POLL_SECONDS = 0.25
 HTTP_TIMEOUT_SECONDS = 30.0
 # A history page: the largest the API serves.
 PAGE_LIMIT = 100
+# Between two reads of history's recent pages while a fault heals, and between two full
+# reads at the end: each costs a few pages per room.
+HISTORY_POLL_SECONDS = 1.0
+FINAL_HISTORY_POLL_SECONDS = 2.0
+# Where history keeps messages (its defaults), to tell a lost write from a skipped read.
+HISTORY_DB = "roomcast_history"
+HISTORY_MESSAGES = "messages"
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,8 @@ class ChaosRun:
     clients: list[ChatClient] = field(default_factory=list)
     rooms: list[str] = field(default_factory=list)
     recoveries: list[Recovery] = field(default_factory=list)
+    # room -> a seq up to which history was seen to list every acked message
+    _verified: dict[str, int] = field(default_factory=dict)
 
     async def run(self) -> ChaosResult:
         started = time.monotonic()
@@ -229,7 +238,12 @@ class ChaosRun:
         if fault.part in (STREAM_LEADER, STREAM_FOLLOWER):
             part_name = await self._stream_node(leader=fault.part == STREAM_LEADER)
         part = self.stack.parts()[part_name]
-        heads = {room: self._acked_head(room) for room in self.rooms}
+        # What history must list once it has recovered: every message acked before now.
+        need = {
+            room: {seq for seq in acked if seq > self._verified.get(room, 0)}
+            for room, acked in self.ledger.acked_by_room().items()
+        }
+        polled = [0.0]
         t0 = time.monotonic()
         recovery = Recovery(
             f"{fault.label}" + (f" ({part_name})" if part_name != fault.part else ""), part_name, t0
@@ -244,11 +258,24 @@ class ChaosRun:
             return bool(events)
 
         async def history_ok() -> bool:
-            for room in self.rooms:
-                if heads[room] and await self._history_head(api, auditor, room) < heads[room]:
+            if time.monotonic() - polled[0] < HISTORY_POLL_SECONDS:
+                return False
+            polled[0] = time.monotonic()
+            for room, seqs in need.items():
+                if not seqs:
+                    continue
+                if await self._history_head(api, auditor, room) < max(seqs):
                     return False
-            if recovery.history_ok_s is None:
-                recovery.history_ok_s = time.monotonic() - t0
+                try:
+                    listed = await self._page_down(api, auditor, room, floor=min(seqs) - 1)
+                except Unavailable:
+                    return False
+                if not seqs <= {seq for seq, _ in listed}:
+                    return False  # a hole: a record history has yet to store
+            for room, seqs in need.items():
+                if seqs:
+                    self._verified[room] = max(seqs)
+            recovery.history_ok_s = time.monotonic() - t0
             return True
 
         async def healed() -> bool:
@@ -295,6 +322,39 @@ class ChaosRun:
         return str(followers[0])
 
     # --- conditions -------------------------------------------------------------------
+
+    def _when(self, seq: int) -> str:
+        """Where in the schedule a message missing from history was sent and acked."""
+        send = next(s for s in self.ledger.sends.values() if s.seq == seq)
+        assert send.acked_at is not None
+        before = [r for r in self.recoveries if r.injected_at <= send.acked_at]
+        fault = before[-1] if before else None
+        at = "before the first fault"
+        if fault is not None:
+            at = f"{send.acked_at - fault.injected_at:.2f}s after {fault.label}"
+        return (
+            f"  seq {seq} ({send.client_id}, {send.transmits} transmissions): acked {at}, "
+            f"{send.acked_at - send.scheduled_at:.2f}s after it was scheduled"
+        )
+
+    def _where(self, seq: int) -> str:
+        """Whether a message the history API does not list is in history's database
+        (then the read path skips it) or not (then the write was lost)."""
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        if self.stack.mongo is None:
+            return ""
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            self.stack.mongo.url, serverSelectionTimeoutMS=5000
+        )
+        try:
+            doc = client[HISTORY_DB][HISTORY_MESSAGES].find_one({"_id": seq}, {"_id": 1})
+        except PyMongoError as exc:
+            return f"; database not readable ({exc})"
+        finally:
+            client.close()
+        return "; in history's database" if doc else "; not in history's database"
 
     def _state(self, recovery: Recovery) -> str:
         """What a fault that did not heal left behind, for the failure message."""
@@ -355,32 +415,44 @@ class ChaosRun:
         items = page["items"]
         return int(items[0]["seq"]) if items else 0
 
+    async def _page_down(self, api: Api, user: str, room: str, floor: int) -> list[tuple[int, str]]:
+        """(seq, client_id) of the room's listed messages above ``floor``, newest first."""
+        items: list[tuple[int, str]] = []
+        before: int | None = None
+        while True:
+            params: dict[str, int] = {"limit": PAGE_LIMIT}
+            if before is not None:
+                params["before"] = before
+            page = await api.call(
+                "GET", f"/v1/rooms/{room}/messages", user, attempts=len(api.bases), params=params
+            )
+            for item in page["items"]:
+                content = str(item.get("body", {}).get("content", ""))
+                items.append((int(item["seq"]), content.split(" ", 1)[0]))
+            before = page["next_before"]
+            if before is None or before <= floor:
+                return [item for item in items if item[0] > floor]
+
     async def _history(self, api: Api, user: str) -> dict[str, list[tuple[int, str]]]:
-        """Every room's messages, paged through the REST API once history caught up."""
-        for room in self.rooms:
-            head = self._acked_head(room)
-
-            async def caught_up(room: str = room, head: int = head) -> bool:
-                return await self._history_head(api, user, room) >= head
-
-            await _until(caught_up, DRAIN_DEADLINE_SECONDS, f"history of {room} caught up")
-        result: dict[str, list[tuple[int, str]]] = {}
-        for room in self.rooms:
-            items: list[tuple[int, str]] = []
-            before: int | None = None
-            while True:
-                params: dict[str, int] = {"limit": PAGE_LIMIT}
-                if before is not None:
-                    params["before"] = before
-                page = await api.call("GET", f"/v1/rooms/{room}/messages", user, params=params)
-                for item in page["items"]:
-                    content = str(item.get("body", {}).get("content", ""))
-                    items.append((int(item["seq"]), content.split(" ", 1)[0]))
-                before = page["next_before"]
-                if before is None:
-                    break
-            result[room] = items
-        return result
+        """Every room's messages, paged through the REST API, once history lists every
+        acked message or the deadline passed (then the checks say what is missing). A
+        record fetched by a history process that was killed comes back only after the
+        consumer's ack wait (30 s): the wait covers it."""
+        end = time.monotonic() + DRAIN_DEADLINE_SECONDS
+        while True:
+            result: dict[str, list[tuple[int, str]]] = {}
+            try:
+                for room in self.rooms:
+                    result[room] = await self._page_down(api, user, room, floor=0)
+            except Unavailable:
+                result = {}
+            acked = self.ledger.acked_by_room()
+            complete = bool(result) and all(
+                set(acked.get(room, {})) <= {seq for seq, _ in result[room]} for room in self.rooms
+            )
+            if complete or time.monotonic() > end:
+                return result
+            await asyncio.sleep(FINAL_HISTORY_POLL_SECONDS)
 
     # --- result -----------------------------------------------------------------------
 
@@ -393,6 +465,9 @@ class ChaosRun:
         problems += self.ledger.delivery_problems({c.name: c.rooms for c in self.clients})
         for room in self.rooms:
             problems += self.ledger.history_problems(room, history.get(room, []))
+            stored = {seq for seq, _ in history.get(room, [])}
+            lost = sorted(set(self.ledger.acked_by_room().get(room, {})) - stored)
+            problems += [self._when(seq) + self._where(seq) for seq in lost[:20]]
         errors: dict[str, int] = {}
         for c in self.clients:
             for code, n in c.errors.items():
