@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from roomcast.testing.chaos.faults import (
     SLOW_SECONDS,
     STREAM_FOLLOWER,
@@ -23,12 +21,11 @@ from roomcast.testing.chaos.faults import (
     Recovery,
 )
 from roomcast.testing.chaos.ledger import Ledger
+from roomcast.testing.chaos.rest import Api, Unavailable
 from roomcast.testing.chaos.wsclient import ChatClient, send_open_loop
 from roomcast.testing.stack import Stack
 from roomcast.testing.supervisor import Supervisor
 
-# The chaos users' password: throwaway accounts on a throwaway stack.
-PASSWORD = "correct horse battery staple"  # noqa: S105
 # How long the stack may take to heal after one fault before the run fails: a restart
 # (~3-10 s under load), reconnects, resends, history catching up; generous for a 2-core
 # CI machine shared with other jobs.
@@ -37,10 +34,6 @@ FAULT_DEADLINE_SECONDS = 180.0
 DRAIN_DEADLINE_SECONDS = 180.0
 # Polling interval of the conditions above (no fixed sleeps).
 POLL_SECONDS = 0.25
-# REST calls of the run (register, login, join, history pages) under a loaded machine.
-HTTP_TIMEOUT_SECONDS = 30.0
-# A history page: the largest the API serves.
-PAGE_LIMIT = 100
 # Between two reads of history's recent pages while a fault heals, and between two full
 # reads at the end: each costs a few pages per room.
 HISTORY_POLL_SECONDS = 1.0
@@ -82,60 +75,6 @@ class ChaosResult:
             f"{self.delivered} deliveries, {self.history} in history, {self.reconnects} "
             f"reconnects, {self.seconds:.0f}s; error frames {self.errors}"
         )
-
-
-class Unavailable(Exception):
-    """A REST call that kept failing with a retryable answer (503, 429, no connection)."""
-
-
-class Api:
-    """The public REST API through whichever gateway answers, as named users (logged in
-    again when their access token expires)."""
-
-    def __init__(self, base_urls: list[str]) -> None:
-        self.bases = base_urls
-        self.http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS)
-        self.tokens: dict[str, str] = {}
-
-    async def call(
-        self, method: str, path: str, user: str | None = None, *, attempts: int = 20, **kw: Any
-    ) -> Any:
-        last: str = ""
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
-            headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
-            base = self.bases[attempt % len(self.bases)]
-            try:
-                r = await self.http.request(method, base + path, headers=headers, **kw)
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-                continue
-            if r.status_code < 300:
-                return r.json() if r.content else None
-            if r.status_code == 401 and user is not None:
-                last = r.text
-                await self.login(user)
-                continue
-            if r.status_code not in (429, 502, 503):
-                raise AssertionError(f"{method} {path}: {r.status_code} {r.text}")
-            last = f"{r.status_code} {r.text}"
-        raise Unavailable(f"{method} {path} kept failing: {last}")
-
-    async def user(self, username: str) -> str:
-        body = {"username": username, "password": PASSWORD}
-        await self.call("POST", "/v1/auth/register", json=body)
-        return await self.login(username)
-
-    async def login(self, username: str) -> str:
-        body = await self.call(
-            "POST", "/v1/auth/login", json={"username": username, "password": PASSWORD}
-        )
-        self.tokens[username] = str(body["access_token"])
-        return self.tokens[username]
-
-    async def close(self) -> None:
-        await self.http.aclose()
 
 
 async def _until(condition: Callable[[], Any], deadline: float, what: str) -> None:
@@ -264,10 +203,10 @@ class ChaosRun:
             for room, seqs in need.items():
                 if not seqs:
                     continue
-                if await self._history_head(api, auditor, room) < max(seqs):
+                if await api.history_head(auditor, room) < max(seqs):
                     return False
                 try:
-                    listed = await self._page_down(api, auditor, room, floor=min(seqs) - 1)
+                    listed = await api.page_down(auditor, room, floor=min(seqs) - 1)
                 except Unavailable:
                     return False
                 if not seqs <= {seq for seq, _ in listed}:
@@ -400,39 +339,6 @@ class ChaosRun:
 
     # --- history ----------------------------------------------------------------------
 
-    async def _history_head(self, api: Api, user: str, room: str) -> int:
-        """The newest seq history lists for the room (0 while it cannot answer)."""
-        try:
-            page = await api.call(
-                "GET",
-                f"/v1/rooms/{room}/messages",
-                user,
-                attempts=len(api.bases),  # once through each gateway: one may be down
-                params={"limit": 1},
-            )
-        except Unavailable:
-            return 0
-        items = page["items"]
-        return int(items[0]["seq"]) if items else 0
-
-    async def _page_down(self, api: Api, user: str, room: str, floor: int) -> list[tuple[int, str]]:
-        """(seq, client_id) of the room's listed messages above ``floor``, newest first."""
-        items: list[tuple[int, str]] = []
-        before: int | None = None
-        while True:
-            params: dict[str, int] = {"limit": PAGE_LIMIT}
-            if before is not None:
-                params["before"] = before
-            page = await api.call(
-                "GET", f"/v1/rooms/{room}/messages", user, attempts=len(api.bases), params=params
-            )
-            for item in page["items"]:
-                content = str(item.get("body", {}).get("content", ""))
-                items.append((int(item["seq"]), content.split(" ", 1)[0]))
-            before = page["next_before"]
-            if before is None or before <= floor:
-                return [item for item in items if item[0] > floor]
-
     async def _history(self, api: Api, user: str) -> dict[str, list[tuple[int, str]]]:
         """Every room's messages, paged through the REST API, once history lists every
         acked message or the deadline passed (then the checks say what is missing). A
@@ -443,7 +349,7 @@ class ChaosRun:
             result: dict[str, list[tuple[int, str]]] = {}
             try:
                 for room in self.rooms:
-                    result[room] = await self._page_down(api, user, room, floor=0)
+                    result[room] = await api.page_down(user, room, floor=0)
             except Unavailable:
                 result = {}
             acked = self.ledger.acked_by_room()
