@@ -110,6 +110,8 @@ class Hub:
             raise RuntimeError("starting: NATS or the stream not ready")
         if self.nc is None or not self.nc.is_connected:
             raise RuntimeError("NATS disconnected")
+        if self.revoked.required and not self.revoked.loaded:
+            raise RuntimeError("starting: revoked sessions not loaded")
 
     def fanout_or_fail(self) -> Fanout:
         if self.fanout is None:

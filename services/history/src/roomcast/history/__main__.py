@@ -63,6 +63,8 @@ async def serve(settings: Settings) -> None:
         await ping(mongo)
         if not consumer.nats_connected:
             raise DependencyUnavailable("NATS is not connected")
+        if not revocations.loaded:
+            raise DependencyUnavailable("revoked sessions not loaded")
 
     limiter = KeyedRateLimiter(
         capacity=settings.read_rate_capacity, per_seconds=settings.read_rate_per_seconds

@@ -91,6 +91,15 @@ async def _until_ready(
     return None
 
 
+def _loaded(revocations: RevocationWatcher) -> Callable[[], Awaitable[bool]]:
+    async def attempt() -> bool:
+        async with asyncio.timeout(STARTUP_RETRY_SECONDS):
+            await revocations.wait_loaded()
+        return True
+
+    return attempt
+
+
 async def serve(settings: Settings) -> None:
     stop = stop_event_on_signals()
     revocations = RevocationWatcher()
@@ -109,6 +118,13 @@ async def serve(settings: Settings) -> None:
             return
         nats_client = nats
         revocations.attach(nats_client)
+        # Serve once the revoked sessions are known (milliseconds with NATS up); until
+        # then every token naming a session would be refused with UNAVAILABLE anyway.
+        if (
+            await _until_ready("revoked sessions", _loaded(revocations), (TimeoutError,), stop)
+            is None
+        ):
+            return
         running = await _until_ready(
             "MongoDB",
             lambda: start_server(
