@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -14,12 +15,14 @@ from nats.js.kv import KeyValue
 
 from roomcast.common.errors import DependencyUnavailable, Unauthenticated
 from roomcast.common.revocations import BUCKET, RevocationWatcher, revocation_value
-from roomcast.testing.processes import free_port
+from roomcast.testing.processes import NatsServer, free_port
 
 # A revocation reaches a running watcher within this (the promise is 1 s end to end).
 LIVE_DEADLINE_SECONDS = 1.0
 # Loading the bucket at start on a loaded 2-core machine.
 LOAD_DEADLINE_SECONDS = 10.0
+# A watcher catching up after NATS came back: reconnect waits, then the watch resumes.
+RESUME_DEADLINE_SECONDS = 15.0
 # Access-token lifetime plus leeway, as auth creates the bucket.
 BUCKET_TTL_SECONDS = 930.0
 USER = "a" * 24
@@ -136,3 +139,31 @@ def test_entries_expire_with_the_tokens_of_their_session() -> None:
     assert "s" in watcher
     now[0] += 86_400 + 61
     assert "s" not in watcher
+
+
+async def test_the_watch_resumes_after_nats_restarts(tmp_path: Path) -> None:
+    """kill -9 of NATS and a restart on the same port and store: a revocation written
+    after the restart still reaches a watcher that loaded before it."""
+    port = free_port()
+    server = NatsServer(port, str(tmp_path))
+    server.start()
+    watcher = RevocationWatcher()
+    watcher.start(server.url, name="roomcast-test-revocations")
+    try:
+        async with await nats.connect(server.url) as writer:
+            await _bucket(writer)
+        async with asyncio.timeout(LOAD_DEADLINE_SECONDS):
+            await watcher.wait_loaded()
+        server.kill()
+        server.wait(10)
+        server = NatsServer(port, str(tmp_path))
+        server.start()
+        after = revoked_event(watcher, "s-after-restart")
+        async with await nats.connect(server.url) as writer:
+            kv = await writer.jetstream().key_value(BUCKET)
+            await kv.put("s-after-restart", revocation_value(USER, "logout"))
+        # Reconnection (0.5 s waits) plus the ordered consumer's reset: a few seconds.
+        await _until_revoked(after, RESUME_DEADLINE_SECONDS)
+    finally:
+        await watcher.close()
+        server.stop()

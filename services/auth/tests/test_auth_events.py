@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import nats
 import pytest
 
 from roomcast.auth.events import NatsEventPublisher
+from roomcast.auth.sessions import Revocation
+from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.subjects import user_events_subject
 from roomcast.testing.processes import NatsServer, free_port
 
@@ -148,6 +151,58 @@ async def test_nats_down_at_start_then_up(make_auth: MakeAuth) -> None:
         finally:
             await nc.close()
     finally:
+        await publisher.close()
+        if server is not None:
+            server.cleanup()
+
+
+async def test_revocations_reach_the_bucket_once_nats_is_back(make_auth: MakeAuth) -> None:
+    """A logout while NATS is down is written to ROOMCAST_REVOKED once NATS is back (the
+    publisher retries), and so is a revocation that only MongoDB knows (auth crashed
+    between its two writes): it is rewritten from MongoDB at the connection."""
+    port = free_port()
+    publisher = NatsEventPublisher(f"nats://127.0.0.1:{port}")
+    server: NatsServer | None = None
+    watcher = RevocationWatcher()
+    try:
+        auth: AuthHarness = await make_auth(publisher=publisher)
+        await auth.register("outage")
+        verifier = await auth.verifier()
+        logged_out = await auth.login("outage")
+        only_in_mongo = await auth.login("outage")
+        sessions = auth.service.sessions
+
+        async def backlog() -> list[Revocation]:
+            return await sessions.revoked_since(sessions.now() - timedelta(hours=1), limit=100)
+
+        publisher.start(backlog=backlog)
+        response = await auth.client.post(
+            "/v1/auth/logout", json={"refresh_token": logged_out["refresh_token"]}
+        )
+        assert response.status_code == 204  # NATS down: the logout still succeeds
+        assert publisher.pending == 1
+        sid_out = (await verifier.verify(logged_out["access_token"])).session_id
+        sid_mongo = (await verifier.verify(only_in_mongo["access_token"])).session_id
+        assert sid_out is not None
+        assert sid_mongo is not None
+        assert await sessions.revoke(sid_mongo, reason="logout") is not None
+
+        server = NatsServer(port=port)
+        server.start()
+        arrived = {sid_out: asyncio.Event(), sid_mongo: asyncio.Event()}
+
+        def seen(session_id: str, _user: str | None) -> None:
+            if session_id in arrived:
+                arrived[session_id].set()
+
+        watcher.on_revoked(seen)
+        watcher.start(server.url, name="roomcast-test-revocations")
+        async with asyncio.timeout(EVENT_TIMEOUT_SECONDS):
+            for event in arrived.values():
+                await event.wait()
+        assert publisher.pending == 0
+    finally:
+        await watcher.close()
         await publisher.close()
         if server is not None:
             server.cleanup()

@@ -17,9 +17,9 @@ Failure modes (fail closed for revoked sessions, never for the whole service):
 - Before the first load completes (NATS unreachable at start) the check refuses every
   token that names a session with 503 ``dependency_unavailable``, a retryable answer:
   accepting them would let a revoked session in, on exactly the process that cannot know.
-- Once loaded, a NATS outage keeps the set as it was; the watch resumes after the
-  reconnection and delivers what was written meanwhile (auth retries its writes until
-  NATS takes them).
+- Once loaded, a NATS outage keeps the set as it was; after the reconnection the
+  bucket is watched again from its current values, so what was written meanwhile
+  arrives (auth retries its writes until NATS takes them).
 - The bucket not existing yet (auth never started against this NATS) is an empty list;
   the watcher binds to it as soon as auth creates it.
 """
@@ -201,9 +201,16 @@ class RevocationWatcher:
         await self._follow(kv, nc)
 
     async def _follow(self, kv: KeyValue, nc: NatsClient) -> None:
+        """Follow the bucket until the connection was re-established: a restarted
+        server has forgotten the watch's consumer, so the caller watches again (the
+        bucket's current values are delivered again; only new ones are announced)."""
+        reconnects = nc.stats["reconnects"]
         watcher = await kv.watchall()
         try:
             while not self._stopping and not nc.is_closed:
+                if nc.stats["reconnects"] != reconnects:
+                    log.info("revocations: NATS reconnected; watching again")
+                    return
                 try:
                     entry = await watcher.updates(timeout=POLL_SECONDS)  # type: ignore[no-untyped-call]
                 except NatsTimeoutError:

@@ -170,6 +170,9 @@ class NatsEventPublisher:
             kv = await self._bucket()
             await asyncio.wait_for(kv.put(session_id, value), KV_WRITE_TIMEOUT_SECONDS)
         except Exception as exc:
+            # Bind (or create) the bucket again next time: a NATS that lost its store
+            # has lost the bucket too.
+            self._kv = None
             metrics.REVOCATIONS_STORED.labels("error").inc()
             log.warning("revocation not stored yet", extra={"error": repr(exc)})
             return False
