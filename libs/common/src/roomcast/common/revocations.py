@@ -198,14 +198,21 @@ class RevocationWatcher:
         max_age = status.stream_info.config.max_age
         if max_age:
             self._max_age = float(max_age)
-        await self._follow(kv, nc)
+        # The newest message at this moment: loaded only once it has been applied. (The
+        # client's "initial values delivered" marker alone can come before values that
+        # are already on the wire.) Expiry removes the oldest first, so while the
+        # bucket holds any message, this one is among them.
+        state = status.stream_info.state
+        target = state.last_seq if state.messages else 0
+        await self._follow(kv, nc, int(target or 0))
 
-    async def _follow(self, kv: KeyValue, nc: NatsClient) -> None:
+    async def _follow(self, kv: KeyValue, nc: NatsClient, target: int) -> None:
         """Follow the bucket until the connection was re-established: a restarted
         server has forgotten the watch's consumer, so the caller watches again (the
         bucket's current values are delivered again; only new ones are announced)."""
         reconnects = nc.stats["reconnects"]
         watcher = await kv.watchall()
+        marker, seen = False, 0
         try:
             while not self._stopping and not nc.is_closed:
                 if nc.stats["reconnects"] != reconnects:
@@ -214,16 +221,18 @@ class RevocationWatcher:
                 try:
                     entry = await watcher.updates(timeout=POLL_SECONDS)  # type: ignore[no-untyped-call]
                 except NatsTimeoutError:
+                    if marker and not self.loaded:
+                        return  # the target expired meanwhile: start over, new target
                     continue
                 if entry is None:
-                    # The initial values have all been delivered.
-                    if not self.loaded:
-                        log.info("revoked sessions loaded", extra={"sessions": len(self)})
+                    marker = True  # the client's "initial values delivered"
+                else:
+                    seen = max(seen, entry.revision or 0)
+                    if entry.operation is None and entry.value:  # not a delete or marker
+                        self._apply(entry.key, entry.value, entry.created)
+                if marker and seen >= target and not self.loaded:
+                    log.info("revoked sessions loaded", extra={"sessions": len(self)})
                     self._loaded.set()
-                    continue
-                if entry.operation is not None or not entry.value:
-                    continue  # deletes, purges and expiry markers
-                self._apply(entry.key, entry.value, entry.created)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
