@@ -1,0 +1,58 @@
+/** Errors the SDK raises; branch on `code` (stable), show `message`. */
+
+/** A REST call answered with an error envelope. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    /** Seconds to wait before retrying (429, from Retry-After). */
+    readonly retryAfter?: number,
+  ) {
+    super(`${status} ${code}: ${message}`);
+    this.name = "ApiError";
+  }
+}
+
+/**
+ * The session cannot be renewed: the refresh token is invalid, expired or reused, or
+ * the gateway refused a freshly fetched token. Log in again; the SDK does not retry.
+ */
+export class SessionEnded extends Error {
+  constructor(readonly code: string, message: string) {
+    super(`${code}: ${message}`);
+    this.name = "SessionEnded";
+  }
+}
+
+/** The gateway refused a command (an `error` frame whose `ref` names it). */
+export class RequestRejected extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly ref?: string,
+  ) {
+    super(`${code}: ${message}`);
+    this.name = "RequestRejected";
+  }
+}
+
+/**
+ * A send that was never acked and is too old to re-send safely (past the stream's
+ * duplicate window), and whose room could not be replayed far enough to find it. It may
+ * or may not be stored.
+ */
+export class SendUnconfirmed extends RequestRejected {
+  constructor(clientId: string) {
+    super("unconfirmed", "no ack, and too old to re-send safely; it may or may not be stored", clientId);
+    this.name = "SendUnconfirmed";
+  }
+}
+
+/** The socket ended for good (closed by the app, or a close reconnecting cannot fix). */
+export class ConnectionClosed extends Error {
+  constructor(readonly code: number, readonly reason: string) {
+    super(`connection closed: ${code} ${reason}`.trim());
+    this.name = "ConnectionClosed";
+  }
+}

@@ -1,0 +1,249 @@
+/**
+ * The REST side (docs/api.md) with the token pair: login/register, a single-flight
+ * refresh that never loops on a dead refresh token, and `accessToken()` for the socket's
+ * token callback.
+ */
+import { ApiError, SessionEnded } from "./errors.js";
+import type {
+  CreateRoomBody,
+  HistoryItem,
+  InviteCode,
+  JoinResult,
+  MemberPage,
+  PrivateUser,
+  Room,
+  RoomPage,
+  TokenPair,
+  User,
+} from "./types.js";
+
+// Refresh an access token this long before its `exp`: covers clock skew and a slow
+// refresh round trip, and is longer than the socket's renewal lead (30 s), so a renewal
+// always gets a genuinely new token.
+const REFRESH_LEEWAY_MS = 60_000;
+// Outside browsers (Node), fetch and WebSocket share undici's connection pool, and an
+// upgrade sent on a connection a REST call left open is not routed to the gateway's
+// WebSocket server (the gateway picks the protocol from a connection's first request).
+// Closing REST connections after each call keeps the pool empty; browsers always open a
+// dedicated connection for a WebSocket and keep their keep-alive.
+const CLOSE_REST_CONNECTIONS = typeof window === "undefined";
+// auth codes that mean the refresh token will never work again (docs/api.md).
+const DEAD_REFRESH_CODES = new Set(["invalid_refresh_token", "refresh_token_expired", "refresh_token_reused"]);
+
+export interface HttpOptions {
+  /** The gateway's base URL ("" in a page the gateway serves: same origin). */
+  baseUrl?: string;
+  /** A stored pair to resume a session with (e.g. from sessionStorage). */
+  tokens?: TokenPair;
+  /** Called whenever the pair changes (login, refresh) or ends (`null`). */
+  onTokens?: (tokens: TokenPair | null) => void;
+  fetch?: typeof fetch;
+}
+
+/** The `exp` claim of a JWT in milliseconds, or undefined (never verified here). */
+export function jwtExpiryMs(token: string): number | undefined {
+  const part = token.split(".")[1];
+  if (!part) return undefined;
+  try {
+    const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
+    return typeof exp === "number" ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class RoomcastHttp {
+  readonly baseUrl: string;
+  private pair: TokenPair | null;
+  private refreshing: Promise<TokenPair> | null = null;
+  private readonly onTokens: ((tokens: TokenPair | null) => void) | undefined;
+  private readonly fetchImpl: typeof fetch;
+
+  constructor(options: HttpOptions = {}) {
+    this.baseUrl = (options.baseUrl ?? "").replace(/\/$/, "");
+    this.pair = options.tokens ?? null;
+    this.onTokens = options.onTokens;
+    this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
+  }
+
+  get tokens(): TokenPair | null {
+    return this.pair;
+  }
+
+  get user(): PrivateUser | null {
+    return this.pair?.user ?? null;
+  }
+
+  // ------------------------------------------------------------- auth
+
+  async register(username: string, password: string, displayName?: string): Promise<PrivateUser> {
+    const body: Record<string, string> = { username, password };
+    if (displayName) body.display_name = displayName;
+    const answer = await this.call<{ user: PrivateUser }>("POST", "/v1/auth/register", body, false);
+    return answer.user;
+  }
+
+  async login(username: string, password: string): Promise<TokenPair> {
+    const pair = await this.call<TokenPair>("POST", "/v1/auth/login", { username, password }, false);
+    this.store(pair);
+    return pair;
+  }
+
+  async logout(): Promise<void> {
+    const pair = this.pair;
+    this.store(null);
+    if (pair) await this.call("POST", "/v1/auth/logout", { refresh_token: pair.refresh_token }, false);
+  }
+
+  /**
+   * A valid access token for the socket's token callback: the current one, or a new one
+   * when it is about to expire or `force` is set (the gateway refused it with 4001).
+   * Throws SessionEnded when the refresh token is dead (no retry loop).
+   */
+  async accessToken(force = false): Promise<string> {
+    const pair = this.pair;
+    if (!pair) throw new SessionEnded("not_logged_in", "log in first");
+    const exp = jwtExpiryMs(pair.access_token);
+    if (!force && (exp === undefined || exp - Date.now() > REFRESH_LEEWAY_MS)) return pair.access_token;
+    return (await this.refresh()).access_token;
+  }
+
+  /** Rotate the pair once, shared by concurrent callers (rotation reuse revokes the family). */
+  refresh(): Promise<TokenPair> {
+    if (this.refreshing) return this.refreshing;
+    const pair = this.pair;
+    if (!pair) return Promise.reject(new SessionEnded("not_logged_in", "log in first"));
+    this.refreshing = (async () => {
+      try {
+        const fresh = await this.call<TokenPair>(
+          "POST",
+          "/v1/auth/refresh",
+          { refresh_token: pair.refresh_token },
+          false,
+        );
+        this.store(fresh);
+        return fresh;
+      } catch (error) {
+        if (error instanceof ApiError && (error.status === 401 || DEAD_REFRESH_CODES.has(error.code))) {
+          this.store(null);
+          throw new SessionEnded(error.code, error.message);
+        }
+        throw error;
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  // ------------------------------------------------------------ users
+
+  async me(): Promise<PrivateUser> {
+    return (await this.call<{ user: PrivateUser }>("GET", "/v1/users/me")).user;
+  }
+
+  async findUser(username: string): Promise<User> {
+    return (await this.call<{ user: User }>("GET", `/v1/users?username=${encodeURIComponent(username)}`)).user;
+  }
+
+  // ------------------------------------------------------------ rooms
+
+  async createRoom(name: string, visibility: CreateRoomBody["visibility"] = "public", topic?: string): Promise<Room> {
+    const body: CreateRoomBody = topic ? { name, visibility, topic } : { name, visibility };
+    return (await this.call<{ room: Room }>("POST", "/v1/rooms", body)).room;
+  }
+
+  listRooms(scope: "public" | "joined" = "joined", cursor?: string): Promise<RoomPage> {
+    const query = new URLSearchParams({ scope, limit: "100" });
+    if (cursor) query.set("cursor", cursor);
+    return this.call<RoomPage>("GET", `/v1/rooms?${query}`);
+  }
+
+  async getRoom(roomId: string): Promise<Room> {
+    return (await this.call<{ room: Room }>("GET", `/v1/rooms/${seg(roomId)}`)).room;
+  }
+
+  joinRoom(roomId: string, inviteCode?: string): Promise<JoinResult> {
+    return this.call<JoinResult>("POST", `/v1/rooms/${seg(roomId)}/join`, inviteCode ? { invite_code: inviteCode } : {});
+  }
+
+  async leaveRoom(roomId: string): Promise<void> {
+    await this.call("POST", `/v1/rooms/${seg(roomId)}/leave`, {});
+  }
+
+  members(roomId: string, cursor?: string): Promise<MemberPage> {
+    const query = new URLSearchParams({ limit: "100" });
+    if (cursor) query.set("cursor", cursor);
+    return this.call<MemberPage>("GET", `/v1/rooms/${seg(roomId)}/members?${query}`);
+  }
+
+  async rotateInviteCode(roomId: string): Promise<string> {
+    return (await this.call<InviteCode>("POST", `/v1/rooms/${seg(roomId)}/invite-code`, {})).invite_code;
+  }
+
+  async openDm(userId: string): Promise<Room> {
+    return (await this.call<{ room: Room }>("POST", "/v1/dms", { user_id: userId })).room;
+  }
+
+  /** History, newest first: messages with `seq < before` (all when omitted). */
+  async messages(
+    roomId: string,
+    options: { before?: number; limit?: number } = {},
+  ): Promise<{ items: HistoryItem[]; next_before: number | null }> {
+    const query = new URLSearchParams({ limit: String(options.limit ?? 50) });
+    if (options.before !== undefined) query.set("before", String(options.before));
+    return this.call("GET", `/v1/rooms/${seg(roomId)}/messages?${query}`);
+  }
+
+  // ------------------------------------------------------------ transport
+
+  /** One request; with `auth`, a 401 token_expired is refreshed and retried once. */
+  async call<T>(method: string, path: string, body?: unknown, auth = true): Promise<T> {
+    let token = auth ? await this.accessToken() : undefined;
+    for (let attempt = 0; ; attempt++) {
+      const headers: Record<string, string> = { accept: "application/json" };
+      if (body !== undefined) headers["content-type"] = "application/json";
+      if (token) headers.authorization = `Bearer ${token}`;
+      if (CLOSE_REST_CONNECTIONS) headers.connection = "close";
+      const response = await this.fetchImpl(this.baseUrl + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      if (response.ok) {
+        if (response.status === 204) return undefined as T;
+        return (await response.json()) as T;
+      }
+      const error = await errorOf(response);
+      if (auth && attempt === 0 && error.status === 401 && error.code === "token_expired") {
+        token = await this.accessToken(true);
+        continue;
+      }
+      throw error;
+    }
+  }
+
+  private store(pair: TokenPair | null): void {
+    this.pair = pair;
+    this.onTokens?.(pair);
+  }
+}
+
+function seg(value: string): string {
+  return encodeURIComponent(value);
+}
+
+async function errorOf(response: Response): Promise<ApiError> {
+  let code = "http_error";
+  let message = response.statusText;
+  try {
+    const body = (await response.json()) as { error?: { code?: string; message?: string } };
+    code = body.error?.code ?? code;
+    message = body.error?.message ?? message;
+  } catch {
+    // not JSON: keep the status text
+  }
+  const retry = Number(response.headers.get("retry-after"));
+  return new ApiError(response.status, code, message, Number.isFinite(retry) && retry > 0 ? retry : undefined);
+}

@@ -1,0 +1,313 @@
+/**
+ * Wire types of Roomcast: WebSocket frames (docs/protocol.md) and REST bodies
+ * (docs/api.md). The REST types are checked against JSON Schemas exported from the
+ * server's pydantic models (schema/*.json, test/schema.test.ts), so they cannot drift.
+ * Fields may be added by the server, never removed or retyped; ignore unknown ones.
+ */
+
+// ------------------------------------------------------------------ REST
+
+export type RoleName = "member" | "admin" | "owner";
+export type Visibility = "public" | "private" | "direct";
+
+export interface User {
+  id: string;
+  username: string;
+  display_name: string;
+  avatar_url: string | null;
+  created_at: string;
+}
+
+export interface PrivateUser extends User {
+  email: string | null;
+}
+
+export interface UserEnvelope {
+  user: User;
+}
+
+export interface TokenPair {
+  access_token: string;
+  refresh_token: string;
+  token_type?: string;
+  expires_in: number;
+  user: PrivateUser;
+}
+
+export interface RegisterRequest {
+  username: string;
+  password: string;
+  email?: string | null;
+  display_name?: string | null;
+}
+
+export interface LoginRequest {
+  username: string;
+  password: string;
+}
+
+export interface Room {
+  id: string;
+  name: string;
+  topic: string;
+  visibility: Visibility;
+  owner_id: string | null;
+  member_count: number;
+  created_at: string;
+  updated_at: string;
+  my_role: RoleName | null;
+  invite_code: string | null;
+  direct_user_ids: string[] | null;
+}
+
+/** A room of `GET /v1/rooms`; `unread` and `last_message` only with `scope=joined`. */
+export interface ListedRoom extends Room {
+  unread?: number | null;
+  last_message?: Record<string, unknown> | null;
+}
+
+export interface RoomEnvelope {
+  room: Room;
+}
+
+export interface RoomPage {
+  items: ListedRoom[];
+  next_cursor: string | null;
+}
+
+export interface Member {
+  user_id: string;
+  role: RoleName;
+  joined_at: string;
+}
+
+export interface ListedMember extends Member {
+  username: string | null;
+  display_name: string | null;
+}
+
+export interface MemberPage {
+  items: ListedMember[];
+  next_cursor: string | null;
+}
+
+export interface JoinResult {
+  room: Room;
+  member: Member;
+}
+
+export interface InviteCode {
+  invite_code: string;
+}
+
+/** A history item: a message, or a tombstone (`deleted: true`). */
+export interface HistoryItem {
+  id: string;
+  seq: number;
+  room: string;
+  sender: Sender;
+  body?: TextBody;
+  sent_at: string;
+  to?: string | null;
+  edited_at?: string | null;
+  deleted?: boolean;
+  deleted_at?: string;
+}
+
+export interface MessagePage {
+  items: Record<string, unknown>[];
+  next_before: number | null;
+}
+
+export interface CreateRoomBody {
+  name: string;
+  visibility: "public" | "private";
+  topic?: string;
+}
+
+export interface ErrorDetail {
+  code: string;
+  message: string;
+}
+
+export interface ErrorEnvelope {
+  error: ErrorDetail;
+}
+
+// --------------------------------------------------------- frames: shared
+
+export interface TextBody {
+  type: "text";
+  content: string;
+}
+
+export interface Sender {
+  id: string;
+  username: string;
+  display_name: string;
+  avatar_url?: string | null;
+}
+
+export interface UserRef {
+  id: string;
+  username: string;
+  display_name?: string;
+}
+
+// ---------------------------------------------------- frames: client -> gateway
+
+export type ClientFrame =
+  | { type: "auth"; token: string }
+  | { type: "subscribe"; room: string; since?: number }
+  | { type: "unsubscribe"; room: string }
+  | { type: "send"; room: string; client_id: string; body: TextBody; to?: string }
+  | { type: "edit"; room: string; seq: number; client_id: string; body: TextBody }
+  | { type: "delete"; room: string; seq: number; client_id: string }
+  | { type: "read"; room: string; seq: number }
+  | { type: "typing"; room: string }
+  | { type: "presence"; room: string }
+  | { type: "ping" };
+
+// ---------------------------------------------------- frames: gateway -> client
+
+export interface ReadyFrame {
+  type: "ready";
+  user: UserRef;
+}
+
+export interface SubscribedFrame {
+  type: "subscribed";
+  room: string;
+  seq: number;
+  truncated?: boolean;
+}
+
+export interface UnsubscribedFrame {
+  type: "unsubscribed";
+  room: string;
+  reason?: string;
+}
+
+export interface MessageFrame {
+  type: "message";
+  seq: number;
+  prev: number;
+  id: string;
+  room: string;
+  sender: Sender;
+  body: TextBody;
+  sent_at: string;
+  to?: string | null;
+  client_id: string;
+  kind?: "message";
+}
+
+export interface SkipFrame {
+  type: "skip";
+  room: string;
+  seq: number;
+  prev: number;
+}
+
+export interface EditFrame {
+  type: "edit";
+  seq: number;
+  prev: number;
+  room: string;
+  target_seq: number;
+  sender: Sender;
+  body: TextBody;
+  edited_at: string;
+  sent_at: string;
+  client_id: string;
+}
+
+export interface DeleteFrame {
+  type: "delete";
+  seq: number;
+  prev: number;
+  room: string;
+  target_seq: number;
+  sender: Sender;
+  deleted_at: string;
+  sent_at: string;
+  client_id: string;
+}
+
+export interface ReadFrame {
+  type: "read";
+  room: string;
+  user: UserRef;
+  seq: number;
+}
+
+export interface AckFrame {
+  type: "ack";
+  client_id: string;
+  id: string;
+  seq: number;
+  duplicate?: boolean;
+}
+
+export type MemberEventName =
+  | "member_joined"
+  | "member_left"
+  | "member_removed"
+  | "role_changed"
+  | "room_updated"
+  | "room_deleted";
+
+export interface EventFrame {
+  type: "event";
+  room: string;
+  event: MemberEventName;
+  user_id?: string;
+  role?: RoleName;
+  actor_id?: string;
+  at_ms?: number;
+  room_info?: Partial<Room>;
+}
+
+export interface TypingFrame {
+  type: "typing";
+  room: string;
+  user: UserRef;
+}
+
+/** The answer to a presence query (`online`) or a change (`user` + `status`). */
+export interface PresenceFrame {
+  type: "presence";
+  room: string;
+  online?: UserRef[];
+  count?: number;
+  truncated?: boolean;
+  user?: UserRef;
+  status?: "online" | "offline";
+}
+
+export interface ErrorFrame {
+  type: "error";
+  code: string;
+  message: string;
+  ref?: string;
+}
+
+export interface PongFrame {
+  type: "pong";
+}
+
+export type ServerFrame =
+  | ReadyFrame
+  | SubscribedFrame
+  | UnsubscribedFrame
+  | MessageFrame
+  | SkipFrame
+  | EditFrame
+  | DeleteFrame
+  | ReadFrame
+  | AckFrame
+  | EventFrame
+  | TypingFrame
+  | PresenceFrame
+  | ErrorFrame
+  | PongFrame;
