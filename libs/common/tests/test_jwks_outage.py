@@ -5,6 +5,7 @@ against a JWKS server that is stopped; the verifier's clock is simulated (no wai
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -165,3 +166,35 @@ async def test_first_fetch_failing_is_unavailable_and_negatively_cached() -> Non
         with pytest.raises(DependencyUnavailable):
             await verifier.verify(token)
     assert calls == 1
+
+
+async def test_a_hanging_refetch_does_not_hold_up_other_verifications(
+    signer: TokenSigner,
+) -> None:
+    hang, refetching = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def fetch() -> Mapping[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            refetching.set()
+            await hang.wait()  # auth accepts the connection and never answers
+            raise DependencyUnavailable("timed out")
+        return signer.jwks()
+
+    clock = Clock()
+    verifier = TokenVerifier(fetch, issuer=ISS, audience=AUD, clock=clock)
+    token, _ = signer.issue_access(user_id="a" * 24, username="alice", display_name="Alice")
+    await verifier.verify(token)
+    clock.now += JWKS_TTL_SECONDS + 1
+    first = asyncio.create_task(verifier.verify(token))  # starts the refetch, waits on it
+    async with asyncio.timeout(5):
+        await refetching.wait()
+    # Others are served from the keys at hand at once, not after the fetch timeout.
+    async with asyncio.timeout(1):
+        for _ in range(100):
+            assert (await verifier.verify(token)).username == "alice"
+    assert not first.done()
+    hang.set()
+    assert (await first).username == "alice"  # stale-if-error for the waiting one too

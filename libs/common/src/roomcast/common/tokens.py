@@ -300,7 +300,10 @@ class TokenVerifier:
 
     async def _key_for(self, kid: str) -> Ed25519PublicKey:
         if self._fetched_at is None or self._clock() - self._fetched_at > JWKS_TTL_SECONDS:
-            await self._refresh(wanted_kid=None)
+            # While one caller refetches (up to the fetch timeout when auth hangs), the
+            # others verify with the keys they have instead of queueing behind it.
+            if not (self._keys and kid in self._keys and self._lock.locked()):
+                await self._refresh(wanted_kid=None)
         key = self._keys.get(kid)
         if key is None:
             await self._refresh(wanted_kid=kid)
