@@ -22,6 +22,12 @@ from roomcast.testing.stack import SERVICES, Stack, StackPorts
 
 # bcrypt's minimum cost: registration and login take milliseconds instead of ~250 ms.
 BCRYPT_TEST_COST = 4
+# Every test user registers and logs in from 127.0.0.1; auth's per-address limits (10 per
+# 30 s) are tested in services/auth, not here.
+TEST_LIMITS = {
+    "ROOMCAST_AUTH_LOGIN_RATE_LIMIT": "1000",
+    "ROOMCAST_AUTH_REGISTER_RATE_LIMIT": "1000",
+}
 # A control request waits this long for the main thread to act (a restart includes the
 # service's /readyz wait, a few seconds).
 CONTROL_TIMEOUT_SECONDS = 60.0
@@ -67,7 +73,9 @@ def main() -> None:
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="roomcast-js-") as state:
-        stack = Stack(Path(state), StackPorts.free(), bcrypt_cost=BCRYPT_TEST_COST)
+        stack = Stack(
+            Path(state), StackPorts.free(), bcrypt_cost=BCRYPT_TEST_COST, extra_env=TEST_LIMITS
+        )
         jobs: queue.Queue[Job] = queue.Queue()
         control = serve_control(jobs)
         try:

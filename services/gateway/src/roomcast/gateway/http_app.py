@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from roomcast.common.errors import error_body
 from roomcast.common.httpapp import create_service_app
@@ -24,6 +26,8 @@ from roomcast.gateway.settings import Settings
 
 # REST request bodies are small JSON documents (a room, a profile, credentials).
 MAX_REST_BODY_BYTES = 64 * 1024
+# The web chat app (clients/web, built by `make js`): served at /app/ when it is built.
+WEB_APP_DIR = Path(__file__).resolve().parents[5] / "clients" / "web" / "dist"
 
 
 @dataclass(frozen=True)
@@ -59,4 +63,6 @@ def create_http_app(
 
     for router in routers:
         app.include_router(router)
+    if WEB_APP_DIR.is_dir():
+        app.mount("/app", StaticFiles(directory=WEB_APP_DIR, html=True), name="web-app")
     return app

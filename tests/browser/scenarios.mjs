@@ -1,0 +1,221 @@
+// Browser scenarios of the web chat app in headless Chromium (Debian's, driven by
+// playwright-core: no browser download). Run by test_web_app.py against a real stack
+// started by stack_server.py:
+//
+//   node scenarios.mjs <scenario|screenshots> '<stack JSON line>'
+//
+// Exit 0 when the scenario holds; otherwise the error is printed and the exit code is 1.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const { chromium } = await import(pathToFileURL(join(ROOT, "clients/node_modules/playwright-core/index.mjs")).href);
+
+const [scenario, stackJson] = process.argv.slice(2);
+const stack = JSON.parse(stackJson);
+const [gatewayA, gatewayB] = stack.gateways;
+const PASSWORD = "correct horse battery";
+// Anything the UI shows after a user action comes within a second or two; a gateway
+// restart and the reconnect behind it can take several seconds on a loaded machine.
+const UI_TIMEOUT_MS = 15_000;
+const RECONNECT_TIMEOUT_MS = 30_000;
+const run = Date.now().toString(36);
+
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function control(action, part) {
+  const response = await fetch(`${stack.control}/${action}/${part}`, { method: "POST" });
+  assert(response.ok, `${action} ${part}: ${await response.text()}`);
+}
+
+/** A page of the app served by `gateway`, with the other gateway as its fallback. */
+async function openApp(browser, gateway, other, viewport = { width: 1200, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(UI_TIMEOUT_MS);
+  page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
+  await page.goto(`${gateway}/app/?gateways=${encodeURIComponent(other)}`);
+  return page;
+}
+
+async function register(page, username) {
+  await page.getByTestId("login-username").fill(username);
+  await page.getByTestId("login-password").fill(PASSWORD);
+  await page.getByTestId("register-submit").click();
+  await page.getByTestId("connection-status").filter({ hasText: "Online" }).waitFor();
+}
+
+async function createRoom(page, name) {
+  await page.getByTestId("room-create-name").fill(name);
+  await page.getByTestId("room-create-submit").click();
+  const code = await page.getByTestId("invite-code").filter({ hasText: "Invite:" }).textContent();
+  return code.replace("Invite:", "").trim();
+}
+
+async function joinRoom(page, code) {
+  await page.getByTestId("join-code-input").fill(code);
+  await page.getByTestId("join-code-submit").click();
+  await page.getByTestId("room-item").filter({ has: page.locator(`[aria-current="true"]`) }).waitFor();
+}
+
+async function say(page, text, to) {
+  if (to) await page.getByTestId("message-to").selectOption({ label: `Only ${to}` });
+  await page.getByTestId("message-input").fill(text);
+  await page.getByTestId("message-send").click();
+}
+
+const item = (page, text) => page.getByTestId("message-item").filter({ hasText: text });
+
+async function texts(page) {
+  return page.getByTestId("message-text").allTextContents();
+}
+
+/** Two users on different gateways in one room (alice owns it, bob joined with the code). */
+async function twoUsers(browser) {
+  const alice = await openApp(browser, gatewayA, gatewayB);
+  const bob = await openApp(browser, gatewayB, gatewayA);
+  const names = { alice: `alice_${run}`, bob: `bob_${run}` };
+  await register(alice, names.alice);
+  await register(bob, names.bob);
+  const code = await createRoom(alice, `general ${run}`);
+  await joinRoom(bob, code);
+  return { alice, bob, names, code };
+}
+
+const scenarios = {
+  /** Two users in two browser contexts on different gateways chat both ways. */
+  async chat(browser) {
+    const { alice, bob, names } = await twoUsers(browser);
+    await alice.getByTestId("presence-list").filter({ hasText: names.bob }).waitFor();
+    await alice.getByTestId("message-input").pressSequentially("hello b");
+    await bob.getByTestId("typing-indicator").filter({ hasText: `${names.alice} is typing` }).waitFor();
+    await say(alice, "hello bob");
+    await item(bob, "hello bob").waitFor();
+    await say(bob, "hi alice");
+    await item(alice, "hi alice").waitFor();
+    await alice.getByTestId("read-receipts").filter({ hasText: `Seen by ${names.bob}` }).waitFor();
+    // Unread: bob looks at another room while alice writes in general.
+    await createRoom(bob, `bobs ${run}`);
+    await say(alice, "are you there?");
+    const general = bob.getByTestId("room-item").filter({ hasText: `general ${run}` });
+    await general.getByTestId("unread-badge").filter({ hasText: "1" }).waitFor();
+    await general.getByRole("button").click();
+    await item(bob, "are you there?").waitFor();
+    assert((await general.getByTestId("unread-badge").count()) === 0, "the badge stays after reading");
+    assert(JSON.stringify(await texts(bob)) === JSON.stringify(["hello bob", "hi alice", "are you there?"]), `bob sees ${await texts(bob)}`);
+  },
+
+  /** A reload keeps the session and shows the history. */
+  async reload(browser) {
+    const { alice, bob } = await twoUsers(browser);
+    for (const text of ["one", "two", "three"]) await say(alice, text);
+    await item(bob, "three").waitFor();
+    await bob.reload();
+    await item(bob, "three").waitFor();
+    assert(JSON.stringify(await texts(bob)) === JSON.stringify(["one", "two", "three"]), `after reload: ${await texts(bob)}`);
+    const seqs = await bob.getByTestId("message-item").evaluateAll((els) => els.map((el) => Number(el.dataset.seq)));
+    assert(seqs.every((s, i) => i === 0 || s > seqs[i - 1]), `seqs out of order: ${seqs}`);
+  },
+
+  /** A gateway killed mid-chat: reconnecting shows, it comes back, nothing lost or doubled. */
+  async failover(browser) {
+    const { alice, bob } = await twoUsers(browser);
+    await say(alice, "before the crash");
+    await item(bob, "before the crash").waitFor();
+    await alice.evaluate(() => {
+      const seen = (window.__statuses = []);
+      const el = document.querySelector('[data-testid="connection-status"]');
+      new MutationObserver(() => seen.push(el.textContent)).observe(el, { childList: true, characterData: true, subtree: true });
+    });
+    try {
+      await control("kill", "gateway-a");
+      await say(alice, "typed during the outage");
+      await say(bob, "sent while alice reconnects");
+      await alice.waitForFunction(() => window.__statuses.includes("Reconnecting…"), null, { timeout: RECONNECT_TIMEOUT_MS });
+      await alice.getByTestId("connection-status").filter({ hasText: "Online" }).waitFor({ timeout: RECONNECT_TIMEOUT_MS });
+      await item(bob, "typed during the outage").waitFor({ timeout: RECONNECT_TIMEOUT_MS });
+      await item(alice, "sent while alice reconnects").waitFor({ timeout: RECONNECT_TIMEOUT_MS });
+      await say(alice, "after");
+      await item(bob, "after").waitFor();
+      await item(alice, "after").filter({ hasNotText: "sending" }).waitFor();
+      for (const page of [alice, bob]) {
+        const all = (await texts(page)).sort();
+        const expected = ["after", "before the crash", "sent while alice reconnects", "typed during the outage"];
+        assert(JSON.stringify(all) === JSON.stringify(expected), `lost or doubled: ${all}`);
+      }
+    } finally {
+      await control("restart", "gateway-a");
+    }
+  },
+
+  /** A private message is visible only to its recipient. */
+  async private(browser) {
+    const { alice, bob, names, code } = await twoUsers(browser);
+    const carol = await openApp(browser, gatewayA, gatewayB);
+    await register(carol, `carol_${run}`);
+    await joinRoom(carol, code);
+    await alice.getByTestId("message-to").locator("option", { hasText: `Only ${names.bob}` }).waitFor({ state: "attached" });
+    await say(alice, "just for bob", names.bob);
+    await say(alice, "for everyone", "");
+    await item(bob, "for everyone").waitFor();
+    await item(carol, "for everyone").waitFor();
+    assert((await item(bob, "just for bob").count()) === 1, "bob misses the private message");
+    assert((await item(carol, "just for bob").count()) === 0, "carol sees bob's private message");
+    await carol.reload();
+    await item(carol, "for everyone").waitFor();
+    assert((await item(carol, "just for bob").count()) === 0, "carol's history shows the private message");
+  },
+
+  /** The main screens, for the README (docs/img/). */
+  async screenshots(browser) {
+    const out = join(ROOT, "docs/img");
+    const login = await openApp(browser, gatewayA, gatewayB);
+    await login.getByTestId("login-username").waitFor();
+    await login.screenshot({ path: join(out, "web-login.png") });
+    const { alice, bob, names } = await twoUsers(browser);
+    await createRoom(alice, `random ${run}`);
+    await alice.getByTestId("room-item").filter({ hasText: `general ${run}` }).getByRole("button").click();
+    await say(alice, "Welcome to Roomcast!");
+    await say(bob, "Thanks! Reconnects are invisible here.");
+    await say(alice, "Only you can read this one.", names.bob);
+    await item(alice, "Only you can read").waitFor();
+    await bob.getByTestId("message-input").pressSequentially("typing…");
+    await alice.getByTestId("typing-indicator").filter({ hasText: "typing" }).waitFor();
+    await alice.screenshot({ path: join(out, "web-chat.png") });
+    const phone = await openApp(browser, gatewayB, gatewayA, { width: 390, height: 844 });
+    await register(phone, `phone_${run}`);
+    await phone.screenshot({ path: join(out, "web-phone.png"), fullPage: true });
+  },
+};
+
+const profile = mkdtempSync(join(tmpdir(), "roomcast-chromium-"));
+const browser = await chromium.launch({ executablePath: process.env.ROOMCAST_CHROMIUM ?? "/usr/bin/chromium", args: ARGS, env: { ...process.env, HOME: profile } });
+let code = 0;
+try {
+  const fn = scenarios[scenario];
+  assert(fn, `unknown scenario ${scenario}`);
+  await fn(browser);
+  console.log(`${scenario}: ok`);
+} catch (error) {
+  console.error(`${scenario}: ${error.stack ?? error}`);
+  code = 1;
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(code);
