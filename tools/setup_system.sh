@@ -8,6 +8,8 @@
 #   haproxy                `haproxy -c` on the compose proxy config
 #   node (nodejs)          `node --check` on the MongoDB bootstrap scripts
 #   tmux                   the terminal client's test drives examples/chat_cli.py in it
+#   npm, chromium          `make js` (the TypeScript SDK and web app; Node >= 20) and the
+#                          web app's browser tests (headless Chromium, no browser download)
 #   podman, runc, mmdebstrap, uidmap, slirp4netns
 #                          `make images`, `make test-containers`, `make test-kube`
 #
@@ -22,6 +24,8 @@ declare -A wanted=(
   [haproxy]=haproxy
   [node]=nodejs
   [tmux]=tmux
+  [npm]=npm
+  [chromium]=chromium
   [podman]=podman
   [runc]=runc
   [mmdebstrap]=mmdebstrap
