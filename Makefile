@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed ## Create the virtualenv; install the system packages the tests need (skips what is present)
 	@tools/setup_system.sh
+	@$(MAKE) --no-print-directory js
 
 up: setup ## Run the whole stack on this machine (Ctrl-C stops everything)
 	$(PY) -m roomcast.testing.stack
@@ -66,6 +67,22 @@ chaos: setup ## Kill each part of a supervised stack in turn under chat load; no
 
 chaos-full: setup ## The full chaos schedule: every fault three times, longer healthy periods (~15 min)
 	ROOMCAST_CHAOS_SCHEDULE=full $(PY) -m pytest -m chaos tests/chaos
+
+.PHONY: js screenshots
+JS_SOURCES := $(shell find clients/typescript/src clients/web/src clients/web/build.mjs -type f 2>/dev/null)
+
+clients/node_modules/.installed: clients/package.json clients/typescript/package.json clients/web/package.json
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { echo "Node.js 20 or newer is required for clients/"; exit 1; }
+	cd clients && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+clients/web/dist/index.html: clients/node_modules/.installed $(JS_SOURCES)
+	cd clients && npm run build
+
+js: clients/web/dist/index.html ## Install and build the TypeScript SDK and the web app (clients/, npm; Node >= 20)
+
+screenshots: setup ## Regenerate the web app's screenshots in docs/img/ (headless Chromium, real stack)
+	$(PY) tests/browser/screenshots.py
 
 clean: ## Remove the virtualenv and local state (.roomcast/)
 	rm -rf $(VENV) .roomcast .mypy_cache .ruff_cache .pytest_cache

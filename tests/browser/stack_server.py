@@ -37,7 +37,7 @@ Job = tuple[str, str, "queue.Queue[str]"]
 
 def serve_control(jobs: queue.Queue[Job]) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             parts = self.path.strip("/").split("/")
             if len(parts) != 2 or parts[0] not in ("kill", "restart") or parts[1] not in SERVICES:
                 self.send_error(404)

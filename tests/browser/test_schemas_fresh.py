@@ -7,11 +7,15 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_exporter() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("export_schemas", ROOT / "tools/export_schemas.py")
+    spec = importlib.util.spec_from_file_location(
+        "export_schemas", ROOT / "tools/export_schemas.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -35,9 +39,9 @@ def test_every_schema_file_has_a_model() -> None:
     assert files == set(exporter.MODELS)
 
 
-def test_check_mode_reports_a_stale_file(tmp_path: Path, capsys: object) -> None:
+def test_check_mode_reports_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = load_exporter()
-    exporter.SCHEMA_DIR = tmp_path
+    monkeypatch.setattr(exporter, "SCHEMA_DIR", tmp_path)
     assert exporter.main([]) == 0  # writes every file
     (tmp_path / "Room.json").write_text("{}\n")
     assert exporter.main(["--check"]) == 1

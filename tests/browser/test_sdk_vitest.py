@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-
 from typing import Any
 
 # The suite starts a whole stack (~10 s) and runs ~30 tests (~10 s); a loaded 2-core

@@ -295,7 +295,11 @@ async function startChat(): Promise<void> {
       const page = await http.members(room.id).catch(() => ({ items: [] as ListedMember[] }));
       v.members = page.items;
       renderRooms();
-      await socket.subscribe(room.id).catch(showError);
+      // Resume from the newest message history knows: whatever history has not written
+      // yet (it lags the stream a little) comes in the gateway's replay, so a message is
+      // never missed between the history page and the live feed.
+      const newest = room.last_message?.seq;
+      await socket.subscribe(room.id, { since: typeof newest === "number" ? newest : 0 }).catch(showError);
     }
     return v;
   }
@@ -386,7 +390,7 @@ async function startChat(): Promise<void> {
       renderMessages();
       renderSide();
       markRead(v);
-    } else if (m.sender.id !== me.id) {
+    } else if (m.sender.id !== me.id && !m.replayed) {
       v.unread++;
       renderRooms();
     }
