@@ -187,7 +187,7 @@ const scenarios = {
     const login = await openApp(browser, gatewayA, gatewayB);
     await login.getByTestId("login-username").waitFor();
     await login.screenshot({ path: join(out, "web-login.png") });
-    const { alice, bob, names } = await twoUsers(browser);
+    const { alice, bob, names, code } = await twoUsers(browser);
     await createRoom(alice, `random ${run}`);
     await alice.getByTestId("room-item").filter({ hasText: `general ${run}` }).getByRole("button").click();
     await say(alice, "Welcome to Roomcast!");
@@ -199,6 +199,8 @@ const scenarios = {
     await alice.screenshot({ path: join(out, "web-chat.png") });
     const phone = await openApp(browser, gatewayB, gatewayA, { width: 390, height: 844 });
     await register(phone, `phone_${run}`);
+    await joinRoom(phone, code);
+    await item(phone, "Reconnects are invisible").waitFor();
     await phone.screenshot({ path: join(out, "web-phone.png"), fullPage: true });
   },
 };
