@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The nats-server that tests use; CI also runs the NATS tests against a current release.
 CURRENT_NATS_SERVER := $(VENV)/bin/nats-server
 
-.PHONY: help setup up test test-nats-current lint fmt proto proto-check bench soak clean images test-containers test-kube
+.PHONY: help setup up test test-nats-current lint fmt proto proto-check bench soak clean images test-containers
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -54,9 +54,6 @@ images: setup ## Build the four service images (podman, or docker where that is 
 
 test-containers: images ## The compose stack in containers, with end-to-end tests against it
 	$(PY) -m pytest tests/containers/test_compose_stack.py -m containers --timeout 900
-
-test-kube: images ## The dev Kubernetes overlay under `podman kube play`, with a smoke test
-	$(PY) -m pytest tests/containers/test_kube_play.py -m containers --timeout 900
 
 soak: setup ## Long-running load and soak tests (not part of `make test`)
 	$(PY) -m pytest -m soak --timeout 3600
