@@ -10,8 +10,8 @@
 #   tmux                   the terminal client's test drives examples/chat_cli.py in it
 #   npm, chromium          `make js` (the TypeScript SDK and web app; Node >= 20) and the
 #                          web app's browser tests (headless Chromium, no browser download)
-#   podman, runc, mmdebstrap, uidmap, slirp4netns
-#                          `make images`, `make test-containers`, `make test-kube`
+#   podman, runc, mmdebstrap, uidmap, slirp4netns, netavark, aardvark-dns, catatonit
+#                          `make images`, `make test-containers`, `podman kube play`
 #
 # It also writes the container engine settings these targets rely on (runc as the
 # runtime, ulimits within the host's hard limits) when they are missing.
@@ -35,6 +35,8 @@ declare -A wanted=(
   # (the CNI plugins Debian installs by default have no name resolution)
   [/usr/lib/podman/netavark]=netavark
   [/usr/lib/podman/aardvark-dns]=aardvark-dns
+  # the init of the pause container `podman kube play` builds for every pod
+  [catatonit]=catatonit
 )
 
 missing=()
