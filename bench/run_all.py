@@ -49,6 +49,12 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         ["bench/presence.py"],
         "presence query latency and NATS messages per query/join vs a bare NATS request",
     ),
+    "pipeline": (
+        ["bench/pipeline_cost.py"],
+        "CPU ms per acknowledged message in each process of the stack at 200 msg/s "
+        "(100 rooms, sender on gateway A, receiver on gateway B) vs raw JetStream "
+        "publishes/s and a bare durable insert_many, same run",
+    ),
     "fanout": (
         ["bench/fanout.py", "--json", ".bench/fanout.json", "--plots", "docs/img/bench"],
         "gateway fan-out vs a raw picows broadcast, 1 room x 1000 sockets",
