@@ -276,9 +276,28 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         base = counters.acked
         before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
         counters.ack_latencies.clear()
+        profiler = None
+        if args.flame is not None:
+            profiler = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--output",
+                str(args.flame),
+                "--pid",
+                str(pids["gateway A (send side)"]),
+                "--duration",
+                str(int(args.duration)),
+                "--nonblocking",
+                stdout=asyncio.subprocess.DEVNULL,
+            )
         began = time.perf_counter()
         await offer(pairs, args.rate, args.duration, counters)
         offered_seconds = time.perf_counter() - began
+        if profiler is not None:
+            await profiler.wait()
+            # The title names the sampler's path on this machine: keep only its name.
+            svg = args.flame.read_text()
+            args.flame.write_text(svg.replace(str(Path(sys.executable).parent) + "/", ""))
         await wait_for("window acked, delivered and stored", settled)
         after = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
         acked = counters.acked - base
@@ -343,6 +362,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--ceiling-messages", type=int, default=20000)
     parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument(
+        "--flame",
+        type=Path,
+        help="also record a py-spy flame graph (SVG) of gateway A (the send side) over the "
+        "window; the sampler costs CPU, so take figures from a run without it",
+    )
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="roomcast-pipeline-"))
     stack = Stack(state, StackPorts.free(), bcrypt_cost=4, extra_env=STACK_ENV)
