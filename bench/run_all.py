@@ -65,7 +65,13 @@ BENCHES: dict[str, tuple[list[str], str]] = {
     ),
 }
 # The shipped roomcast-load scenarios, each against a two-gateway stack the tool starts.
-for _scenario in ("fanout-1000", "many-small-rooms", "connections-idle", "rolling-restart"):
+for _scenario in (
+    "fanout-1000",
+    "many-small-rooms",
+    "chat-mix",
+    "connections-idle",
+    "rolling-restart",
+):
     BENCHES[f"load-{_scenario}"] = (
         [
             "-m",

@@ -58,6 +58,8 @@ class SocketSpec:
     source_ip: str | None
     rooms: list[str]
     sends: list[tuple[str, float]]  # (room id, messages/s)
+    typing: list[tuple[str, float]] = field(default_factory=list)  # (room id, notices/s)
+    reads: list[tuple[str, float]] = field(default_factory=list)  # (room id, receipts/s)
     user: int = 0
     username: str = ""
     password: str = ""
@@ -75,6 +77,10 @@ class Shared:
     run_id: str = "r"
     relogin: Callable[[SocketSpec], Any] | None = None  # async: refresh spec.token
     deliveries: int = 0  # counted from ``latencies`` once per second
+    typing_sent: int = 0
+    reads_sent: int = 0
+    typing_received: int = 0  # other members' typing notices
+    reads_received: int = 0  # read receipts announced to the room
     latencies: array[int] = field(default_factory=lambda: array("q"))  # this second's, us
     unexpected: int = 0
     connected: int = 0  # open WebSockets
@@ -249,6 +255,10 @@ class Client(WSListener):
                 shared.last_delivery_us = now
             elif kind == "ack":
                 self._on_ack(msg)
+            elif kind == "typing":
+                self.shared.typing_received += 1
+            elif kind == "read":
+                self.shared.reads_received += 1
             elif kind == "skip":
                 m = self.members.get(msg["room"])
                 if m is not None:
@@ -357,6 +367,19 @@ class Client(WSListener):
             listener(self)
 
     # --- sending ----------------------------------------------------------------------
+
+    def send_typing(self, room: str) -> None:
+        """A typing notice (nothing answers it); skipped while disconnected."""
+        if self.transport is not None and self.live:
+            self.transport.send(_TEXT, wire.typing_frame(room))
+            self.shared.typing_sent += 1
+
+    def send_read(self, room: str) -> None:
+        """A read receipt up to the last seq this socket received in ``room``."""
+        m = self.members.get(room)
+        if self.transport is not None and self.live and m is not None and m.last > 0:
+            self.transport.send(_TEXT, wire.read_frame(room, m.last))
+            self.shared.reads_sent += 1
 
     def send_scheduled(self, room: str, sched_us: int) -> None:
         shared = self.shared

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from roomcast.load.scenario import MAX_ROOMS_PER_SOCKET, Scenario, ScenarioError
+from roomcast.load.scenario import MAX_ROOMS_PER_SOCKET, RoomGroup, Scenario, ScenarioError
 
 # A worker's sockets are bounded by its file descriptors (each socket is one); the
 # default hard limit here is 20000, and a worker needs a few hundred for itself.
@@ -29,6 +29,8 @@ class SocketPlan:
     user: int
     rooms: list[int] = field(default_factory=list)  # room indexes
     sends: list[tuple[int, float]] = field(default_factory=list)  # (room index, rate)
+    typing: list[tuple[int, float]] = field(default_factory=list)  # (room index, notices/s)
+    reads: list[tuple[int, float]] = field(default_factory=list)  # (room index, receipts/s)
 
 
 @dataclass
@@ -62,11 +64,11 @@ class Layout:
 
 def build_layout(scenario: Scenario) -> Layout:
     rng = random.Random(scenario.seed)
-    sizes: list[tuple[int, int, float, str]] = []
+    sizes: list[tuple[int, RoomGroup]] = []
     for g in scenario.rooms:
         lo, hi = g.members
         for _ in range(g.count):
-            sizes.append((rng.randint(lo, hi), g.senders, g.rate, g.visibility))
+            sizes.append((rng.randint(lo, hi), g))
     slots = sum(s[0] for s in sizes)
     n_sockets = scenario.sockets if scenario.sockets is not None else slots
     if n_sockets < 1:
@@ -78,14 +80,18 @@ def build_layout(scenario: Scenario) -> Layout:
     sockets = [SocketPlan(i, i % n_users) for i in range(n_sockets)]
     rooms: list[RoomPlan] = []
     slot = 0
-    for index, (size, senders, rate, visibility) in enumerate(sizes):
+    for index, (size, g) in enumerate(sizes):
         members = tuple((slot + k) % n_sockets for k in range(size))
         slot += size
-        rooms.append(RoomPlan(index, members, senders, rate, visibility))
+        rooms.append(RoomPlan(index, members, g.senders, g.rate, g.visibility))
         for k, s in enumerate(members):
             sockets[s].rooms.append(index)
-            if k < senders:
-                sockets[s].sends.append((index, rate))
+            if k < g.senders:
+                sockets[s].sends.append((index, g.rate))
+                if g.typing_rate:
+                    sockets[s].typing.append((index, g.typing_rate))
+            if k < g.readers:
+                sockets[s].reads.append((index, g.read_rate))
     busiest = max((len(s.rooms) for s in sockets), default=0)
     if busiest > MAX_ROOMS_PER_SOCKET:
         raise ScenarioError(

@@ -150,6 +150,12 @@ def build_report(
         "error_examples": {k: v for f in finals for k, v in f.get("error_examples", {}).items()},
         "close_codes": final_closes,
         "unexpected_messages": sum(int(f["unexpected"]) for f in finals),
+        # Typing notices and read receipts sent and received (no ack, no accounting: the
+        # gateway coalesces them, so only their volume and cost matter).
+        "signals": {
+            key: sum(int(f.get("signals", {}).get(key, 0)) for f in finals)
+            for key in ("typing_sent", "typing_received", "reads_sent", "reads_received")
+        },
         "worker_cpu_seconds": {str(f["worker"]): round(float(f["cpu"]), 2) for f in finals},
         "memory": (
             memory_per_socket(memory_before, memory_after, live_after_connect)
@@ -249,6 +255,12 @@ def summary_text(report: dict[str, Any]) -> str:
         f"resumes      {acc['resumes']} ({acc['resumed_messages']} messages, largest "
         f"{acc['max_resume']}, truncated {acc['truncated_resumes']})",
     ]
+    sig = report.get("signals", {})
+    if sig.get("typing_sent") or sig.get("reads_sent"):
+        lines.append(
+            f"signals      typing sent {sig['typing_sent']} received {sig['typing_received']}"
+            f"  reads sent {sig['reads_sent']} received {sig['reads_received']}"
+        )
     if report["errors"]:
         lines.append(f"errors       {report['errors']}")
         for kind, text in sorted(report.get("error_examples", {}).items()):

@@ -163,6 +163,8 @@ class Coordinator:
                 source_ip=planning.source_ip_of(s.index, n, len(urls), cfg.source_ips),
                 rooms=[room_ids[r] for r in s.rooms] if room_ids else [],
                 sends=[(room_ids[r] if room_ids else "raw", rate) for r, rate in s.sends],
+                typing=[(room_ids[r], rate) for r, rate in s.typing] if room_ids else [],
+                reads=[(room_ids[r], rate) for r, rate in s.reads] if room_ids else [],
                 user=s.user,
                 username=user.username,
                 password=user.password,

@@ -31,13 +31,18 @@ class ScenarioError(ValueError):
 @dataclass(frozen=True)
 class RoomGroup:
     """``count`` rooms of ``members`` member sockets (a fixed size or a [min, max]
-    range drawn per room), the first ``senders`` of which each send ``rate`` messages/s."""
+    range drawn per room), the first ``senders`` of which each send ``rate`` messages/s
+    and ``typing_rate`` typing notices/s; the first ``readers`` members each send
+    ``read_rate`` read receipts/s (up to the last seq they received)."""
 
     count: int
     members: tuple[int, int]
     senders: int = 0
     rate: float = 0.0
     visibility: str = "public"
+    typing_rate: float = 0.0
+    readers: int = 0
+    read_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,20 @@ def _room_group(data: Any, i: int) -> RoomGroup:
     where = f"rooms[{i}]"
     if not isinstance(data, dict):
         raise ScenarioError(f"{where} must be a table")
-    _unknown(data, {"count", "members", "senders", "rate", "visibility"}, where)
+    _unknown(
+        data,
+        {
+            "count",
+            "members",
+            "senders",
+            "rate",
+            "visibility",
+            "typing_rate",
+            "readers",
+            "read_rate",
+        },
+        where,
+    )
     count = _int(data, "count", 1, minimum=1)
     raw = data.get("members")
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
@@ -224,7 +242,16 @@ def _room_group(data: Any, i: int) -> RoomGroup:
     visibility = data.get("visibility", "public")
     if visibility not in ("public", "private"):
         raise ScenarioError(f"{where}.visibility must be public or private")
-    return RoomGroup(count, members, senders, rate, visibility)
+    typing_rate = _num(data, "typing_rate", 0.0)
+    if typing_rate and not senders:
+        raise ScenarioError(f"{where}.typing_rate needs senders (the members who type)")
+    readers = _int(data, "readers", 0)
+    if readers > members[0]:
+        raise ScenarioError(f"{where}.readers cannot exceed the smallest room size")
+    read_rate = _num(data, "read_rate", 0.0)
+    if readers and read_rate <= 0:
+        raise ScenarioError(f"{where}.read_rate must be positive when there are readers")
+    return RoomGroup(count, members, senders, rate, visibility, typing_rate, readers, read_rate)
 
 
 def parse_scenario(data: dict[str, Any]) -> Scenario:

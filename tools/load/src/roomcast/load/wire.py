@@ -41,6 +41,14 @@ def subscribe_frame(room: str, since: int | None) -> bytes:
     return b'{"type":"subscribe","room":"%s","since":%d}' % (room.encode(), since)
 
 
+def typing_frame(room: str) -> bytes:
+    return b'{"type":"typing","room":"%s"}' % room.encode()
+
+
+def read_frame(room: str, seq: int) -> bytes:
+    return b'{"type":"read","room":"%s","seq":%d}' % (room.encode(), seq)
+
+
 def send_frame(room: str, client_id: str, sched_us: int, size: int) -> bytes:
     """The same padding string is reused by :func:`content`; room and client_id are
     plain ASCII (24 hex characters, ``[A-Za-z0-9_-]``) and need no escaping."""

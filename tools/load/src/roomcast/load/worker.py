@@ -48,6 +48,9 @@ STATS_INTERVAL_SECONDS = 1.0
 ACK_WAIT_SECONDS = 15.0
 # Condition polling period (the connect phase, the drain): short against a run.
 POLL_SECONDS = 0.05
+# What a scheduled send of the send phase is: a chat message, a typing notice, a read
+# receipt.
+_MESSAGE, _TYPING, _READ = 0, 1, 2
 
 
 async def poll_until(condition: Callable[[], bool], deadline: float) -> bool:
@@ -181,10 +184,16 @@ class Worker:
         rng = random.Random(self.plan.seed * 7919 + self.plan.worker)
         t0_us = int(t0 * 1e6)
         end_us = t0_us + int(duration * 1e6)
-        senders: list[tuple[Client, str, int]] = []
+        # (client, room, interval in us, what): messages, typing notices, read receipts.
+        senders: list[tuple[Client, str, int, int]] = []
         for c in self.clients:
             for room, rate in c.spec.sends:
-                senders.append((c, "raw" if self.plan.raw else room, max(1, int(1e6 / rate))))
+                room_or_raw = "raw" if self.plan.raw else room
+                senders.append((c, room_or_raw, max(1, int(1e6 / rate)), _MESSAGE))
+            for room, rate in c.spec.typing:
+                senders.append((c, room, max(1, int(1e6 / rate)), _TYPING))
+            for room, rate in c.spec.reads:
+                senders.append((c, room, max(1, int(1e6 / rate)), _READ))
         # Each sender starts at a random offset within its first interval, so senders
         # of the same rate do not fire in lockstep.
         heap = [(t0_us + int(rng.random() * s[2]), i) for i, s in enumerate(senders)]
@@ -197,9 +206,15 @@ class Worker:
                 continue
             while heap and heap[0][0] <= now:
                 due, i = heapq.heappop(heap)
-                client, room, interval = senders[i]
-                if not client.abandoned:
+                client, room, interval, what = senders[i]
+                if client.abandoned:
+                    pass
+                elif what == _MESSAGE:
                     client.send_scheduled(room, due)
+                elif what == _TYPING:
+                    client.send_typing(room)
+                else:
+                    client.send_read(room)
                 if due + interval < end_us:
                     heapq.heappush(heap, (due + interval, i))
         rest = end_us - wire.now_us()
@@ -286,6 +301,12 @@ class Worker:
             "ack_lat": self.ack_all.to_sparse(),
             "deliveries": self.shared.deliveries,
             "unexpected": self.shared.unexpected,
+            "signals": {
+                "typing_sent": self.shared.typing_sent,
+                "typing_received": self.shared.typing_received,
+                "reads_sent": self.shared.reads_sent,
+                "reads_received": self.shared.reads_received,
+            },
             "error_examples": self.shared.error_examples,
             "last_delivery_us": self.shared.last_delivery_us,
             "live": self.shared.live,
