@@ -111,7 +111,7 @@ def test_the_load_reached_every_path(load: LoadReport) -> None:
     assert load.received == 5
     assert load.resumed == 4
     assert load.failed_logins == 1
-    assert load.rate_limited_logins == 1
+    assert load.rate_limited_logins >= 1
     assert load.overloaded_logins >= 1
     assert 4009 in load.close_codes
     assert 4008 in load.close_codes
