@@ -4,6 +4,7 @@ messages, input validation, dependency failures."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -378,3 +379,69 @@ async def test_history_dependencies_down_answer_503(
 
     await kit.eventually(recovered, within=30, what="reads after MongoDB returned")
     assert (await history.client.get("/readyz")).status_code == 200
+
+
+async def test_history_two_replicas_one_killed_pages_never_have_a_hole(
+    start_history: Callable[..., Any],
+    publisher: Publisher,
+    fake_rooms: FakeRooms,
+    issue_token: Callable[..., str],
+    kit: type[Kit],
+) -> None:
+    """Two history processes share the durable consumer under a steady load; one is
+    killed with kill -9 while it holds a batch. At every sample, each room's pages hold
+    every message older than the newest one shown (a batch the dead replica held is
+    not skipped), and at the end every message is there once."""
+    rooms, alice = [kit.oid() for _ in range(3)], kit.oid()
+    for room in rooms:
+        fake_rooms.add_member(room, alice)
+    token = issue_token(user_id=alice)
+    # A 3 s ack timeout brings the killed replica's batch back within the test; small
+    # batches keep both replicas busy with several batches in flight. The sampling
+    # reads pages as fast as it can: no read rate limit.
+    replica = {"ack_wait_seconds": "3", "batch_size": "20", "read_rate_capacity": "1000000"}
+    doomed = await start_history(**replica)
+    survivor = await start_history(**replica)
+    published: dict[str, list[int]] = {room: [] for room in rooms}
+    stop = asyncio.Event()
+
+    async def keep_publishing() -> None:
+        i = 0
+        while not stop.is_set():
+            room = rooms[i % len(rooms)]
+            published[room].append(await publisher.publish(room, kit.message(room, alice, f"{i}")))
+            i += 1
+
+    async def check_pages(room: str) -> None:
+        items = await survivor.all_pages(room, token, limit=50)
+        seqs = [item["seq"] for item in items]
+        assert seqs == sorted(set(seqs), reverse=True)
+        if seqs:
+            # No hole: every message of the room older than the newest one shown.
+            expected = [s for s in published[room] if s <= seqs[0]]
+            missing = sorted(set(expected) - set(seqs))
+            assert not missing, f"a page skipped {missing[:10]} (newest shown {seqs[0]})"
+
+    writer = asyncio.create_task(keep_publishing())
+    try:
+
+        async def under_load() -> bool:
+            return len(publisher.acked) >= 300
+
+        await kit.eventually(under_load, within=30, what="300 messages published")
+        await asyncio.to_thread(doomed.proc.kill)
+        killed_at = time.monotonic()
+        # Sample while the killed replica's batch waits for its ack timeout and after.
+        samples = 0
+        while time.monotonic() - killed_at < 8:
+            for room in rooms:
+                await check_pages(room)
+            samples += 1
+        assert samples >= 3
+    finally:
+        stop.set()
+        await writer
+    for room in rooms:
+        await survivor.wait_stored(kit, room, token, published[room][-1])
+        items = await survivor.all_pages(room, token, limit=50)
+        assert [item["seq"] for item in items] == sorted(published[room], reverse=True)

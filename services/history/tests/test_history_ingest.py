@@ -63,6 +63,13 @@ async def test_history_stores_every_message_exactly_once(
             return await mongo[mongo_db_name].messages.count_documents({}) >= total
 
         await kit.eventually(all_stored, within=30, what="every message stored")
+
+        async def watermark_at_total() -> bool:
+            # The watermark follows the consumer's ack floor, read right after the acks.
+            watermark = await mongo[mongo_db_name].meta.find_one({"_id": "stored"})
+            return watermark is not None and watermark["seq"] == total
+
+        await kit.eventually(watermark_at_total, within=10, what=f"the watermark at {total}")
         info = await publisher.js.consumer_info(STREAM_NAME, settings.consumer_name)
     ids = await stored_ids(mongo, mongo_db_name)
     assert len(ids) == len(set(ids)) == total
@@ -76,9 +83,6 @@ async def test_history_stores_every_message_exactly_once(
     assert isinstance(doc["stored_at"], dt.datetime)
     firsts = {r["_id"]: r["first_seq"] async for r in mongo[mongo_db_name].rooms.find({})}
     assert firsts == {room: i + 1 for i, room in enumerate(rooms)}
-    watermark = await mongo[mongo_db_name].meta.find_one({"_id": "stored"})
-    assert watermark is not None
-    assert watermark["seq"] == total
 
 
 async def test_history_redelivery_after_write_before_ack_is_harmless(

@@ -12,6 +12,10 @@ lost ack or ack timeout merely delivers a record again and changes nothing:
   while in-progress acks keep it assigned to this replica;
 - NATS down: the client reconnects forever; fetches time out until it is back, and
   acks sent while it was away are at worst lost (→ redelivery, harmless).
+
+The read watermark is the consumer's ack floor (see ``store``), polled from the server
+by every replica, so any number of replicas may share the durable consumer: a batch
+held by a replica that died holds the watermark back until it is redelivered.
 """
 
 from __future__ import annotations
@@ -51,9 +55,14 @@ log = logging.getLogger(__name__)
 # recovery is still noticed within seconds.
 BACKOFF_FIRST_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 5.0
-# How often the consumer's pending count is read from the server for the lag gauge;
-# cheap (one JetStream API request) and fresh enough for alerting and dashboards.
-LAG_POLL_SECONDS = 2.0
+# How often the consumer's info (ack floor and pending counts) is read from the server
+# when this replica acks nothing: the watermark follows the acks of the other replicas
+# within this time, which is how long a message stored by another replica may stay
+# out of pages. One cheap JetStream API request; 5/s per replica is negligible.
+PROGRESS_POLL_SECONDS = 0.2
+# After this replica acks a batch the info is read at once (the new messages show up
+# in pages without waiting for the poll), but at most this often under heavy load.
+PROGRESS_MIN_INTERVAL_SECONDS = 0.05
 # Batches fetched ahead of the one being written: one hides the fetch round trip;
 # more would only hold more unacknowledged messages in memory.
 PREFETCH_BATCHES = 1
@@ -104,6 +113,10 @@ class HistoryConsumer:
         self._js: JetStreamContext | None = None
         # When stopping with MongoDB down: the moment unwritten batches are handed back.
         self._give_up_at: float | None = None
+        # Set when this replica acked a batch: the ack floor has probably moved.
+        self._acked = asyncio.Event()
+        # The highest ack floor written as the watermark by this process.
+        self._watermark = 0
 
     @property
     def nats_connected(self) -> bool:
@@ -113,7 +126,7 @@ class HistoryConsumer:
         """Consume until ``stop`` is set; the batch in hand is finished first."""
         if not await self._connect(stop) or not await self._prepare_store(stop):
             return
-        lag_task = asyncio.create_task(self._poll_lag(stop))
+        lag_task = asyncio.create_task(self._track_progress(stop))
         try:
             while not stop.is_set():
                 sub = await self._subscribe(stop)
@@ -272,6 +285,7 @@ class HistoryConsumer:
             except Exception as exc:
                 # Written but not acknowledged: it comes back and is a no-op then.
                 log.warning("ack failed (%s); the record will be redelivered", exc)
+        self._acked.set()
         metrics.INGESTED.inc(len(msgs))
         metrics.LAST_STORED_SEQUENCE.set(last_seq)
         metrics.INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -327,12 +341,21 @@ class HistoryConsumer:
             return None
         return record if isinstance(record, ChatMessage) else None
 
-    async def _poll_lag(self, stop: asyncio.Event) -> None:
+    async def _track_progress(self, stop: asyncio.Event) -> None:
+        """Raise the watermark to the consumer's ack floor and update the lag gauge,
+        after each acked batch and at least every PROGRESS_POLL_SECONDS."""
         assert self._js is not None
         while not stop.is_set():
+            self._acked.clear()
             try:
                 info = await self._js.consumer_info(STREAM_NAME, self.settings.consumer_name)
                 metrics.CONSUMER_LAG.set((info.num_pending or 0) + (info.num_ack_pending or 0))
+                floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+                if floor is not None and floor > self._watermark:
+                    await self.store.raise_watermark(floor)
+                    self._watermark = floor
             except Exception as exc:
-                log.debug("cannot read consumer info: %s", exc)
-            await sleep_unless(stop, LAG_POLL_SECONDS)
+                log.debug("cannot read consumer info or raise the watermark: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), PROGRESS_POLL_SECONDS)
+            await sleep_unless(stop, PROGRESS_MIN_INTERVAL_SECONDS)

@@ -17,13 +17,18 @@ pages.
 lowest stored sequence, so a page knows where a room's history begins (written once
 per room, thanks to an in-memory cache of the rooms already recorded).
 
-``meta``: ``{_id: "stored", seq}``, the watermark: raised with ``$max`` after each
-batch is written, so every message at or below it is stored (batches are written in
-stream order by one consumer). Pages only read at or below it, so a reader never
-sees a message before every older one of its batch is written, and pages stay
-consistent (no gaps, no duplicates) while messages arrive. One write per batch: a
-per-room ``last_seq`` would cost one upsert per room per batch (measured: it halved
-ingest throughput with 200 active rooms on SecantusDB).
+``meta``: ``{_id: "stored", seq}``, the watermark: every message at or below it is
+stored. It is the durable consumer's ack floor, raised with ``$max`` by the consumer
+(``raise_watermark``): every record at or below the ack floor was acknowledged, and
+history acknowledges a record only after its durable write, so whichever replica
+wrote it, it is stored. A replica killed with a batch in hand holds the floor (and so
+the watermark) back until that batch is redelivered and written, instead of letting
+newer batches of other replicas raise it past a hole. Pages only read at or below it,
+so a reader never sees a message before every older one is written, and pages stay
+consistent (no gaps, no duplicates) while messages arrive, with any number of
+replicas. One write per floor change, not per room: a per-room ``last_seq`` would
+cost one upsert per room per batch (measured: it halved ingest throughput with 200
+active rooms on SecantusDB).
 
 Every write here is idempotent and order-independent, which is what makes redelivery
 harmless: messages are insert-if-absent, edits carry their own sequence and only
@@ -159,9 +164,10 @@ class HistoryStore:
     # ----------------------------------------------------------------- writes
 
     async def write_messages(self, messages: Sequence[ChatMessage], *, now: dt.datetime) -> int:
-        """Insert the messages that are not stored yet, record new rooms, then raise
-        the watermark. Returns how many were new. Raises on any failure; calling
-        again is safe."""
+        """Insert the messages that are not stored yet and record new rooms (each
+        room's ``first_seq`` is written here, before the ack, so it is in place when
+        the ack floor, and so the watermark, covers the message). Returns how many
+        were new. Raises on any failure; calling again is safe."""
         if not messages:
             return 0
         docs = [message_doc(m, now) for m in messages]
@@ -178,12 +184,12 @@ class HistoryStore:
                 raise
             inserted = int(details.get("nInserted", 0))
         await self._record_rooms(messages)
-        await self.meta.update_one(
-            {"_id": WATERMARK_ID},
-            {"$max": {"seq": max(m.seq for m in messages)}},
-            upsert=True,
-        )
         return inserted
+
+    async def raise_watermark(self, seq: int) -> None:
+        """Raise the watermark to ``seq`` (``$max``: concurrent replicas and stale
+        reads never lower it). ``seq`` must be the consumer's ack floor."""
+        await self.meta.update_one({"_id": WATERMARK_ID}, {"$max": {"seq": seq}}, upsert=True)
 
     async def _record_rooms(self, messages: Iterable[ChatMessage]) -> None:
         firsts: dict[str, int] = {}
