@@ -256,7 +256,59 @@ async def test_history_applies_edits_and_deletes(
     for reason in ("not_the_sender", "target_deleted", "target_in_other_room", "target_missing"):
         seen = metric("roomcast_history_invalid_records_total", reason=reason)
         assert seen - invalid_before[reason] == 1, reason
-    assert metric("roomcast_history_invalid_records_total", reason="malformed_json") >= 1
+    assert metric("roomcast_history_dead_letters_total", reason="malformed_json") >= 1
+
+
+async def test_history_dead_letters_an_unparsable_record_and_stores_what_follows(
+    publisher: Publisher,
+    make_settings: Callable[..., Settings],
+    run_consumer: RunConsumer,
+    mongo: Mongo,
+    mongo_db_name: str,
+    kit: type[Kit],
+) -> None:
+    """A record the gateways published but history cannot parse is kept in
+    dead_letters (raw bytes, subject, headers, reason), counted, acknowledged once
+    (not redelivered forever), and the messages after it are stored."""
+    room, alice = kit.oid(), kit.oid()
+    before = await publisher.publish(room, kit.message(room, alice, "before"))
+    raw = b'{"kind": "message", "room": "\xff not json'
+    bad = await publisher.publish(room, raw, "bad-1")
+    nul = kit.message(room, alice, "nul \u0000 inside")
+    bad_field = await publisher.publish(room, nul)
+    after = [
+        await publisher.publish(room, kit.message(room, alice, f"after {i}")) for i in range(5)
+    ]
+    counted = {
+        reason: metric("roomcast_history_dead_letters_total", reason=reason)
+        for reason in ("malformed_json", "bad_field")
+    }
+    settings = make_settings()
+    async with run_consumer(settings):
+
+        async def all_acked() -> bool:
+            try:
+                info = await publisher.js.consumer_info(STREAM_NAME, settings.consumer_name)
+            except nats.js.errors.NotFoundError:
+                return False  # not created yet
+            return bool(info.ack_floor.stream_seq == after[-1] and info.num_ack_pending == 0)
+
+        await kit.eventually(all_acked, within=30, what="every record acknowledged")
+        info = await publisher.js.consumer_info(STREAM_NAME, settings.consumer_name)
+        assert info.num_redelivered == 0
+    ids = sorted(await stored_ids(mongo, mongo_db_name))
+    assert ids == [before, *after]
+    dead = {d["_id"]: d async for d in mongo[mongo_db_name].dead_letters.find({})}
+    assert set(dead) == {bad, bad_field}
+    assert dead[bad]["payload"] == raw
+    assert dead[bad]["subject"] == f"chat.room.{room}"
+    assert dead[bad]["headers"] == {"Nats-Msg-Id": "bad-1"}
+    assert dead[bad]["reason"] == "malformed_json"
+    assert isinstance(dead[bad]["at"], dt.datetime)
+    assert dead[bad_field]["reason"] == "bad_field"
+    assert "NUL" in dead[bad_field]["detail"]
+    for reason, seen in counted.items():
+        assert metric("roomcast_history_dead_letters_total", reason=reason) - seen == 1, reason
 
 
 async def test_history_edit_order_and_repeats_do_not_matter(

@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -66,6 +67,9 @@ PROGRESS_MIN_INTERVAL_SECONDS = 0.05
 # Batches fetched ahead of the one being written: one hides the fetch round trip;
 # more would only hold more unacknowledged messages in memory.
 PREFETCH_BATCHES = 1
+# The parser's detail is short (a field name and a rule); cut anyway so a document stays
+# small whatever the message says.
+DEAD_LETTER_DETAIL_CHARS = 500
 # How long to wait for buffered acks to reach the server when stopping.
 FLUSH_TIMEOUT_SECONDS = 2
 
@@ -103,6 +107,20 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
         max_ack_pending=settings.max_ack_pending,
         filter_subject=ROOM_SUBJECT_PREFIX + "*",
     )
+
+
+def dead_letter_doc(msg: Msg, seq: int, exc: InvalidRecord) -> dict[str, Any]:
+    """The ``dead_letters`` document of a record that could not be parsed: everything
+    needed to replay it once the bug is fixed (``at`` is added when written)."""
+    return {
+        "_id": seq,
+        "subject": msg.subject,
+        "headers": dict(msg.headers or {}),
+        "payload": bytes(msg.data),
+        # A bounded label of chatrecord's; the detail says which field.
+        "reason": exc.reason,
+        "detail": exc.detail[:DEAD_LETTER_DETAIL_CHARS],
+    }
 
 
 class HistoryConsumer:
@@ -247,6 +265,7 @@ class HistoryConsumer:
         messages: list[ChatMessage] = []
         changes: list[Change] = []
         invalid: list[str] = []
+        dead: list[dict[str, Any]] = []
         last_seq = 0
         for msg in msgs:
             md = msg.metadata
@@ -257,14 +276,14 @@ class HistoryConsumer:
             try:
                 record = parse_record(seq, msg.subject, msg.data)
             except InvalidRecord as exc:
-                log.warning("invalid chat record at seq %d: %s", seq, exc)
-                invalid.append(exc.reason)
+                log.error("unparsable chat record at seq %d, dead-lettered: %s", seq, exc)
+                dead.append(dead_letter_doc(msg, seq, exc))
                 continue
             if isinstance(record, ChatMessage):
                 messages.append(record)
             else:
                 changes.append(record)
-        rejected = await self._write(messages, changes, msgs, stop)
+        rejected = await self._write(messages, changes, dead, msgs, stop)
         if rejected is None:
             # Stopping and MongoDB is still down: hand the batch back right away
             # instead of waiting for the ack timeout.
@@ -279,6 +298,8 @@ class HistoryConsumer:
             invalid.append(item.reason)
         for reason in invalid:
             metrics.INVALID_RECORDS.labels(reason).inc()
+        for doc in dead:
+            metrics.DEAD_LETTERS.labels(doc["reason"]).inc()
         for msg in msgs:
             try:
                 await msg.ack()
@@ -294,6 +315,7 @@ class HistoryConsumer:
         self,
         messages: Sequence[ChatMessage],
         changes: Sequence[Change],
+        dead: Sequence[dict[str, Any]],
         msgs: Sequence[Msg],
         stop: asyncio.Event,
     ) -> list[Rejected] | None:
@@ -302,6 +324,8 @@ class HistoryConsumer:
         while True:
             try:
                 now = dt.datetime.now(dt.UTC)
+                # Kept before the ack, like a message: the ack must never drop a record.
+                await self.store.write_dead_letters([{**d, "at": now} for d in dead])
                 inserted = await self.store.write_messages(messages, now=now)
                 rejected = await self.store.apply_changes(
                     changes, load_target=self._load_target, now=now

@@ -40,6 +40,11 @@ INVALID_RECORDS = Counter(
     "Records acknowledged without being stored or applied, by reason.",
     ["reason"],
 )
+DEAD_LETTERS = Counter(
+    "roomcast_history_dead_letters_total",
+    "Records that could not be parsed, kept in the dead_letters collection, by reason.",
+    ["reason"],
+)
 LAST_STORED_SEQUENCE = Gauge(
     "roomcast_history_last_stored_sequence",
     "Highest stream sequence this replica has written and acknowledged.",
