@@ -33,6 +33,7 @@ CONTRACT = {
     "roomcast_history_consumer_lag_messages",
     "roomcast_history_ingested_total",
     "roomcast_history_redeliveries_total",
+    "roomcast_history_dead_letters_total",
     "roomcast_rooms_grpc_requests_total",
     "roomcast_rooms_grpc_request_duration_seconds",
     "roomcast_rooms_events_published_total",
