@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The nats-server that tests use; CI also runs the NATS tests against a current release.
 CURRENT_NATS_SERVER := $(VENV)/bin/nats-server
 
-.PHONY: help setup up test test-nats-current lint fmt proto proto-check bench soak clean images test-containers
+.PHONY: help reset-state setup up test test-nats-current lint fmt proto proto-check bench soak clean images test-containers
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ js: clients/web/dist/index.html ## Install and build the TypeScript SDK and the 
 
 screenshots: setup ## Regenerate the web app's screenshots in docs/img/ (headless Chromium, real stack)
 	$(PY) tests/browser/screenshots.py
+
+reset-state: ## Forget every user, room and message of `make up` (deletes .roomcast/; the virtualenv stays)
+	rm -rf .roomcast
 
 clean: ## Remove the virtualenv and local state (.roomcast/)
 	rm -rf $(VENV) .roomcast .mypy_cache .ruff_cache .pytest_cache
