@@ -299,11 +299,12 @@ class TokenVerifier:
         raise DependencyUnavailable("cannot fetch JWKS and no usable cached keys")
 
     async def _key_for(self, kid: str) -> Ed25519PublicKey:
-        if self._fetched_at is None or self._clock() - self._fetched_at > JWKS_TTL_SECONDS:
-            # While one caller refetches (up to the fetch timeout when auth hangs), the
-            # others verify with the keys they have instead of queueing behind it.
-            if not (self._keys and kid in self._keys and self._lock.locked()):
-                await self._refresh(wanted_kid=None)
+        stale = self._fetched_at is None or self._clock() - self._fetched_at > JWKS_TTL_SECONDS
+        # While one caller refetches (up to the fetch timeout when auth hangs), the
+        # others verify with the keys they have instead of queueing behind it.
+        refetching_with_key_at_hand = bool(self._keys) and kid in self._keys and self._lock.locked()
+        if stale and not refetching_with_key_at_hand:
+            await self._refresh(wanted_kid=None)
         key = self._keys.get(kid)
         if key is None:
             await self._refresh(wanted_kid=kid)
