@@ -62,3 +62,10 @@ async def test_a_bucket_only_revocation_closes_sockets_and_refuses_rest(
             )
             assert refused.status_code == 401, refused.text
             assert refused.json()["error"]["code"] == "session_revoked"
+    # Nor does the token open a new socket on any gateway (the verifier refuses it).
+    for gateway in cluster:
+        reopened = await open_ws(gateway.ws_url)
+        await reopened.send_json({"type": "auth", "token": bob.token})
+        error = await reopened.expect_type("error")
+        assert error["code"] == "session_revoked", error
+        assert (await reopened.wait_closed()).code == 4001

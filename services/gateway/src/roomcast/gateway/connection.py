@@ -312,10 +312,9 @@ class Connection(WSListener):
     async def _authenticate(self, token: str) -> None:
         first = self.claims is None
         try:
+            # Also refuses a revoked session's tokens (session_revoked): hub.revoked is
+            # the verifier's own watcher (keys.py, revocations.py).
             claims = await self.hub.verifier.verify(token)
-            if claims.session_id is not None and claims.session_id in self.hub.revoked:
-                # Logged out or revoked: its tokens must not reopen sockets (revocations.py).
-                raise Unauthenticated("session revoked", code="session_revoked")
         except Unauthenticated as exc:
             if first:
                 self._error(exc, None)
