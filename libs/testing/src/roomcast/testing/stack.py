@@ -68,7 +68,7 @@ class Stack:
     bcrypt_cost: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     # 1: one nats-server (``ports.nats``); 3: a JetStream cluster of three nodes on free
-    # ports, and the CHAT stream with that many replicas.
+    # ports, and the CHAT stream and the revocation bucket with that many replicas.
     nats_nodes: int = 1
     nats: NatsServer | None = None
     nats_cluster: list[NatsServer] = field(default_factory=list)
@@ -110,8 +110,12 @@ class Stack:
             f"{prefix}MONGO_URL": self.mongo.url,
             f"{prefix}JWKS_URL": self.jwks_url,
         }
+        # As the production overlay's nats-cluster component sets them: every JetStream
+        # asset (the CHAT stream, auth's revocation bucket) on every node of the cluster.
         if prefix in ("ROOMCAST_GATEWAY_", "ROOMCAST_HISTORY_"):
             env[f"{prefix}STREAM_REPLICAS"] = str(self.nats_nodes)
+        if prefix == "ROOMCAST_AUTH_":
+            env[f"{prefix}REVOCATIONS_REPLICAS"] = str(self.nats_nodes)
         env.update({k: v for k, v in self.extra_env.items() if k.startswith(prefix)})
         return env
 
