@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
-from rooms_harness import Rooms, User, code_of, new_user_id
+from rooms_harness import EventSink, Rooms, User, code_of, new_user_id
 
 from roomcast.rooms.validation import MAX_INVITE_CODE_CHARS
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
@@ -103,6 +104,44 @@ async def test_rejoins_racing_the_kick_do_not_keep_the_user_in(rooms: Rooms) -> 
     assert [m.user_id for m in listed.members] == [owner.id]
     fresh = await rooms.stub.GetRoom(pb.GetRoomRequest(room_id=room.id), metadata=owner.md)
     assert fresh.room.member_count == 1
+
+
+async def test_a_join_undone_by_a_racing_rotation_publishes_the_removal(
+    rooms: Rooms, events: EventSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exact interleaving: the join reads the room (old code), a kick rotates the
+    code, then the join inserts the membership. JoinRoom undoes it, and says so with
+    the kick's event: a gateway that asked rooms during the gap and cached "member"
+    drops it, instead of letting the user read the room until the cache expires."""
+    owner, kicked = rooms.user(), rooms.user()
+    room = await rooms.create(owner, visibility=pb.VISIBILITY_PRIVATE)
+    store = rooms.running.store
+    insert = store.add_member
+    in_the_gap: list[grpc.StatusCode] = []
+
+    async def rotated_first(room_id: str, user_id: str, *args: Any, **kwargs: Any) -> Any:
+        if user_id == kicked.id:
+            await store.rotate_invite_code(room_id)  # the kick's rotation lands here
+            inserted = await insert(room_id, user_id, *args, **kwargs)
+            # A gateway asking now is told "member" (and caches it).
+            check = pb.CheckMembershipRequest(room_id=room_id)
+            in_the_gap.append(await code_of(rooms.stub.CheckMembership(check, metadata=kicked.md)))
+            return inserted
+        return await insert(room_id, user_id, *args, **kwargs)
+
+    monkeypatch.setattr(store, "add_member", rotated_first)
+    refused = await join_with(rooms, kicked, room.id, room.invite_code)
+    assert refused.code() == NOT_FOUND
+    assert in_the_gap == [grpc.StatusCode.OK]  # the gap the event must close was there
+
+    removed = await events.wait_for_type("member_removed")
+    assert removed["room_id"] == room.id
+    assert removed["user_id"] == kicked.id
+    assert [e for e in events.of_type("member_joined") if e["user_id"] == kicked.id] == []
+    check = rooms.stub.CheckMembership(
+        pb.CheckMembershipRequest(room_id=room.id), metadata=kicked.md
+    )
+    assert await code_of(check) == NOT_FOUND
 
 
 ODD_CODES = st.one_of(

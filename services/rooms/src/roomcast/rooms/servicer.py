@@ -263,8 +263,17 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         ):
             # The code was rotated (a kick, or RotateInviteCode) between our read and
             # the insert: the room read after the insert says the code no longer opens
-            # it. Undo, as if the join had come after the rotation.
-            await self.store.remove_member(room_id, caller.user_id, role=Role.MEMBER)
+            # it. Undo, as if the join had come after the rotation. The membership
+            # existed for a moment (a gateway asking then cached "member"), so its end
+            # is published as a kick's is; no join was ever published. Nobody else
+            # removed it, so the actor is the user whose join was undone.
+            if await self.store.remove_member(room_id, caller.user_id, role=Role.MEMBER):
+                await self.events.publish(
+                    EventType.MEMBER_REMOVED,
+                    room_id,
+                    actor_id=caller.user_id,
+                    user_id=caller.user_id,
+                )
             raise RoomNotFound()
         if inserted:
             await self.events.publish(
