@@ -78,6 +78,16 @@ DUPLICATE_KEY = 11000
 # MongoDB and SecantusDB answer from the (room_id, _id) index.
 FIRST_WINDOW_PAGES = 2
 WINDOW_GROWTH = 4
+# Private messages the viewer may not see are skipped in Python. So that a member who
+# floods a room with private messages cannot make each page cost thousands of queries,
+# a query that met invisible documents asks for WINDOW_GROWTH times more next time, up
+# to SCAN_BATCH_MAX documents (bounded memory per query: bodies are at most ~64 KB, and
+# most are far smaller), and a page stops after MAX_QUERIES_PER_PAGE queries. A page
+# cut short returns what it found with ``next_before`` set where it stopped, so the
+# reader simply asks for the next page: the cost per request is bounded, whatever the
+# room holds (docs/history.md).
+SCAN_BATCH_MAX = 500
+MAX_QUERIES_PER_PAGE = 12
 
 # Rooms whose first_seq this process has recorded (about 100 bytes each); a room
 # falling out is recorded again, harmlessly ($min).
@@ -100,6 +110,13 @@ _HIDDEN_FIELDS = {"stored_at": 0, "client_id": 0, "edit_seq": 0, "delete_seq": 0
 class Page:
     items: list[Doc]
     next_before: int | None
+
+
+@dataclass(slots=True)
+class _Scan:
+    """Where a page's scan stopped when its query budget ran out (None: it did not)."""
+
+    stopped_before: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,13 +319,16 @@ class HistoryStore:
         if bounds is None:
             return Page([], None)
         first, hi = bounds
+        scan = _Scan()
         collected = [
-            to_item(d) async for d in self._newest_first(room_id, first, hi, limit + 1, viewer_id)
+            to_item(d)
+            async for d in self._newest_first(room_id, first, hi, limit + 1, viewer_id, scan)
         ]
         if len(collected) > limit:
             items = collected[:limit]
             return Page(items, items[-1]["seq"])
-        return Page(collected, None)
+        # Cut short by the query budget: go on below the last sequence examined.
+        return Page(collected, scan.stopped_before)
 
     async def last_seq(self, room_id: str) -> int:
         """The room's newest stored sequence, visible to the caller or not (0 if none)."""
@@ -335,30 +355,52 @@ class HistoryStore:
         return int(room["first_seq"]), hi
 
     async def _newest_first(
-        self, room_id: str, first: int, hi: int, wanted: int, viewer_id: str | None
+        self,
+        room_id: str,
+        first: int,
+        hi: int,
+        wanted: int,
+        viewer_id: str | None,
+        scan: _Scan | None = None,
     ) -> AsyncGenerator[Doc, None]:
         """Up to ``wanted`` documents of the room in ``[first, hi)`` (visible to
-        ``viewer_id`` unless None), newest first, read window by window."""
+        ``viewer_id`` unless None), newest first, read window by window, in at most
+        MAX_QUERIES_PER_PAGE queries (``scan.stopped_before`` tells where it stopped)."""
         window = FIRST_WINDOW_PAGES * wanted
+        batch = wanted
         found = 0
+        queries = 0
         while hi > first and found < wanted:
+            if queries == MAX_QUERIES_PER_PAGE:
+                if scan is not None:
+                    scan.stopped_before = hi
+                return
+            queries += 1
             lo = max(first, hi - window)
-            need = wanted - found
             docs = (
                 await self.messages.find(
                     {"room_id": room_id, "_id": {"$gte": lo, "$lt": hi}}, _HIDDEN_FIELDS
                 )
                 .sort("_id", -1)
-                .limit(need)
+                .limit(batch)
+                .batch_size(batch)  # one round trip (the server's first batch is 101)
                 .to_list()
             )
+            skipped = 0
             for doc in docs:
                 if viewer_id is None or visible_to(doc, viewer_id):
                     found += 1
                     yield doc
-            if len(docs) == need:
-                # The window holds more: continue right below the oldest one read.
+                    if found == wanted:
+                        return
+                else:
+                    skipped += 1
+            if len(docs) == batch:
+                # The window holds more: continue right below the oldest one read, in
+                # bigger steps if this one was mostly invisible to the viewer.
                 hi = int(docs[-1]["_id"])
+                if skipped:
+                    batch = min(SCAN_BATCH_MAX, max(batch, skipped) * WINDOW_GROWTH)
             else:
                 hi = lo
                 window *= WINDOW_GROWTH
