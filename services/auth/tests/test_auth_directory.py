@@ -1,11 +1,11 @@
 """Finding users: GET /v1/users?username= (exact, public profile, rate limited) and the
-batch POST /v1/users/lookup the gateway uses to name a members page."""
+batch POST /v1/users/lookup the gateway uses to name a members page (rate limited too)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from roomcast.auth.directory import LOOKUP_RATE_LIMIT, MAX_BATCH_IDS
+from roomcast.auth.directory import BATCH_LOOKUP_RATE_LIMIT, LOOKUP_RATE_LIMIT, MAX_BATCH_IDS
 
 if TYPE_CHECKING:
     from conftest import AuthHarness, MakeAuth
@@ -92,3 +92,31 @@ async def test_batch_lookup_names_known_ids_only(auth: AuthHarness) -> None:
         auth.expect_error(response, 400, "invalid_request")
     response = await auth.client.post("/v1/users/lookup", json={"ids": [ann["id"]]})
     auth.expect_error(response, 401, "missing_token")
+
+
+async def test_batch_lookup_is_rate_limited_per_caller(make_auth: MakeAuth) -> None:
+    """100 ids a call, any signed-in caller: without a limit one account could keep
+    auth querying at full speed. The batch has its own bucket per caller."""
+    now = [1000.0]
+    auth = await make_auth(rate_limit_clock=lambda: now[0])
+    token = await _token(auth, "harvester")
+    other = await _token(auth, "browser")
+    ids = {"ids": ["0" * 24] * MAX_BATCH_IDS}
+    headers = auth.bearer(token)
+    for _ in range(BATCH_LOOKUP_RATE_LIMIT):
+        response = await auth.client.post("/v1/users/lookup", json=ids, headers=headers)
+        assert response.status_code == 200, response.text
+    refused = await auth.client.post("/v1/users/lookup", json=ids, headers=headers)
+    auth.expect_error(refused, 429, "rate_limited")
+    assert int(refused.headers["retry-after"]) >= 1
+    # Its own bucket: the username lookup and other callers are not affected.
+    response = await auth.client.get("/v1/users", params={"username": "browser"}, headers=headers)
+    assert response.status_code == 200
+    response = await auth.client.post("/v1/users/lookup", json=ids, headers=auth.bearer(other))
+    assert response.status_code == 200
+    # The bucket refills with time (60 a minute: one a second).
+    now[0] += 1
+    response = await auth.client.post("/v1/users/lookup", json=ids, headers=headers)
+    assert response.status_code == 200
+    text = (await auth.client.get("/metrics")).text
+    assert 'roomcast_auth_rate_limited_total{endpoint="user_batch_lookup",key="user"}' in text

@@ -175,7 +175,7 @@ def create_app(
 
     @app.post("/v1/users/lookup")
     async def lookup_users(body: UserBatchRequest, claims: Caller) -> PublicUserList:
-        return PublicUserList(items=[u.public() for u in await directory.by_ids(body.ids)])
+        return PublicUserList(items=[u.public() for u in await directory.by_ids(claims, body.ids)])
 
     @app.get("/v1/users/{user_id}")
     async def get_user(user_id: str) -> dict[str, PublicUser]:

@@ -3,8 +3,10 @@
 A person addresses others by name (``/to bob``), so clients need a name → id lookup; a
 members listing is a page of user ids, so the gateway names a whole page in one call
 instead of one request per member. Both answer public profiles only (never an email),
-and only to a signed-in caller. Username lookups are rate limited per caller: a lookup
-is how someone would probe which names exist, so it costs a token.
+and only to a signed-in caller. Both are rate limited per caller, each with its own
+bucket: a username lookup is how someone would probe which names exist, and a batch of
+up to 100 ids is a query's worth of work that any signed-in user could otherwise repeat
+without end (the gateway calls it with the caller's token, so the caller is the person).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ LOOKUP_RATE_WINDOW_SECONDS = 60.0
 MAX_TRACKED_CALLERS = 100_000
 # Ids per batch lookup: a members page holds at most 100 members.
 MAX_BATCH_IDS = 100
+# Batch lookups per caller: 60 a minute. The gateway asks once per members page whose
+# names it has not cached (30 s, rest_users.py), so a person paging through member lists
+# stays far below it; a script is held to 6000 ids a minute.
+BATCH_LOOKUP_RATE_LIMIT = 60
+BATCH_LOOKUP_RATE_WINDOW_SECONDS = 60.0
 
 ObjectIdText = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$", min_length=24, max_length=24)]
 
@@ -60,21 +67,33 @@ class UserDirectory:
             max_keys=MAX_TRACKED_CALLERS,
             clock=clock,
         )
+        self._batch_limiter = KeyedRateLimiter(
+            capacity=BATCH_LOOKUP_RATE_LIMIT,
+            per_seconds=BATCH_LOOKUP_RATE_WINDOW_SECONDS,
+            max_keys=MAX_TRACKED_CALLERS,
+            clock=clock,
+        )
 
     async def by_username(self, caller: AccessClaims, username: str) -> UserRecord:
         """The user named exactly ``username`` (case-insensitive: names are unique that
         way), or :class:`UserNotFound`. ``username`` is already validated by the route."""
-        wait = self._limiter.hit(caller.user_id)
-        if wait > 0:
-            metrics.RATE_LIMITED.labels("user_lookup", "user").inc()
-            raise TooManyAttempts(
-                f"too many user lookups; retry in {int(wait) + 1} s", retry_after=wait
-            )
+        _spend(self._limiter, caller, "user_lookup")
         user = await self._users.find_by_username(username)
         if user is None:
             raise UserNotFound()
         return user
 
-    async def by_ids(self, ids: list[str]) -> list[UserRecord]:
+    async def by_ids(self, caller: AccessClaims, ids: list[str]) -> list[UserRecord]:
         """The users of ``ids`` that exist, in no particular order."""
+        _spend(self._batch_limiter, caller, "user_batch_lookup")
         return await self._users.get_many(ids)
+
+
+def _spend(limiter: KeyedRateLimiter, caller: AccessClaims, endpoint: str) -> None:
+    """One lookup from ``caller``, or :class:`TooManyAttempts` (429) with the wait."""
+    wait = limiter.hit(caller.user_id)
+    if wait > 0:
+        metrics.RATE_LIMITED.labels(endpoint, "user").inc()
+        raise TooManyAttempts(
+            f"too many user lookups; retry in {int(wait) + 1} s", retry_after=wait
+        )

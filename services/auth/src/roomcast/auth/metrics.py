@@ -19,8 +19,8 @@ REGISTRATIONS = Counter(
 )
 RATE_LIMITED = Counter(
     "roomcast_auth_rate_limited_total",
-    "Requests refused by a rate limit, by endpoint (login, register, user_lookup) and key "
-    "(ip, username, user).",
+    "Requests refused by a rate limit, by endpoint (login, register, user_lookup, "
+    "user_batch_lookup) and key (ip, username, user).",
     ["endpoint", "key"],
 )
 REFRESHES = Counter(
