@@ -6,57 +6,24 @@ with the MongoDB client built exactly as the service builds it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
-from pymongo import monitoring
 
 from roomcast.auth.__main__ import mongo_client
 from roomcast.auth.app import auth_service, create_app
 from roomcast.auth.events import NullPublisher
 from roomcast.auth.settings import Settings
 from roomcast.common.tokens import TokenSigner
+from roomcast.testing.mongowire import DURABLE, WriteRecorder, recording_writes
 
-WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
-# What the wire must carry: journaled on the primary, acknowledged by a majority.
-DURABLE = {"w": "majority", "j": True}
 PASSWORD = "correct horse battery staple"
-
-
-class WriteRecorder(monitoring.CommandListener):
-    """Write commands sent to one database (with the collection they write), and any
-    write-concern error in the replies."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.active = True
-        self.writes: list[tuple[str, str, Any]] = []
-        self.concern_errors: list[Any] = []
-        self._ids: set[int] = set()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        ours = self.active and event.database_name == self.database
-        if ours and event.command_name in WRITE_COMMANDS:
-            collection = str(event.command.get(event.command_name))
-            self.writes.append((event.command_name, collection, event.command.get("writeConcern")))
-            self._ids.add(event.request_id)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        if event.request_id in self._ids and "writeConcernError" in event.reply:
-            self.concern_errors.append(event.reply["writeConcernError"])
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.fixture
 def recorder(mongo_db_name: str) -> Iterator[WriteRecorder]:
-    # PyMongo listeners are process-wide and cannot be removed: it goes quiet afterwards.
-    listener = WriteRecorder(mongo_db_name)
-    monitoring.register(listener)
-    yield listener
-    listener.active = False
+    with recording_writes(mongo_db_name) as listener:
+        yield listener
 
 
 async def test_register_login_refresh_and_logout_writes_are_durable(

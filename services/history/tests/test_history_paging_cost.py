@@ -10,31 +10,14 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
-from pymongo.monitoring import CommandListener, CommandStartedEvent
 
 from roomcast.history.store import MAX_QUERIES_PER_PAGE, HistoryStore
+from roomcast.testing.mongowire import ReadCounter
 
 ROOM = "65f000000000000000000001"
 FLOODER, ACCOMPLICE, READER = "u-flooder", "u-accomplice", "u-reader"
 # The issue's figure: 20k private messages made each page cost ~10k queries.
 INVISIBLE = 20_000
-
-
-class FindCounter(CommandListener):
-    """Counts the read commands this client sends (real wire traffic)."""
-
-    def __init__(self) -> None:
-        self.reads = 0
-
-    def started(self, event: CommandStartedEvent) -> None:
-        if event.command_name in {"find", "getMore", "aggregate"}:
-            self.reads += 1
-
-    def succeeded(self, event: Any) -> None:
-        pass
-
-    def failed(self, event: Any) -> None:
-        pass
 
 
 def message(seq: int, sender: str, text: str, to: str | None = None) -> dict[str, Any]:
@@ -52,8 +35,8 @@ def message(seq: int, sender: str, text: str, to: str | None = None) -> dict[str
 
 
 @pytest.fixture
-async def flooded(mongo_url: str) -> AsyncIterator[tuple[HistoryStore, FindCounter]]:
-    counter = FindCounter()
+async def flooded(mongo_url: str) -> AsyncIterator[tuple[HistoryStore, ReadCounter]]:
+    counter = ReadCounter()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         mongo_url, event_listeners=[counter], tz_aware=True
     )
@@ -76,7 +59,7 @@ async def flooded(mongo_url: str) -> AsyncIterator[tuple[HistoryStore, FindCount
 
 
 async def test_history_pages_through_a_private_flood_in_bounded_queries(
-    flooded: tuple[HistoryStore, FindCounter],
+    flooded: tuple[HistoryStore, ReadCounter],
 ) -> None:
     store, counter = flooded
     seen: list[int] = []
@@ -101,7 +84,7 @@ async def test_history_pages_through_a_private_flood_in_bounded_queries(
 
 
 async def test_history_summary_under_a_private_flood_is_bounded(
-    flooded: tuple[HistoryStore, FindCounter],
+    flooded: tuple[HistoryStore, ReadCounter],
 ) -> None:
     store, counter = flooded
     counter.reads = 0

@@ -5,11 +5,9 @@ the MongoDB client built exactly as the service builds it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 import pytest
-from pymongo import monitoring
 from rooms_harness import IssueToken, Rooms, rooms_settings
 
 from roomcast.common.natsconn import connect_nats
@@ -18,43 +16,13 @@ from roomcast.rooms.__main__ import mongo_client
 from roomcast.rooms.server import start_server
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
-
-WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
-# What the wire must carry: journaled on the primary, acknowledged by a majority.
-DURABLE = {"w": "majority", "j": True}
-
-
-class WriteRecorder(monitoring.CommandListener):
-    """Write commands sent to one database, and any write-concern error in replies."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.active = True
-        self.writes: list[tuple[str, Any]] = []
-        self.concern_errors: list[Any] = []
-        self._ids: set[int] = set()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        ours = self.active and event.database_name == self.database
-        if ours and event.command_name in WRITE_COMMANDS:
-            self.writes.append((event.command_name, event.command.get("writeConcern")))
-            self._ids.add(event.request_id)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        if event.request_id in self._ids and "writeConcernError" in event.reply:
-            self.concern_errors.append(event.reply["writeConcernError"])
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+from roomcast.testing.mongowire import DURABLE, WRITE_COMMANDS, WriteRecorder, recording_writes
 
 
 @pytest.fixture
 def recorder(mongo_db_name: str) -> Iterator[WriteRecorder]:
-    # PyMongo listeners are process-wide and cannot be removed: it goes quiet afterwards.
-    listener = WriteRecorder(mongo_db_name)
-    monitoring.register(listener)
-    yield listener
-    listener.active = False
+    with recording_writes(mongo_db_name) as listener:
+        yield listener
 
 
 async def test_membership_and_role_writes_are_journaled_and_majority_acknowledged(
@@ -99,7 +67,7 @@ async def test_membership_and_role_writes_are_journaled_and_majority_acknowledge
         await mongo.close()
 
     # Every kind of write the scenario makes was seen (the check below is not vacuous).
-    assert {name for name, _ in recorder.writes} == WRITE_COMMANDS, recorder.writes
-    weak = [(name, concern) for name, concern in recorder.writes if concern != DURABLE]
+    assert {name for name, _, _ in recorder.writes} == WRITE_COMMANDS, recorder.writes
+    weak = [(name, concern) for name, _, concern in recorder.writes if concern != DURABLE]
     assert not weak, f"writes not journaled + majority: {weak}"
     assert not recorder.concern_errors
