@@ -1,15 +1,19 @@
 """Rate limits on login and registration: per client address and per (username,
 address), 429 with Retry-After and the envelope, refilled over time (no lockout); a
-progressive per-username delay that never refuses; and the client address taken from
+progressive per-username delay whose time slots pace the addresses that failed on a
+name and which never refuses the others; and the client address taken from
 X-Forwarded-For only behind a trusted proxy. The limiter clock and the back-off's sleep
 are injected: no real waiting."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from roomcast.auth import limits
+from roomcast.auth.errors import TooManyAttempts
 from roomcast.auth.limits import client_ip
 from roomcast.auth.settings import Settings
 
@@ -39,13 +43,39 @@ async def _login(
 
 
 class RecordedSleeps:
-    """The back-off's delays, recorded instead of waited (no real sleeping)."""
+    """The back-off's delays, recorded instead of waited (no real sleeping). With a
+    ``clock``, each delay passes on it, as a real wait would."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self.delays: list[float] = []
+        self.clock = clock
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+        if self.clock is not None:
+            self.clock.now += seconds
+
+
+class GatedSleeps(RecordedSleeps):
+    """Records each delay, then holds the attempt until ``gate`` opens, so every
+    concurrent attempt has taken its place before any password is checked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await self.gate.wait()
+
+
+async def settled(tasks: list[asyncio.Task[Any]], sleeps: RecordedSleeps) -> None:
+    """Until every task is either refused (done) or waiting in the back-off."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while sum(t.done() for t in tasks) + len(sleeps.delays) < len(tasks):
+        assert loop.time() < deadline, "attempts neither refused nor waiting"
+        await asyncio.sleep(0.01)
 
 
 def from_ip(address: str) -> dict[str, Any]:
@@ -89,7 +119,7 @@ async def test_attacker_hammering_a_name_does_not_lock_its_owner_out(
     """The review's attack: one bad try on "alice" every 3 s (the per-username refill
     rate of the default 10 per 30 s) used to keep her refused everywhere forever."""
     clock = Clock()
-    sleeps = RecordedSleeps()
+    sleeps = RecordedSleeps(clock)  # the back-off's waits pass on the clock
     auth = await make_auth(
         rate_limit_clock=clock,
         backoff_sleep=sleeps,
@@ -98,10 +128,11 @@ async def test_attacker_hammering_a_name_does_not_lock_its_owner_out(
     )
     await auth.register("alice")
     attacker, owner = from_ip("203.0.113.66"), from_ip("198.51.100.20")
-    # A burst first: the attacker's own (alice, A) budget runs out...
-    for _ in range(10):
-        assert (await _login(auth, "alice", **attacker)).status_code == 401
-    auth.expect_error(await _login(auth, "alice", **attacker), 429, "rate_limited")
+    # A burst first: paced by the name's delay (its waits pass on the clock)...
+    started = clock.now
+    for _ in range(20):
+        assert (await _login(auth, "alice", **attacker)).status_code in (401, 429)
+    assert clock.now - started >= 10 * 4.0  # mostly 4 s per guess past the free ones
     # ...then the steady pace, for ten minutes; alice logs in from B throughout.
     for minute in range(10):
         for _ in range(20):
@@ -157,8 +188,9 @@ async def test_default_limits_are_10_per_30_seconds(make_auth: MakeAuth) -> None
     auth = await make_auth(rate_limit_clock=clock)
     assert auth.settings.login_rate_limit == 10
     assert auth.settings.login_rate_window_seconds == 30
-    for _ in range(10):
-        assert (await _login(auth, "defaults")).status_code == 401
+    # Names of their own, so no per-name delay applies: the address's budget is spent.
+    for n in range(10):
+        assert (await _login(auth, f"defaults{n}")).status_code == 401
     limited = await _login(auth, "defaults")
     auth.expect_error(limited, 429, "rate_limited")
     assert limited.headers["Retry-After"] == "3"
@@ -284,3 +316,102 @@ async def test_rate_limits_are_counted_in_metrics(make_auth: MakeAuth) -> None:
     text = (await auth.client.get("/metrics")).text
     assert 'roomcast_auth_rate_limited_total{endpoint="login",key="ip"}' in text
     assert 'roomcast_auth_logins_total{result="rate_limited"}' in text
+
+
+async def test_parallel_guesses_from_many_addresses_take_turns(make_auth: MakeAuth) -> None:
+    """The review's finding: concurrent attempts on one name from many addresses all
+    waited the delay and were then checked together, which paced nothing. Addresses
+    that already failed on the name now share its time slots, one check per delay, and
+    nobody waits longer than the cap: the rest are refused with the wait. The owner, at
+    an address that did not fail, waits only the delay and gets in."""
+    clock = Clock()
+    sleeps = GatedSleeps()
+    auth = await make_auth(
+        rate_limit_clock=clock,
+        backoff_sleep=sleeps,
+        trusted_proxies="10.0.0.1",
+        client_address=("10.0.0.1", 1),
+    )
+    await auth.register("target")
+    guessers = [from_ip(f"203.0.113.{n}") for n in range(8)]
+    sleeps.gate.set()
+    for guesser in guessers:  # one failure each: 8 on the name, a 2 s delay now
+        assert (await _login(auth, "target", **guesser)).status_code == 401
+    assert sleeps.delays == [0.25, 0.5, 1.0]
+    sleeps.delays.clear()
+    sleeps.gate.clear()
+
+    attempts = [asyncio.create_task(_login(auth, "target", **g)) for g in guessers]
+    await settled(attempts, sleeps)
+    # Slots 2 s apart, never beyond the 4 s cap: two are checked, in turn.
+    assert sleeps.delays == [2.0, 4.0]
+    refused = [t.result() for t in attempts if t.done()]
+    assert len(refused) == 6
+    for response in refused:
+        auth.expect_error(response, 429, "rate_limited")
+        assert 1 <= int(response.headers["Retry-After"]) <= 4
+    # Meanwhile the owner, from an address that never failed: just the delay.
+    owner = asyncio.create_task(_login(auth, "target", PASSWORD, **from_ip("198.51.100.5")))
+    await settled([*attempts, owner], sleeps)
+    assert sleeps.delays == [2.0, 4.0, 2.0]
+    checked = [t for t in attempts if not t.done()]
+    sleeps.gate.set()
+    assert [(await t).status_code for t in checked] == [401, 401]
+    assert (await owner).status_code == 200
+
+
+async def test_a_successful_login_resets_the_delay(make_auth: MakeAuth) -> None:
+    clock = Clock()
+    sleeps = RecordedSleeps()
+    auth = await make_auth(
+        rate_limit_clock=clock,
+        backoff_sleep=sleeps,
+        trusted_proxies="10.0.0.1",
+        client_address=("10.0.0.1", 1),
+    )
+    await auth.register("forgetful")
+    for n in range(8):
+        assert (await _login(auth, "forgetful", **from_ip(f"192.0.2.{n}"))).status_code == 401
+    assert sleeps.delays == [0.25, 0.5, 1.0]
+    # The owner gets in (after the 2 s delay those failures earned)...
+    ok = await _login(auth, "forgetful", PASSWORD, **from_ip("192.0.2.0"))
+    assert ok.status_code == 200
+    assert sleeps.delays[-1] == 2.0
+    # ...and the name starts afresh: the next tries, even from a guessing address, are
+    # not delayed until five new failures.
+    sleeps.delays.clear()
+    for n in range(5):
+        assert (await _login(auth, "forgetful", **from_ip(f"192.0.2.{n}"))).status_code == 401
+    assert sleeps.delays == []
+
+
+async def test_the_back_off_remembers_a_bounded_number_of_names_and_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Names and (name, address) pairs are kept in bounded tables: a spray of names
+    from many addresses forgets the oldest (which only forgives), never grows."""
+    monkeypatch.setattr(limits, "MAX_TRACKED_KEYS", 5)
+    clock = Clock()
+    backoff = limits.UsernameBackoff(
+        free_failures=0,
+        base_seconds=1.0,
+        max_seconds=4.0,
+        forgive_seconds=30.0,
+        address_memory_seconds=900.0,
+        clock=clock,
+        sleep=RecordedSleeps(),  # a frozen clock: the slots stay taken
+    )
+    for n in range(50):
+        backoff.failed(f"name{n}", f"192.0.2.{n}")
+    assert [backoff.failures(f"name{n}") for n in (0, 44, 45, 49)] == [0.0, 0.0, 1.0, 1.0]
+    # The most recent name and address are still remembered: that address queues
+    # (slots 2 s apart, none beyond the 4 s cap).
+    for _ in range(2):
+        await backoff.wait("name49", "192.0.2.49")
+    with pytest.raises(TooManyAttempts):
+        await backoff.wait("name49", "192.0.2.49")
+    # Once pushed out, the pair is an address like any other: never refused.
+    for n in range(5):
+        backoff.failed(f"other{n}", "192.0.2.201")
+    for _ in range(3):
+        await backoff.wait("name49", "192.0.2.49")

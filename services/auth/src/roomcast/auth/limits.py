@@ -6,11 +6,12 @@ Three rules, so that an attacker cannot keep a chosen user from logging in:
 - per (username, client address) (``username``): one address cannot hammer one name,
   while the same name from any other address keeps its own budget, so bad tries on
   "alice" from address A never refuse alice at address B;
-- per username, across addresses: a progressive delay (:class:`UsernameBackoff`), never
-  a refusal. Recent failures on a name make every attempt on it wait
-  ``base * 2**(failures - free)`` seconds (capped) before its password is checked, which
-  slows guessing spread over many addresses while the owner still gets in, late by at
-  most the cap.
+- per username, across addresses: a progressive delay (:class:`UsernameBackoff`).
+  Recent failures on a name make each attempt on it cost ``base * 2**(failures -
+  free)`` seconds (capped). Addresses that already failed on the name share its time
+  slots, one check per delay, so guessing spread over many addresses in parallel is
+  paced rather than checked in one batch after the wait; every other address (the
+  owner's) only waits the delay and is never refused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from roomcast.auth import metrics
 from roomcast.auth.errors import TooManyAttempts
@@ -31,6 +34,7 @@ from roomcast.common.ratelimit import KeyedRateLimiter
 MAX_TRACKED_KEYS = 100_000
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 def client_ip(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[IpNetwork]) -> str:
@@ -72,11 +76,36 @@ class AttemptLimiter:
             )
 
 
-class UsernameBackoff:
-    """Progressive delay per username from its recent failures, whatever the address.
+@dataclass(slots=True)
+class _NameState:
+    """One username's recent failures (as of ``at``) and the end of its last slot."""
 
-    Failures decay: one is forgiven every ``forgive_seconds``, so a name nobody attacks
-    returns to no delay. The first ``free_failures`` cost nothing (a human mistyping).
+    failures: float
+    at: float
+    next_slot: float
+
+
+class UsernameBackoff:
+    """Per-username pacing of password checks, whatever the address.
+
+    Failures on a name decay (one forgiven every ``forgive_seconds``); past the first
+    ``free_failures`` each attempt costs ``delay`` = ``base * 2**(failures - free)``
+    seconds, capped at ``max_seconds``. How an attempt pays it depends on its address:
+
+    - from an address that failed on this name within ``address_memory_seconds`` (a
+      guesser, after its first try): it takes the name's next **time slot**. Slots are
+      ``delay`` apart and handed out in arrival order across all such addresses, so
+      parallel guesses are checked one per ``delay``, not together. A slot further away
+      than ``max_seconds`` is not given: the attempt is refused (429, with the wait),
+      so nobody waits longer than the cap and the queue holds no more than the cap's
+      worth of attempts;
+    - from any other address (the owner at home or on a new network): it waits
+      ``delay`` and is checked, never queued behind the guessing and never refused, so
+      the owner gets in at most ``max_seconds`` late.
+
+    A successful login resets the name (no delay, no queue) and forgets that its address
+    ever failed. Memory is bounded: at most ``MAX_TRACKED_KEYS`` names and as many
+    (name, address) pairs, least recently seen forgotten first (which only forgives).
     """
 
     def __init__(
@@ -86,6 +115,7 @@ class UsernameBackoff:
         base_seconds: float,
         max_seconds: float,
         forgive_seconds: float,
+        address_memory_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -93,33 +123,78 @@ class UsernameBackoff:
         self.base_seconds = base_seconds
         self.max_seconds = max_seconds
         self.forgive_seconds = forgive_seconds
+        self.address_memory_seconds = address_memory_seconds
         self._clock = clock
         self._sleep = sleep
-        # username -> (failures as of `at`, at)
-        self._failures: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._names: OrderedDict[str, _NameState] = OrderedDict()
+        # "name\0address" -> when that address last failed on that name.
+        self._failed_at: OrderedDict[str, float] = OrderedDict()
 
     def failures(self, username_key: str) -> float:
-        entry = self._failures.get(username_key)
-        if entry is None:
+        state = self._names.get(username_key)
+        if state is None:
             return 0.0
-        count, at = entry
-        return max(0.0, count - (self._clock() - at) / self.forgive_seconds)
+        return max(0.0, state.failures - (self._clock() - state.at) / self.forgive_seconds)
 
     def delay(self, username_key: str) -> float:
-        """Seconds the next attempt on ``username_key`` waits."""
+        """Seconds the next attempt on ``username_key`` costs."""
         excess = math.floor(self.failures(username_key)) - self.free_failures
         if excess < 0:
             return 0.0
         return min(self.max_seconds, self.base_seconds * 2.0**excess)
 
-    async def wait(self, username_key: str) -> None:
+    def _suspect(self, pair: str, now: float) -> bool:
+        failed_at = self._failed_at.get(pair)
+        return failed_at is not None and now - failed_at < self.address_memory_seconds
+
+    async def wait(self, username_key: str, address: str) -> None:
+        """Wait until this attempt may be checked, or raise :class:`TooManyAttempts`."""
+        now = self._clock()
         delay = self.delay(username_key)
+        if self._suspect(_pair(username_key, address), now):
+            state = self._state(username_key, now)
+            slot = max(now, state.next_slot) + delay
+            if slot - now > self.max_seconds:
+                metrics.RATE_LIMITED.labels("login", "username_queue").inc()
+                wait = slot - now - self.max_seconds
+                raise TooManyAttempts(
+                    f"too many login attempts on this name; retry in {math.ceil(wait)} s",
+                    retry_after=wait,
+                )
+            state.next_slot = slot
+            delay = slot - now
         if delay > 0:
             metrics.LOGIN_DELAYED.inc()
             await self._sleep(delay)
 
-    def failed(self, username_key: str) -> None:
-        self._failures[username_key] = (self.failures(username_key) + 1, self._clock())
-        self._failures.move_to_end(username_key)
-        if len(self._failures) > MAX_TRACKED_KEYS:
-            self._failures.popitem(last=False)
+    def failed(self, username_key: str, address: str) -> None:
+        now = self._clock()
+        failures = self.failures(username_key) + 1
+        state = self._state(username_key, now)
+        state.failures, state.at = failures, now
+        _remember(self._failed_at, _pair(username_key, address), now)
+
+    def succeeded(self, username_key: str, address: str) -> None:
+        """The owner got in: the name is no longer under suspicion, nor is the address."""
+        self._names.pop(username_key, None)
+        self._failed_at.pop(_pair(username_key, address), None)
+
+    def _state(self, username_key: str, now: float) -> _NameState:
+        state = self._names.get(username_key)
+        if state is None:
+            state = _NameState(failures=0.0, at=now, next_slot=now)
+        _remember(self._names, username_key, state)
+        return state
+
+
+def _pair(username_key: str, address: str) -> str:
+    # NUL cannot occur in a canonical username: the pair key is unambiguous.
+    return f"{username_key}\0{address}"
+
+
+def _remember(table: OrderedDict[str, T], key: str, value: T) -> None:
+    """Store as most recently seen; drop the least recently seen past the bound."""
+    table[key] = value
+    table.move_to_end(key)
+    if len(table) > MAX_TRACKED_KEYS:
+        table.popitem(last=False)

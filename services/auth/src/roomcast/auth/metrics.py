@@ -20,7 +20,7 @@ REGISTRATIONS = Counter(
 RATE_LIMITED = Counter(
     "roomcast_auth_rate_limited_total",
     "Requests refused by a rate limit, by endpoint (login, register, user_lookup, "
-    "user_batch_lookup) and key (ip, username, user).",
+    "user_batch_lookup) and key (ip, username, username_queue, user).",
     ["endpoint", "key"],
 )
 REFRESHES = Counter(

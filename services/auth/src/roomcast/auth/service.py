@@ -74,6 +74,7 @@ class AuthService:
             base_seconds=settings.login_backoff_base_seconds,
             max_seconds=settings.login_backoff_max_seconds,
             forgive_seconds=settings.login_backoff_forgive_seconds,
+            address_memory_seconds=settings.login_backoff_address_memory_seconds,
             clock=rate_limit_clock,
             sleep=backoff_sleep,
         )
@@ -122,10 +123,10 @@ class AuthService:
         username_key = canonical_username(request.username)
         try:
             self.login_limits.check(client_ip, username_key)
+            await self.login_backoff.wait(username_key, client_ip)
         except TooManyAttempts:
             metrics.LOGINS.labels("rate_limited").inc()
             raise
-        await self.login_backoff.wait(username_key)
         user = await self.users.find_by_username(request.username)
         # Unknown users are checked against a dummy hash of the same cost: same work,
         # same time, same answer as a wrong password.
@@ -137,12 +138,13 @@ class AuthService:
             metrics.LOGINS.labels("overloaded").inc()
             raise
         if not ok or user is None:
-            self.login_backoff.failed(username_key)
+            self.login_backoff.failed(username_key, client_ip)
             metrics.LOGINS.labels("invalid_credentials").inc()
             raise InvalidCredentials()
         if self.hasher.needs_rehash(user.password_hash):
             upgraded = await self.hasher.hash(request.password)
             await self.users.replace_password_hash(user.id, user.password_hash, upgraded)
+        self.login_backoff.succeeded(username_key, client_ip)
         issued = await self.sessions.start(user.id)
         metrics.LOGINS.labels("success").inc()
         return self._pair(user, issued)

@@ -71,14 +71,18 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings):
     login_rate_limit: int = Field(default=10, ge=1, le=100_000)
     login_rate_window_seconds: float = Field(default=30.0, gt=0, le=86_400)
     # Per-username back-off (limits.UsernameBackoff), across addresses: after 5 recent
-    # failures on a name every attempt on it waits 0.25 s, doubling per further failure
-    # up to 4 s, never refused. One failure is forgiven every 30 s. The owner gets in at
-    # most 4 s late; guessing one name from many addresses costs each try 4 s of a
-    # connection instead of ~1 ms of a tight loop.
+    # failures on a name each attempt on it costs 0.25 s, doubling per further failure
+    # up to 4 s. One failure is forgiven every 30 s. Addresses that failed on the name
+    # in the last 15 min share its time slots (one check per delay: 4 s under attack,
+    # refused beyond the 4 s cap), so a guesser gets one unpaced try per name and
+    # address per 15 min; any other address (the owner's) waits at most 4 s, never
+    # refused. 4 s plus auth's bounded hashing queue stays within the gateways' 10 s
+    # wait for auth.
     login_backoff_free_failures: int = Field(default=5, ge=0, le=10_000)
     login_backoff_base_seconds: float = Field(default=0.25, ge=0, le=60)
     login_backoff_max_seconds: float = Field(default=4.0, ge=0, le=60)
     login_backoff_forgive_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    login_backoff_address_memory_seconds: float = Field(default=900.0, gt=0, le=86_400)
     register_rate_limit: int = Field(default=10, ge=1, le=100_000)
     register_rate_window_seconds: float = Field(default=30.0, gt=0, le=86_400)
 
