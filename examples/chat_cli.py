@@ -1,10 +1,12 @@
 """A terminal chat client on the Roomcast SDK (roomcast.client).
 
-    .venv/bin/python examples/chat_cli.py --username alice --password 'correct horse battery' \\
-        --register --create lobby
-    .venv/bin/python examples/chat_cli.py --username bob --password 'battery staple horse' \\
-        --register --room <room id printed above>
+    .venv/bin/python examples/chat_cli.py --username alice --register --create lobby
+    .venv/bin/python examples/chat_cli.py --username bob --register \\
+        --room <room id printed above>
 
+The password is asked for without echo, or taken from ``ROOMCAST_PASSWORD`` (scripts).
+``--password`` also works but puts it on the command line, where every user of the
+machine sees it in ``ps``: use it for throwaway test accounts only.
 Type a line to send it. Commands: ``/to <username> <text>`` sends a private message,
 ``/members`` lists the room's members and who is online, ``/help``, ``/quit`` (or
 Ctrl-C, Ctrl-D) leaves. A refused command prints one ``!!`` line and the client stays.
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import os
 import sys
 import threading
 from typing import Any
@@ -41,6 +45,8 @@ from roomcast.client import (
 )
 
 DEFAULT_GATEWAYS = ["http://127.0.0.1:8080", "http://127.0.0.1:8090"]
+# Where a script puts the password instead of the command line (which ps shows).
+PASSWORD_ENV = "ROOMCAST_PASSWORD"  # noqa: S105 (a variable name, not a password)
 # Messages of history shown when joining a room: a screenful of context.
 HISTORY_LINES = 20
 # Members listed by /members: one page (the gateway's maximum page size).
@@ -292,11 +298,24 @@ async def chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_password(args: argparse.Namespace) -> str:
+    """``--password``, else ``ROOMCAST_PASSWORD``, else a prompt that does not echo."""
+    if args.password:
+        return str(args.password)
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env:
+        return from_env
+    return getpass.getpass(f"password for {args.username}: ")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Roomcast terminal chat")
     parser.add_argument("--gateway", action="append", help="gateway base URL (repeatable)")
     parser.add_argument("--username", required=True)
-    parser.add_argument("--password", required=True)
+    parser.add_argument(
+        "--password",
+        help=f"visible to everyone in ps: prefer the prompt or ${PASSWORD_ENV}",
+    )
     parser.add_argument("--register", action="store_true", help="register the user first")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--room", help="id of the room to join")
@@ -305,7 +324,11 @@ def main() -> None:
     parser.add_argument("--stats", action="store_true", help="print the socket's stats on exit")
     args = parser.parse_args()
     try:
+        args.password = read_password(args)
         code = asyncio.run(chat(args))
+    except EOFError:  # Ctrl-D at the password prompt
+        print()
+        code = 1
     except KeyboardInterrupt:  # Ctrl-C: leave quietly (the socket was closed on the way out)
         print()  # past the terminal's echoed ^C
         code = 0

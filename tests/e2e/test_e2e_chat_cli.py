@@ -46,10 +46,23 @@ class Terminal:
         )
         return done.stdout
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         command = " ".join([sys.executable, str(CLI), *(_quote(a) for a in args)])
+        # The session's environment (-e), not the command line: what ps would show.
+        extra = [f"-e{key}={value}" for key, value in (env or {}).items()]
         self.tmux(
-            "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", str(ROOT), command
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+            str(ROOT),
+            *extra,
+            command,
         )
 
     def screen(self, name: str) -> str:
@@ -110,21 +123,33 @@ async def test_chat_cli_two_people_in_a_terminal(e2e_stack: Stack, terminal: Ter
     carol = outsider.user["username"] if outsider.user else ""
     await outsider.aclose()
     t = terminal
-    creds = ("--password", PASSWORD, "--register")
 
-    t.start("alice", "--gateway", url_a, "--username", alice, *creds, "--create", "lobby")
+    # The password is asked for, not echoed, and never on the command line.
+    t.start("alice", "--gateway", url_a, "--username", alice, "--register", "--create", "lobby")
+    t.wait_line("alice", rf"^password for {alice}: ")
+    t.type("alice", PASSWORD)
     alice_id = t.wait_line("alice", rf"logged in as {alice} \(user id ([0-9a-f]{{24}})\)")[1]
     room = t.wait_line("alice", r"created room lobby: ([0-9a-f]{24})")[1]
     t.wait_line("alice", r"^connected to ")
 
-    # A wrong password is one line and an exit, not a traceback.
+    assert PASSWORD not in t.screen("alice")
+    # A wrong password (from the environment, as a script passes it) is one line and an
+    # exit, not a traceback.
     t.start(
-        "wrong", "--gateway", url_b, "--username", alice, "--password", "not it", "--room", room
+        "wrong",
+        "--gateway",
+        url_b,
+        "--username",
+        alice,
+        "--room",
+        room,
+        env={"ROOMCAST_PASSWORD": "not it"},
     )
     t.wait_for("wrong", lambda _s: t.exited("wrong"), "the client to exit")
     assert re.search(r"^!! invalid_credentials: ", t.screen("wrong"), re.M)
 
-    t.start("bob", "--gateway", url_b, "--username", bob, *creds, "--room", room)
+    bob_env = {"ROOMCAST_PASSWORD": PASSWORD}
+    t.start("bob", "--gateway", url_b, "--username", bob, "--register", "--room", room, env=bob_env)
     t.wait_line("bob", rf"logged in as {bob} \(user id [0-9a-f]{{24}}\)")
     t.wait_line("bob", r"^connected to ")
     # Member events are sentences, presence says who came online.
