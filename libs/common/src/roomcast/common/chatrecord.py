@@ -70,6 +70,19 @@ ChangeKind = Literal["edit", "delete"]
 _MSG_ID_NAMESPACE = {KIND_EDIT: "e", KIND_DELETE: "d"}
 
 
+# Every ``InvalidRecord.reason`` (a bounded metric label): services export each with a
+# zero count from the start, so an alert sees the first occurrence as an increase.
+INVALID_RECORD_REASONS: Final = (
+    "bad_field",
+    "bad_subject",
+    "malformed_json",
+    "not_an_object",
+    "room_mismatch",
+    "too_large",
+    "unknown_kind",
+)
+
+
 class InvalidRecord(ValueError):
     """A payload that is not a valid chat record. ``reason`` is a short, bounded label
     (used as a metric label); ``detail`` says which field."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from roomcast.common.chatrecord import INVALID_RECORD_REASONS
+
 CONSUMER_LAG = Gauge(
     "roomcast_history_consumer_lag_messages",
     "Chat records in the stream not yet stored and acknowledged by history "
@@ -45,6 +47,9 @@ DEAD_LETTERS = Counter(
     "Records that could not be parsed, kept in the dead_letters collection, by reason.",
     ["reason"],
 )
+# Every reason at zero from the start: the first dead letter is an increase the alert sees.
+for _reason in INVALID_RECORD_REASONS:
+    DEAD_LETTERS.labels(_reason)
 LAST_STORED_SEQUENCE = Gauge(
     "roomcast_history_last_stored_sequence",
     "Highest stream sequence this replica has written and acknowledged.",
