@@ -52,8 +52,8 @@ async def join(gw: Gateway, room_id: str, token: str, body: Any) -> httpx.Respon
 
 
 CODES = st.one_of(
-    st.text(max_size=MAX_INVITE_CODE_CHARS + 40),
-    st.text(alphabet=st.characters(min_codepoint=0x80), min_size=1, max_size=20),
+    st.text(st.characters(codec="utf-8"), max_size=MAX_INVITE_CODE_CHARS + 40),
+    st.text(alphabet=st.characters(min_codepoint=0x80, codec="utf-8"), min_size=1, max_size=20),
     st.sampled_from(["ü" * 12, "ümlaut-code", "\u202etxt.exe", "👩‍👩‍👧", "\x00", "x" * 10_000]),
 )
 
