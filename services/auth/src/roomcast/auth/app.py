@@ -22,7 +22,12 @@ from roomcast.auth.directory import (
 from roomcast.auth.errors import MissingToken
 from roomcast.auth.events import EventPublisher
 from roomcast.auth.limits import Sleep, client_ip
-from roomcast.auth.models import (
+from roomcast.auth.passwords import PasswordHasher
+from roomcast.auth.service import AuthService, LoginResult
+from roomcast.auth.sessions import SessionStore, utc_now
+from roomcast.auth.settings import Settings
+from roomcast.auth.users import UserRepository
+from roomcast.common.accounts import (
     USERNAME_PATTERN,
     LoginRequest,
     ProfilePatch,
@@ -32,11 +37,6 @@ from roomcast.auth.models import (
     TokenPair,
     UserEnvelope,
 )
-from roomcast.auth.passwords import PasswordHasher
-from roomcast.auth.service import AuthService, LoginResult
-from roomcast.auth.sessions import SessionStore, utc_now
-from roomcast.auth.settings import Settings
-from roomcast.auth.users import UserRepository
 from roomcast.common.errors import DependencyUnavailable, Unauthenticated
 from roomcast.common.httpapp import create_service_app, error_response
 from roomcast.common.mongo import UNAVAILABLE_ERRORS, ping

@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 
 from roomcast.auth import metrics
 from roomcast.auth.errors import TooManyAttempts, UserNotFound
-from roomcast.auth.models import PublicUser, StrictInput
 from roomcast.auth.users import UserRecord, UserRepository
+from roomcast.common.accounts import PublicUser, StrictInput
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.tokens import AccessClaims
 

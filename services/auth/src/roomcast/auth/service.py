@@ -23,11 +23,11 @@ from roomcast.auth.errors import (
 )
 from roomcast.auth.events import EventPublisher
 from roomcast.auth.limits import AttemptLimiter, Sleep, UsernameBackoff
-from roomcast.auth.models import LoginRequest, ProfilePatch, RegisterRequest
 from roomcast.auth.passwords import SCHEME, PasswordHasher
 from roomcast.auth.sessions import IssuedRefresh, Revocation, SessionStore
 from roomcast.auth.settings import Settings
 from roomcast.auth.users import UserRecord, UserRepository, canonical_username
+from roomcast.common.accounts import LoginRequest, ProfilePatch, RegisterRequest
 from roomcast.common.errors import Conflict
 from roomcast.common.tokens import AccessClaims, TokenSigner
 

@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from roomcast.auth.errors import EmailTaken, UsernameTaken
-from roomcast.auth.models import PrivateUser, PublicUser
+from roomcast.common.accounts import PrivateUser, PublicUser
 from roomcast.common.subjects import is_object_id
 
 Document = dict[str, Any]
