@@ -29,6 +29,12 @@ INGEST_BATCH_SECONDS = Histogram(
     # show batches held up by MongoDB retries.
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+INGEST_BATCH_RECORDS = Histogram(
+    "roomcast_history_ingest_batch_records",
+    "Records in one written batch (gathered for up to batch_window_seconds).",
+    # From a lone record (an idle stream) to a full default batch (256).
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+)
 REDELIVERIES = Counter(
     "roomcast_history_redeliveries_total",
     "Records delivered more than once (after a crash, a lost ack or an ack timeout).",
@@ -53,4 +59,12 @@ for _reason in INVALID_RECORD_REASONS:
 LAST_STORED_SEQUENCE = Gauge(
     "roomcast_history_last_stored_sequence",
     "Highest stream sequence this replica has written and acknowledged.",
+)
+READ_RECEIPTS = Counter(
+    "roomcast_history_read_receipts_total",
+    "Read positions received (PUT /v1/rooms/{id}/read), before coalescing.",
+)
+READ_POSITION_WRITES = Counter(
+    "roomcast_history_read_position_writes_total",
+    "Bulk writes of read positions (one per batch window, coalesced per user and room).",
 )

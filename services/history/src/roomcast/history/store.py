@@ -50,12 +50,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
 from roomcast.history.errors import StoreUnavailable
+from roomcast.history.readpositions import ReadPositionBatcher
 from roomcast.history.records import Change, ChatMessage, DeleteRecord, EditRecord
 
 Doc = dict[str, Any]
@@ -180,6 +181,7 @@ class HistoryStore:
         self.meta: AsyncCollection[Doc] = db[META]
         self.reads: AsyncCollection[Doc] = db[READS]
         self.dead_letters: AsyncCollection[Doc] = db[DEAD_LETTERS]
+        self._reads_batcher = ReadPositionBatcher(self.reads)
         # room id -> the lowest sequence already recorded as its first_seq.
         self._known_first: OrderedDict[str, int] = OrderedDict()
 
@@ -409,20 +411,9 @@ class HistoryStore:
 
     async def mark_read(self, room_id: str, user_id: str, seq: int) -> int:
         """Move the user's read position in the room forward to ``seq`` (``$max``: it
-        never moves back) and return the stored position."""
-        try:
-            doc = await self.reads.find_one_and_update(
-                {"_id": f"{room_id}:{user_id}"},
-                {
-                    "$max": {"seq": seq},
-                    "$setOnInsert": {"room_id": room_id, "user_id": user_id},
-                },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable("MongoDB is unavailable") from exc
-        return int(doc["seq"]) if doc is not None else seq
+        never moves back) and return the stored position. Written in batches with the
+        other receipts of a short window (``readpositions``); returns once durable."""
+        return await self._reads_batcher.mark(room_id, user_id, seq)
 
     async def read_positions(self, room_ids: Sequence[str], user_id: str) -> dict[str, int]:
         """The user's read position in each room (rooms never read are absent)."""
