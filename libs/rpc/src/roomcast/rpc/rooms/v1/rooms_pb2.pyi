@@ -96,6 +96,8 @@ class Room(_message.Message):
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
     MY_ROLE_FIELD_NUMBER: _builtins.int
     DIRECT_USER_IDS_FIELD_NUMBER: _builtins.int
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _builtins.int
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     topic: _builtins.str
@@ -109,6 +111,12 @@ class Room(_message.Message):
     updated_at_ms: _builtins.int
     my_role: Global___Role.ValueType
     """The caller's role in this room, ROLE_UNSPECIFIED when not a member."""
+    slow_mode_seconds: _builtins.int
+    """Slow mode: a member (not the owner or an admin) may send one message per this
+    many seconds; 0 = off. See docs/moderation.md.
+    """
+    retention_days: _builtins.int
+    """Messages older than this many days leave history; 0 = kept forever."""
     @_builtins.property
     def direct_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """For direct rooms: the two members."""
@@ -127,10 +135,12 @@ class Room(_message.Message):
         updated_at_ms: _builtins.int = ...,
         my_role: Global___Role.ValueType = ...,
         direct_user_ids: _abc.Iterable[_builtins.str] | None = ...,
+        slow_mode_seconds: _builtins.int = ...,
+        retention_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "direct_user_ids", b"direct_user_ids", "id", b"id", "invite_code", b"invite_code", "member_count", b"member_count", "my_role", b"my_role", "name", b"name", "owner_id", b"owner_id", "topic", b"topic", "updated_at_ms", b"updated_at_ms", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "direct_user_ids", b"direct_user_ids", "id", b"id", "invite_code", b"invite_code", "member_count", b"member_count", "my_role", b"my_role", "name", b"name", "owner_id", b"owner_id", "retention_days", b"retention_days", "slow_mode_seconds", b"slow_mode_seconds", "topic", b"topic", "updated_at_ms", b"updated_at_ms", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -305,10 +315,15 @@ class UpdateRoomRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
     VISIBILITY_FIELD_NUMBER: _builtins.int
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _builtins.int
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     room_id: _builtins.str
     name: _builtins.str
     topic: _builtins.str
     visibility: Global___Visibility.ValueType
+    slow_mode_seconds: _builtins.int
+    """Room policy (owner and admins); absent = unchanged. Bounds in docs/moderation.md."""
+    retention_days: _builtins.int
     def __init__(
         self,
         *,
@@ -316,17 +331,27 @@ class UpdateRoomRequest(_message.Message):
         name: _builtins.str | None = ...,
         topic: _builtins.str | None = ...,
         visibility: Global___Visibility.ValueType = ...,
+        slow_mode_seconds: _builtins.int | None = ...,
+        retention_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_topic", b"_topic", "name", b"name", "topic", b"topic"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_retention_days", b"_retention_days", "_slow_mode_seconds", b"_slow_mode_seconds", "_topic", b"_topic", "name", b"name", "retention_days", b"retention_days", "slow_mode_seconds", b"slow_mode_seconds", "topic", b"topic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_topic", b"_topic", "name", b"name", "room_id", b"room_id", "topic", b"topic", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_retention_days", b"_retention_days", "_slow_mode_seconds", b"_slow_mode_seconds", "_topic", b"_topic", "name", b"name", "retention_days", b"retention_days", "room_id", b"room_id", "slow_mode_seconds", b"slow_mode_seconds", "topic", b"topic", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
     _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__retention_days: _TypeAlias = _typing.Literal["retention_days"]  # noqa: Y015
+    _WhichOneofArgType__retention_days: _TypeAlias = _typing.Literal["_retention_days", b"_retention_days"]  # noqa: Y015
+    _WhichOneofReturnType__slow_mode_seconds: _TypeAlias = _typing.Literal["slow_mode_seconds"]  # noqa: Y015
+    _WhichOneofArgType__slow_mode_seconds: _TypeAlias = _typing.Literal["_slow_mode_seconds", b"_slow_mode_seconds"]  # noqa: Y015
     _WhichOneofReturnType__topic: _TypeAlias = _typing.Literal["topic"]  # noqa: Y015
     _WhichOneofArgType__topic: _TypeAlias = _typing.Literal["_topic", b"_topic"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retention_days) -> _WhichOneofReturnType__retention_days | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__slow_mode_seconds) -> _WhichOneofReturnType__slow_mode_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__topic) -> _WhichOneofReturnType__topic | None: ...
 
@@ -712,20 +737,432 @@ class CheckMembershipResponse(_message.Message):
     MEMBER_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     VISIBILITY_FIELD_NUMBER: _builtins.int
+    MUTED_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _builtins.int
     member: _builtins.bool
     role: Global___Role.ValueType
     visibility: Global___Visibility.ValueType
+    muted_until_ms: _builtins.int
+    """The member is muted until this time (Unix epoch milliseconds); 0 = not muted.
+    A past value means the mute has ended. Gateways cache this answer and refuse
+    sends while it lies in the future, without asking again.
+    """
+    slow_mode_seconds: _builtins.int
+    """The room's slow mode (see Room.slow_mode_seconds), so the send path needs no
+    second call.
+    """
     def __init__(
         self,
         *,
         member: _builtins.bool = ...,
         role: Global___Role.ValueType = ...,
         visibility: Global___Visibility.ValueType = ...,
+        muted_until_ms: _builtins.int = ...,
+        slow_mode_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "role", b"role", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "muted_until_ms", b"muted_until_ms", "role", b"role", "slow_mode_seconds", b"slow_mode_seconds", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckMembershipResponse: _TypeAlias = CheckMembershipResponse  # noqa: Y015
+
+@_typing.final
+class Ban(_message.Message):
+    """Moderation (owner and admins, on users ranked strictly below them). A ban outlives
+    the membership: the user is removed at once and cannot join again, with or without
+    an invite code, until unbanned.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_MS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    actor_id: _builtins.str
+    created_at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        created_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at_ms", b"created_at_ms", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Ban: _TypeAlias = Ban  # noqa: Y015
+
+@_typing.final
+class BanMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BanMemberRequest: _TypeAlias = BanMemberRequest  # noqa: Y015
+
+@_typing.final
+class BanMemberResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ban(self) -> Global___Ban: ...
+    def __init__(
+        self,
+        *,
+        ban: Global___Ban | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ban", b"ban"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ban", b"ban"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BanMemberResponse: _TypeAlias = BanMemberResponse  # noqa: Y015
+
+@_typing.final
+class UnbanMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnbanMemberRequest: _TypeAlias = UnbanMemberRequest  # noqa: Y015
+
+@_typing.final
+class UnbanMemberResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnbanMemberResponse: _TypeAlias = UnbanMemberResponse  # noqa: Y015
+
+@_typing.final
+class ListBansRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    limit: _builtins.int
+    cursor: _builtins.str
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "limit", b"limit", "room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBansRequest: _TypeAlias = ListBansRequest  # noqa: Y015
+
+@_typing.final
+class ListBansResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    @_builtins.property
+    def bans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Ban]: ...
+    def __init__(
+        self,
+        *,
+        bans: _abc.Iterable[Global___Ban] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bans", b"bans", "next_cursor", b"next_cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBansResponse: _TypeAlias = ListBansResponse  # noqa: Y015
+
+@_typing.final
+class MuteMemberRequest(_message.Message):
+    """A muted member can read but not send, edit, react or type until ``until_ms``."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    UNTIL_MS_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    user_id: _builtins.str
+    until_ms: _builtins.int
+    """Unix epoch milliseconds, in the future and at most 366 days ahead."""
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        until_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "until_ms", b"until_ms", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MuteMemberRequest: _TypeAlias = MuteMemberRequest  # noqa: Y015
+
+@_typing.final
+class MuteMemberResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MUTED_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    muted_until_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        muted_until_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["muted_until_ms", b"muted_until_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MuteMemberResponse: _TypeAlias = MuteMemberResponse  # noqa: Y015
+
+@_typing.final
+class UnmuteMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnmuteMemberRequest: _TypeAlias = UnmuteMemberRequest  # noqa: Y015
+
+@_typing.final
+class UnmuteMemberResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnmuteMemberResponse: _TypeAlias = UnmuteMemberResponse  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """One line of a room's audit log: append-only, no RPC changes or removes one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    TARGET_USER_ID_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    action: _builtins.str
+    """ban, unban, mute, unmute, kick, role_changed, room_updated, invite_rotated,
+    message_deleted (see docs/moderation.md).
+    """
+    actor_id: _builtins.str
+    target_user_id: _builtins.str
+    """The user acted on; empty for room-wide actions."""
+    at_ms: _builtins.int
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Action-specific values (a new role, changed settings, a mute's end, a seq)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        target_user_id: _builtins.str = ...,
+        at_ms: _builtins.int = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_id", b"actor_id", "at_ms", b"at_ms", "details", b"details", "id", b"id", "target_user_id", b"target_user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListAuditLogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    limit: _builtins.int
+    cursor: _builtins.str
+    """Opaque cursor from a previous response's next_cursor."""
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "limit", b"limit", "room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditLogRequest: _TypeAlias = ListAuditLogRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_cursor", b"next_cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditLogResponse: _TypeAlias = ListAuditLogResponse  # noqa: Y015
+
+@_typing.final
+class RecordMessageDeletionRequest(_message.Message):
+    """The gateway reports a message deleted by a moderator (not its sender) so the audit
+    log has it; the caller must be the room's owner or an admin.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    SENDER_ID_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    seq: _builtins.int
+    sender_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        sender_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "sender_id", b"sender_id", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordMessageDeletionRequest: _TypeAlias = RecordMessageDeletionRequest  # noqa: Y015
+
+@_typing.final
+class RecordMessageDeletionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordMessageDeletionResponse: _TypeAlias = RecordMessageDeletionResponse  # noqa: Y015

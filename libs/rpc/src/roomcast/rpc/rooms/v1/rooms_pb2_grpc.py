@@ -99,6 +99,41 @@ class RoomsStub:
                 request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipRequest.SerializeToString,
                 response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipResponse.FromString,
                 _registered_method=True)
+        self.BanMember = channel.unary_unary(
+                '/roomcast.rooms.v1.Rooms/BanMember',
+                request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.BanMemberRequest.SerializeToString,
+                response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.BanMemberResponse.FromString,
+                _registered_method=True)
+        self.UnbanMember = channel.unary_unary(
+                '/roomcast.rooms.v1.Rooms/UnbanMember',
+                request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnbanMemberRequest.SerializeToString,
+                response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnbanMemberResponse.FromString,
+                _registered_method=True)
+        self.ListBans = channel.unary_unary(
+                '/roomcast.rooms.v1.Rooms/ListBans',
+                request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.SerializeToString,
+                response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.FromString,
+                _registered_method=True)
+        self.MuteMember = channel.unary_unary(
+                '/roomcast.rooms.v1.Rooms/MuteMember',
+                request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.MuteMemberRequest.SerializeToString,
+                response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.MuteMemberResponse.FromString,
+                _registered_method=True)
+        self.UnmuteMember = channel.unary_unary(
+                '/roomcast.rooms.v1.Rooms/UnmuteMember',
+                request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnmuteMemberRequest.SerializeToString,
+                response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnmuteMemberResponse.FromString,
+                _registered_method=True)
+        self.ListAuditLog = channel.unary_unary(
+                '/roomcast.rooms.v1.Rooms/ListAuditLog',
+                request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListAuditLogRequest.SerializeToString,
+                response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListAuditLogResponse.FromString,
+                _registered_method=True)
+        self.RecordMessageDeletion = channel.unary_unary(
+                '/roomcast.rooms.v1.Rooms/RecordMessageDeletion',
+                request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.RecordMessageDeletionRequest.SerializeToString,
+                response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.RecordMessageDeletionResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServicer:
@@ -183,6 +218,49 @@ class RoomsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BanMember(self, request, context):
+        """Moderation and its audit log (docs/moderation.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnbanMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBans(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MuteMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnmuteMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordMessageDeletion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +328,41 @@ def add_RoomsServicer_to_server(servicer, server):
                     servicer.CheckMembership,
                     request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipRequest.FromString,
                     response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipResponse.SerializeToString,
+            ),
+            'BanMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.BanMember,
+                    request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.BanMemberRequest.FromString,
+                    response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.BanMemberResponse.SerializeToString,
+            ),
+            'UnbanMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnbanMember,
+                    request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnbanMemberRequest.FromString,
+                    response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnbanMemberResponse.SerializeToString,
+            ),
+            'ListBans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBans,
+                    request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.FromString,
+                    response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.SerializeToString,
+            ),
+            'MuteMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.MuteMember,
+                    request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.MuteMemberRequest.FromString,
+                    response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.MuteMemberResponse.SerializeToString,
+            ),
+            'UnmuteMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnmuteMember,
+                    request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnmuteMemberRequest.FromString,
+                    response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnmuteMemberResponse.SerializeToString,
+            ),
+            'ListAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditLog,
+                    request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListAuditLogRequest.FromString,
+                    response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListAuditLogResponse.SerializeToString,
+            ),
+            'RecordMessageDeletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordMessageDeletion,
+                    request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.RecordMessageDeletionRequest.FromString,
+                    response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.RecordMessageDeletionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -603,6 +716,195 @@ class Rooms:
             '/roomcast.rooms.v1.Rooms/CheckMembership',
             roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipRequest.SerializeToString,
             roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BanMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomcast.rooms.v1.Rooms/BanMember',
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.BanMemberRequest.SerializeToString,
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.BanMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnbanMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomcast.rooms.v1.Rooms/UnbanMember',
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnbanMemberRequest.SerializeToString,
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnbanMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomcast.rooms.v1.Rooms/ListBans',
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.SerializeToString,
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MuteMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomcast.rooms.v1.Rooms/MuteMember',
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.MuteMemberRequest.SerializeToString,
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.MuteMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnmuteMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomcast.rooms.v1.Rooms/UnmuteMember',
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnmuteMemberRequest.SerializeToString,
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.UnmuteMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomcast.rooms.v1.Rooms/ListAuditLog',
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListAuditLogRequest.SerializeToString,
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.ListAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordMessageDeletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomcast.rooms.v1.Rooms/RecordMessageDeletion',
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.RecordMessageDeletionRequest.SerializeToString,
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.RecordMessageDeletionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,14 @@ class RoomsStub:
     OpenDirectRoom: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.OpenDirectRoomRequest, _rooms_pb2.OpenDirectRoomResponse]
     CheckMembership: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.CheckMembershipRequest, _rooms_pb2.CheckMembershipResponse]
     """The gateways' hot path: is the caller a member, and with which role."""
+    BanMember: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.BanMemberRequest, _rooms_pb2.BanMemberResponse]
+    """Moderation and its audit log (docs/moderation.md)."""
+    UnbanMember: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.UnbanMemberRequest, _rooms_pb2.UnbanMemberResponse]
+    ListBans: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListBansRequest, _rooms_pb2.ListBansResponse]
+    MuteMember: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.MuteMemberRequest, _rooms_pb2.MuteMemberResponse]
+    UnmuteMember: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.UnmuteMemberRequest, _rooms_pb2.UnmuteMemberResponse]
+    ListAuditLog: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListAuditLogRequest, _rooms_pb2.ListAuditLogResponse]
+    RecordMessageDeletion: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.RecordMessageDeletionRequest, _rooms_pb2.RecordMessageDeletionResponse]
 
 @_typing.type_check_only
 class RoomsAsyncStub(RoomsStub):
@@ -68,6 +76,14 @@ class RoomsAsyncStub(RoomsStub):
     OpenDirectRoom: _aio.UnaryUnaryMultiCallable[_rooms_pb2.OpenDirectRoomRequest, _rooms_pb2.OpenDirectRoomResponse]  # type: ignore[assignment]
     CheckMembership: _aio.UnaryUnaryMultiCallable[_rooms_pb2.CheckMembershipRequest, _rooms_pb2.CheckMembershipResponse]  # type: ignore[assignment]
     """The gateways' hot path: is the caller a member, and with which role."""
+    BanMember: _aio.UnaryUnaryMultiCallable[_rooms_pb2.BanMemberRequest, _rooms_pb2.BanMemberResponse]  # type: ignore[assignment]
+    """Moderation and its audit log (docs/moderation.md)."""
+    UnbanMember: _aio.UnaryUnaryMultiCallable[_rooms_pb2.UnbanMemberRequest, _rooms_pb2.UnbanMemberResponse]  # type: ignore[assignment]
+    ListBans: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListBansRequest, _rooms_pb2.ListBansResponse]  # type: ignore[assignment]
+    MuteMember: _aio.UnaryUnaryMultiCallable[_rooms_pb2.MuteMemberRequest, _rooms_pb2.MuteMemberResponse]  # type: ignore[assignment]
+    UnmuteMember: _aio.UnaryUnaryMultiCallable[_rooms_pb2.UnmuteMemberRequest, _rooms_pb2.UnmuteMemberResponse]  # type: ignore[assignment]
+    ListAuditLog: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListAuditLogRequest, _rooms_pb2.ListAuditLogResponse]  # type: ignore[assignment]
+    RecordMessageDeletion: _aio.UnaryUnaryMultiCallable[_rooms_pb2.RecordMessageDeletionRequest, _rooms_pb2.RecordMessageDeletionResponse]  # type: ignore[assignment]
 
 class RoomsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -161,5 +177,55 @@ class RoomsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.CheckMembershipResponse, _abc.Awaitable[_rooms_pb2.CheckMembershipResponse]]:
         """The gateways' hot path: is the caller a member, and with which role."""
+
+    @_abc_1.abstractmethod
+    def BanMember(
+        self,
+        request: _rooms_pb2.BanMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.BanMemberResponse, _abc.Awaitable[_rooms_pb2.BanMemberResponse]]:
+        """Moderation and its audit log (docs/moderation.md)."""
+
+    @_abc_1.abstractmethod
+    def UnbanMember(
+        self,
+        request: _rooms_pb2.UnbanMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.UnbanMemberResponse, _abc.Awaitable[_rooms_pb2.UnbanMemberResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListBans(
+        self,
+        request: _rooms_pb2.ListBansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ListBansResponse, _abc.Awaitable[_rooms_pb2.ListBansResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MuteMember(
+        self,
+        request: _rooms_pb2.MuteMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.MuteMemberResponse, _abc.Awaitable[_rooms_pb2.MuteMemberResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UnmuteMember(
+        self,
+        request: _rooms_pb2.UnmuteMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.UnmuteMemberResponse, _abc.Awaitable[_rooms_pb2.UnmuteMemberResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAuditLog(
+        self,
+        request: _rooms_pb2.ListAuditLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ListAuditLogResponse, _abc.Awaitable[_rooms_pb2.ListAuditLogResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RecordMessageDeletion(
+        self,
+        request: _rooms_pb2.RecordMessageDeletionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.RecordMessageDeletionResponse, _abc.Awaitable[_rooms_pb2.RecordMessageDeletionResponse]]: ...
 
 def add_RoomsServicer_to_server(servicer: RoomsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
