@@ -1,0 +1,217 @@
+"""Membership checks: the rooms service over gRPC, behind a short-lived cache.
+
+Every subscribe and send at a gateway, and every history read, asks "is this user a
+member of this room?". rooms answers with the caller's token (the caller's own access
+token is forwarded, so rooms applies its own authorization). Answers are cached per
+(user, room) by :class:`~roomcast.common.roomcache.RoomAnswerCache`:
+
+- a "member" answer for ``ttl`` seconds, a "not a member"/"not found" answer for the
+  shorter ``negative_ttl`` (0: not cached, so a user who just joined is let in at once);
+- rooms' membership events drop the affected entries at once (a service that follows
+  them calls :meth:`MembershipCache.invalidate` / ``invalidate_room``); after a NATS
+  reconnect, ``invalidate_all`` (events may have been missed);
+- concurrent lookups of the same key share one RPC (a reconnect storm resubscribing
+  thousands of sockets costs one call per distinct key);
+- a lookup overtaken by an invalidation is neither cached nor used: it is asked again,
+  so a subscribe in flight during a kick does not admit.
+
+Errors stay each service's own (typed in its errors.py, mapped at its edge): the
+service hands the client a :class:`RoomsErrors` that builds them.
+
+API::
+
+    Membership(member, role, visibility); NOT_FOUND
+    RoomsErrors(not_found=, not_member=, unauthenticated=, invalid=, unavailable=)
+        each a callable message -> RoomcastError (an error class fits); the default
+        builds the roomcast.common.errors classes
+    RoomsClient(target, *, timeout, errors=RoomsErrors())
+        .channel (created on first use, inside the running loop), .stub
+        await .check(token, room_id) -> Membership
+        await .check_other(token, room_id, user_id) -> bool   (asked by a member)
+        await .close()
+    MembershipCache(client, *, ttl, negative_ttl, max_entries, observe=None,
+                    clock=time.monotonic)
+        await .lookup(claims, room_id) -> Membership
+        await .require_member(claims, room_id) -> Membership  (or raise not_found /
+            not_member)
+        .fresh(user_id, room_id); .invalidate(user_id, room_id);
+        .invalidate_room(room_id); .invalidate_all(); len()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from roomcast.common.errors import (
+    DependencyUnavailable,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RoomcastError,
+    Unauthenticated,
+)
+from roomcast.common.grpcmeta import bearer_metadata
+from roomcast.common.roomcache import RoomAnswerCache
+from roomcast.common.tokens import AccessClaims
+from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+
+MakeError = Callable[[str], RoomcastError]
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    member: bool
+    role: int  # rooms_pb2.Role value
+    visibility: int  # rooms_pb2.Visibility value
+
+
+# A room that does not exist, or is private and the caller is not in it.
+NOT_FOUND = Membership(member=False, role=0, visibility=0)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsErrors:
+    """The service's error for each answer of rooms that is not a membership, built
+    from the message the client proposes (rooms' own detail where it has one)."""
+
+    # No such room, or a private one the caller is not in.
+    not_found: MakeError = field(default=NotFound)
+    # A public room the caller (or the asked-about user) has not joined.
+    not_member: MakeError = field(default=Forbidden)
+    # rooms refused the token.
+    unauthenticated: MakeError = field(default=Unauthenticated)
+    # rooms refused an id as malformed.
+    invalid: MakeError = field(default=InvalidInput)
+    # rooms unreachable, too slow, or the membership changing under the lookup.
+    unavailable: MakeError = field(default=DependencyUnavailable)
+
+
+class RoomsClient:
+    """A gRPC client of rooms' ``CheckMembership``."""
+
+    def __init__(self, target: str, *, timeout: float, errors: RoomsErrors | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.errors = errors or RoomsErrors()
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: rooms_pb2_grpc.RoomsAsyncStub | None = None
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        # Created on first use, inside the running event loop grpc.aio binds to.
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.target)
+        return self._channel
+
+    @property
+    def stub(self) -> rooms_pb2_grpc.RoomsAsyncStub:
+        if self._stub is None:
+            self._stub = rooms_pb2_grpc.RoomsStub(self.channel)
+        return self._stub
+
+    async def check(self, token: str, room_id: str) -> Membership:
+        """The caller's own membership; NOT_FOUND for an unknown or hidden room."""
+        try:
+            reply = await self.stub.CheckMembership(
+                rooms_pb2.CheckMembershipRequest(room_id=room_id),
+                metadata=bearer_metadata(token),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                return NOT_FOUND
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                return Membership(member=False, role=0, visibility=rooms_pb2.VISIBILITY_UNSPECIFIED)
+            raise self._error(exc, invalid="invalid room id") from exc
+        return Membership(bool(reply.member), int(reply.role), int(reply.visibility))
+
+    async def check_other(self, token: str, room_id: str, user_id: str) -> bool:
+        """Is ``user_id`` a member? Asked by a member (rooms answers members only)."""
+        try:
+            reply = await self.stub.CheckMembership(
+                rooms_pb2.CheckMembershipRequest(room_id=room_id, user_id=user_id),
+                metadata=bearer_metadata(token),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # The asker was a member a moment ago (cached): these mean that changed.
+            code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise self.errors.not_found("room not found") from exc
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                raise self.errors.not_member("not a member of this room") from exc
+            raise self._error(exc, invalid="invalid id") from exc
+        return bool(reply.member)
+
+    def _error(self, exc: grpc.aio.AioRpcError, *, invalid: str) -> RoomcastError:
+        code = exc.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return self.errors.unauthenticated(exc.details() or "token rejected by rooms")
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return self.errors.invalid(exc.details() or invalid)
+        return self.errors.unavailable("membership check unavailable, retry")
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stub = None
+
+
+class MembershipCache:
+    """The caller's own membership per (user, room), cached (see roomcache.py)."""
+
+    def __init__(
+        self,
+        client: RoomsClient,
+        *,
+        ttl: float,
+        negative_ttl: float,
+        max_entries: int,
+        observe: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self._errors = client.errors
+        self._cache: RoomAnswerCache[Membership] = RoomAnswerCache(
+            lambda _user_id, room_id, token: client.check(token, room_id),
+            ttl_for=lambda answer: ttl if answer.member else negative_ttl,
+            max_entries=max_entries,
+            observe=observe,
+            clock=clock,
+            overtaken=client.errors.unavailable,
+        )
+
+    async def lookup(self, claims: AccessClaims, room_id: str) -> Membership:
+        return await self._cache.get(claims.user_id, room_id, claims.raw)
+
+    def fresh(self, user_id: str, room_id: str) -> bool:
+        """Is the user's answer for the room cached and within its maximum age?"""
+        return self._cache.fresh(user_id, room_id)
+
+    async def require_member(self, claims: AccessClaims, room_id: str) -> Membership:
+        """The caller's membership, or raise: not_found (no such room, or private) or
+        not_member (a public room the caller has not joined)."""
+        result = await self.lookup(claims, room_id)
+        if result.member:
+            return result
+        if result is NOT_FOUND:
+            raise self._errors.not_found("room not found")
+        raise self._errors.not_member("not a member of this room")
+
+    def invalidate(self, user_id: str, room_id: str) -> None:
+        self._cache.invalidate(user_id, room_id)
+
+    def invalidate_room(self, room_id: str) -> None:
+        self._cache.invalidate_room(room_id)
+
+    def invalidate_all(self) -> None:
+        self._cache.invalidate_all()
+
+    def __len__(self) -> int:
+        return len(self._cache)
