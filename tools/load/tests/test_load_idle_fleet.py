@@ -1,0 +1,82 @@
+"""The idle fleet against a whole stack on free ports (real nats-server, SecantusDB,
+auth, rooms, history, two gateways): its sockets authenticate on the gateway they are
+pinned to, from several source addresses; when one gateway restarts (SIGTERM, then a new
+process on the same port) every socket of that gateway comes back to it with jittered
+backoff, and the other gateway's sockets are untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from roomcast.load import wire
+from roomcast.load.benchkit import BENCH_STACK_ENV
+from roomcast.load.fleet import Fleet, spread, window_total
+from roomcast.load.promtext import scrape_gateway
+from roomcast.load.provision import Rest, provision_users
+from roomcast.testing.stack import Stack, StackPorts
+
+SOCKETS = 60
+USERS = 6
+SOURCE_IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Any]:
+    s = Stack(tmp_path / "stack", StackPorts.free(), bcrypt_cost=4, extra_env=BENCH_STACK_ENV)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+async def _connections(urls: list[str]) -> list[int | None]:
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        return [(await scrape_gateway(client, u)).get("connections") for u in urls]
+
+
+@pytest.mark.slow
+async def test_a_restarted_gateways_sockets_all_come_back_to_it(stack: Any) -> None:
+    rest = Rest(stack.gateway_urls)
+    try:
+        users = await provision_users(rest, USERS)
+    finally:
+        await rest.aclose()
+    fleet = Fleet(
+        [wire.ws_url(u) for u in stack.gateway_urls],
+        spread(SOCKETS, 2, SOURCE_IPS, USERS),
+        [u.token for u in users],
+        workers=2,
+        connect_rate=300,
+    )
+    fleet.start()
+    try:
+        half = SOCKETS // 2
+        assert await fleet.wait(lambda f: f.live() == [half, half], 60) is not None
+        # Authenticated sockets, as the gateways count them.
+        assert await _connections(stack.gateway_urls) == [half, half]
+
+        t_term = time.time()
+        await asyncio.to_thread(stack.services["gateway-a"].stop)
+        assert (await fleet.wait(lambda f: f.live()[0] == 0, 10)) is not None
+        await asyncio.to_thread(stack.restart, "gateway-a")
+        assert await fleet.wait(lambda f: f.live() == [half, half], 60) is not None
+        t_back = time.time()
+        assert await _connections(stack.gateway_urls) == [half, half]
+
+        # Every socket of gateway A was told to go (1012) and tried again, at least once
+        # each; gateway B's sockets never left.
+        assert fleet.closes.get(1012) == half
+        # The snapshots that showed them live carried their attempts and readies too.
+        assert window_total(fleet.attempts, t_term, t_back + 1) >= half
+        assert window_total(fleet.readies, t_term, t_back + 1) == half
+        assert not any(k.startswith("frame:") for k in fleet.errors), fleet.examples
+    finally:
+        await fleet.stop()
