@@ -1,0 +1,121 @@
+"""Helpers of the notifier's tests: two local receivers speaking the real protocols (a
+Web Push service whose requests the test decrypts with the subscription's private keys,
+and a webhook receiver), a browser's subscription keys, and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+SERVICE_USER = "notifier-svc"
+SERVICE_PASSWORD = "a long service password"
+# Deadlines for conditions the tests wait on: generous for a loaded 2-core machine.
+DEADLINE_SECONDS = 30.0
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll a condition held by another process until it holds."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A local HTTP server recording every POST; answers ``status_for(path, n)`` to the
+    n-th request on a path."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.lock = threading.Lock()
+        self.status_for: Callable[[str, int], int] = lambda path, n: 201
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with owner.lock:
+                    owner.requests.append(Received(self.path, dict(self.headers), body))
+                    n = sum(1 for r in owner.requests if r.path == self.path)
+                self.send_response(owner.status_for(self.path, n))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+
+@dataclass
+class BrowserKeys:
+    """What a browser's push manager holds for one subscription."""
+
+    private: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    auth: bytes = field(default_factory=lambda: os.urandom(16))
+
+    @property
+    def p256dh(self) -> str:
+        point = self.private.public_key().public_bytes(
+            Encoding.X962, PublicFormat.UncompressedPoint
+        )
+        return b64url(point)
+
+    def subscription(self, endpoint: str) -> dict[str, Any]:
+        return {
+            "endpoint": endpoint,
+            "expirationTime": None,
+            "keys": {"p256dh": self.p256dh, "auth": b64url(self.auth)},
+        }
+
+
+def vapid_private_key() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return b64url(key.private_numbers().private_value.to_bytes(32, "big"))
+
+
+def verify_webhook(secret: bytes, header: str, body: bytes) -> bool:
+    """A receiver's check of ``Roomcast-Signature: t=<ts>,v1=<hex>``, written from the
+    documented scheme (not with the notifier's code)."""
+    fields = dict(part.split("=", 1) for part in header.split(","))
+    expected = hmac.new(secret, fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - int(fields["t"])) < 300
