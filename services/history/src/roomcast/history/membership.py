@@ -1,26 +1,31 @@
 """Who may read a room's history: members only, as the rooms service says.
 
-The check is ``Rooms.CheckMembership`` over gRPC, made with the caller's own access
-token in the metadata (rooms identifies the caller from it). Positive answers are
-cached per (user, room) for a few seconds so that paging through a long history costs
-rooms one call, not one per page; negative answers are not cached, so a user who just
-joined can read at once. The price: a member removed from a room can still read its
-history for up to ``ttl`` seconds.
+The check is the shared membership client (``roomcast.common.membership``): rooms'
+``CheckMembership`` over gRPC with the caller's own access token, behind its cache.
+Positive answers are cached per (user, room) for a few seconds so that paging through
+a long history costs rooms one call, not one per page; negative answers are not
+cached, so a user who just joined can read at once. The price: a member removed from a
+room can still read its history for up to ``ttl`` seconds (history does not follow
+rooms' events). What this module adds is history's own errors.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
-import grpc
-
-from roomcast.common.errors import InvalidInput, RoomcastError, Unauthenticated
-from roomcast.common.grpcmeta import bearer_metadata
+from roomcast.common.errors import InvalidInput, Unauthenticated
+from roomcast.common.membership import MembershipCache, RoomsClient, RoomsErrors
 from roomcast.common.tokens import AccessClaims
 from roomcast.history.errors import NotAMember, RoomNotFound, RoomsUnavailable
-from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+
+ERRORS = RoomsErrors(
+    not_found=lambda _message: RoomNotFound("room not found"),
+    not_member=lambda _message: NotAMember("you are not a member of this room"),
+    unauthenticated=lambda message: Unauthenticated(message, code="invalid_token"),
+    invalid=InvalidInput,
+    unavailable=lambda _message: RoomsUnavailable("the rooms service is unavailable"),
+)
 
 
 class MembershipChecker:
@@ -33,63 +38,17 @@ class MembershipChecker:
         max_entries: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.target = target
-        self.ttl_seconds = ttl_seconds
-        self.timeout_seconds = timeout_seconds
-        self.max_entries = max_entries
-        self._clock = clock
-        self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: rooms_pb2_grpc.RoomsAsyncStub | None = None
-
-    def _rooms(self) -> rooms_pb2_grpc.RoomsAsyncStub:
-        # Created on first use, inside the running event loop grpc.aio binds to.
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.target)
-            self._stub = rooms_pb2_grpc.RoomsStub(self._channel)
-        return self._stub
+        self._client = RoomsClient(target, timeout=timeout_seconds, errors=ERRORS)
+        # Negative answers are not kept (negative_ttl 0): see the module docstring.
+        self._cache = MembershipCache(
+            self._client, ttl=ttl_seconds, negative_ttl=0, max_entries=max_entries, clock=clock
+        )
 
     async def require_member(self, claims: AccessClaims, room_id: str) -> None:
-        """Return if the caller is a member of the room, else raise: NotFound for an
-        unknown room or a private one the caller is not in, Forbidden for a public
-        room the caller has not joined, DependencyUnavailable if rooms is down."""
-        key = (claims.user_id, room_id)
-        now = self._clock()
-        expires = self._cache.get(key)
-        if expires is not None:
-            if expires > now:
-                return
-            del self._cache[key]
-        try:
-            response = await self._rooms().CheckMembership(
-                rooms_pb2.CheckMembershipRequest(room_id=room_id),
-                metadata=bearer_metadata(claims.raw),
-                timeout=self.timeout_seconds,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _error_for(exc) from exc
-        if not response.member:
-            raise NotAMember("you are not a member of this room")
-        if self.ttl_seconds > 0:
-            self._cache[key] = now + self.ttl_seconds
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+        """Return if the caller is a member of the room, else raise: RoomNotFound for an
+        unknown room or a private one the caller is not in, NotAMember for a public
+        room the caller has not joined, RoomsUnavailable if rooms is down."""
+        await self._cache.require_member(claims, room_id)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
-            self._stub = None
-
-
-def _error_for(exc: grpc.aio.AioRpcError) -> RoomcastError:
-    code = exc.code()
-    if code == grpc.StatusCode.NOT_FOUND:
-        return RoomNotFound("room not found")
-    if code == grpc.StatusCode.PERMISSION_DENIED:
-        return NotAMember("you are not a member of this room")
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(exc.details() or "invalid token", code="invalid_token")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidInput(exc.details() or "invalid request")
-    return RoomsUnavailable("the rooms service is unavailable")
+        await self._client.close()
