@@ -93,7 +93,8 @@ def create_app(
 ) -> FastAPI:
     app = create_service_app("history", readiness=readiness)
 
-    async def authorize(request: Request, room_id: str) -> AccessClaims:
+    async def authorize(request: Request, room_id: str | None = None) -> AccessClaims:
+        """The caller's verified claims, charged one read; the room id checked if given."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -102,7 +103,7 @@ def create_app(
         wait = limiter.hit(claims.user_id)
         if wait > 0:
             raise ReadsRateLimited("too many history reads; slow down", retry_after=wait)
-        if not is_object_id(room_id):
+        if room_id is not None and not is_object_id(room_id):
             raise InvalidRoomId("room id must be 24 lowercase hex characters")
         return claims
 
@@ -138,14 +139,7 @@ def create_app(
     async def summaries(request: Request) -> Response:
         """``{room_id: {last_seq, unread, last_message}}`` for the listed rooms the caller
         is a member of (others are left out)."""
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise MissingToken("a bearer access token is required")
-        claims = await verifier.verify(token.strip())
-        wait = limiter.hit(claims.user_id)
-        if wait > 0:
-            raise ReadsRateLimited("too many history reads; slow down", retry_after=wait)
+        claims = await authorize(request)
         room_ids = _room_ids(await _json_body(request))
 
         async def member(room_id: str) -> bool:
