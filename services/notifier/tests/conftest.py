@@ -7,20 +7,27 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from notifier_testkit import SERVICE_PASSWORD, SERVICE_USER, Receiver, vapid_private_key
+from notifier_testkit import (
+    SERVICE_PASSWORD,
+    SERVICE_USER,
+    Receiver,
+    StartNotifier,
+    World,
+    vapid_private_key,
+)
 
-from roomcast.testing.processes import ServiceProcess, free_port
+from roomcast.testing.processes import MongoServer, NatsServer, ServiceProcess, free_port
 from roomcast.testing.stack import Stack, StackPorts
-
-StartNotifier = Callable[[dict[str, str]], Awaitable[tuple[ServiceProcess, str]]]
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
+    """nats-server, SecantusDB, auth and rooms of a stack on free ports (the parts the
+    notifier talks to; records are published to JetStream as a gateway publishes them)."""
     s = Stack(
         Path(tempfile.mkdtemp(prefix="roomcast-notifier-")),
         StackPorts.free(),
@@ -32,9 +39,28 @@ def stack() -> Iterator[Stack]:
             "ROOMCAST_AUTH_ADMIN_USERNAMES": SERVICE_USER,
         },
     )
-    s.start()
-    yield s
-    s.stop()
+    (s.state_dir / "nats").mkdir(parents=True)
+    s.nats_cluster = [NatsServer(s.ports.nats, str(s.state_dir / "nats"))]
+    s.nats = s.nats_cluster[0]
+    s.mongo = MongoServer(s.ports.mongo)
+    try:
+        s.nats.start()
+        s.mongo.start()
+        for name in ("auth", "rooms"):
+            s.services[name] = s.make_service(name)
+            s.services[name].start()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def world(stack: Stack) -> World:
+    return World(
+        f"http://127.0.0.1:{stack.ports.auth}",
+        f"127.0.0.1:{stack.ports.rooms_grpc}",
+        stack.nats_url,
+    )
 
 
 @pytest.fixture

@@ -11,13 +11,23 @@ import hmac
 import os
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import grpc
+import httpx
+import nats
+import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from roomcast.common.chatrecord import Sender, encode_message, utc_timestamp
+from roomcast.common.grpcmeta import bearer_metadata
+from roomcast.common.subjects import room_subject
+from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 
 SERVICE_USER = "notifier-svc"
 SERVICE_PASSWORD = "a long service password"
@@ -119,3 +129,89 @@ def verify_webhook(secret: bytes, header: str, body: bytes) -> bool:
     fields = dict(part.split("=", 1) for part in header.split(","))
     expected = hmac.new(secret, fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - int(fields["t"])) < 300
+
+
+if TYPE_CHECKING:
+    from roomcast.testing.processes import ServiceProcess
+
+# start_notifier(env) -> (process, base URL): the notifier process, started and ready.
+StartNotifier = Callable[[dict[str, str]], Awaitable[tuple["ServiceProcess", str]]]
+
+
+@dataclass
+class User:
+    id: str
+    username: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class World:
+    """Users through auth's REST API and rooms through its gRPC API, as the gateway
+    would call them, and chat records published to JetStream as a gateway publishes
+    them (roomcast.common.chatrecord)."""
+
+    def __init__(self, auth_url: str, rooms_target: str, nats_url: str) -> None:
+        self.auth_url = auth_url
+        self.rooms_target = rooms_target
+        self.nats_url = nats_url
+
+    async def user(self, prefix: str) -> User:
+        username = f"{prefix}{uuid.uuid4().hex[:10]}"
+        body = {"username": username, "password": SERVICE_PASSWORD}
+        async with httpx.AsyncClient(base_url=self.auth_url) as http:
+            assert (await http.post("/v1/auth/register", json=body)).status_code == 201
+            r = await http.post("/v1/auth/login", json=body)
+        assert r.status_code == 200, r.text
+        login = r.json()
+        return User(login["user"]["id"], username, login["access_token"])
+
+    async def _rooms(self, method: str, request: Any, user: User) -> Any:
+        async with grpc.aio.insecure_channel(self.rooms_target) as channel:
+            stub = rooms_pb2_grpc.RoomsStub(channel)
+            return await getattr(stub, method)(request, metadata=bearer_metadata(user.token))
+
+    async def dm(self, a: User, b: User) -> str:
+        r = await self._rooms("OpenDirectRoom", rooms_pb2.OpenDirectRoomRequest(user_id=b.id), a)
+        return str(r.room.id)
+
+    async def room(self, owner: User, *members: User) -> str:
+        request = rooms_pb2.CreateRoomRequest(
+            name=f"r{uuid.uuid4().hex[:8]}", visibility=rooms_pb2.VISIBILITY_PUBLIC
+        )
+        room_id = str((await self._rooms("CreateRoom", request, owner)).room.id)
+        for member in members:
+            await self._rooms("JoinRoom", rooms_pb2.JoinRoomRequest(room_id=room_id), member)
+        return room_id
+
+    @staticmethod
+    def record(room: str, sender: User, content: str, to: str | None = None, **extra: Any) -> bytes:
+        raw = encode_message(
+            room=room,
+            sender=Sender(sender.id, sender.username, sender.username.title(), None),
+            content=content,
+            to=to,
+            client_id=uuid.uuid4().hex,
+            sent_at=utc_timestamp(),
+        )
+        return orjson.dumps({**orjson.loads(raw), **extra}) if extra else raw
+
+    async def publish(self, room: str, *records: bytes) -> list[int]:
+        """Publish records in order; their stream sequences."""
+        nc = await nats.connect(self.nats_url)
+        try:
+            js = nc.jetstream()
+            return [int((await js.publish(room_subject(room), r)).seq) for r in records]
+        finally:
+            await nc.close()
+
+
+async def inbox(base: str, user: User, **params: Any) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{base}/v1/notifications", params=params, headers=user.headers)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body

@@ -37,7 +37,8 @@ def test_reply_and_mentions_notify_members_only_and_reply_wins() -> None:
     message = parse(
         10, f"chat.room.{ROOM}", record(ALICE, reply_to=4, mentions=[BOB, CAROL, DAVE, ALICE])
     )
-    assert message is not None and message.reply_to == 4
+    assert message is not None
+    assert message.reply_to == 4
     members = frozenset({ALICE, BOB, CAROL})
     found = recipients(message, direct_user_ids=(), reply_author=BOB, members=members)
     # DAVE is not a member; ALICE wrote it; BOB is both replied to and mentioned.

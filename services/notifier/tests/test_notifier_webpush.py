@@ -10,6 +10,7 @@ import http_ece
 import httpx
 import orjson
 import pytest
+from cryptography.exceptions import InvalidTag
 from notifier_testkit import BrowserKeys, Receiver, b64url, b64url_decode, vapid_private_key
 from py_vapid import Vapid02
 
@@ -66,8 +67,8 @@ async def test_a_push_decrypts_with_the_subscription_keys_and_carries_a_valid_va
     )
     assert orjson.loads(plain) == {"type": "notifications", "count": 1}
     # Another browser's keys cannot read it.
-    with pytest.raises(Exception):  # noqa: B017, PT011  (http_ece raises InvalidTag)
-        other = BrowserKeys()
+    other = BrowserKeys()
+    with pytest.raises(InvalidTag):
         http_ece.decrypt(
             request.body, private_key=other.private, auth_secret=other.auth, version="aes128gcm"
         )
