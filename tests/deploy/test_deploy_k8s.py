@@ -475,18 +475,28 @@ def test_mongodb_component(rendered: Render) -> None:
     args = mongodb["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--replSet=rs0" in args
     assert any(a.startswith("--keyFile=") for a in args)
-    scripts = K8S / "components" / "mongodb-replicaset"
-    result = run([tool("bash"), "-n", str(scripts / "rs-init.sh")])
-    assert result.returncode == 0, result.stderr
-    for script in ("rs-init-local.js", "rs-users.js"):
-        result = run([tool("node"), "--check", str(scripts / script)])
-        assert result.returncode == 0, result.stderr
-    users = (scripts / "rs-users.js").read_text()
+    # The bootstrap sidecar (roomcast.common.bootstrap) gets every setting it reads, and
+    # its service users are on the databases the services use.
+    from roomcast.common.bootstrap.settings import BootstrapSettings
+
+    init = next(
+        c for c in mongodb["spec"]["template"]["spec"]["containers"] if c["name"] == "rs-init"
+    )
+    assert init["command"][:4] == ["python", "-m", "roomcast.common.bootstrap", "mongo"]
+    env = {e["name"] for e in init["env"]}
+    assert {f"ROOMCAST_BOOTSTRAP_{f.upper()}" for f in BootstrapSettings.model_fields} >= env
+    databases = {
+        db
+        for _, _, db in BootstrapSettings(
+            mongo_auth_password="x", mongo_rooms_password="x", mongo_history_password="x"
+        ).service_users()
+    }
     for prefix in ("auth", "rooms", "history"):
+        assert f"ROOMCAST_BOOTSTRAP_MONGO_{prefix.upper()}_PASSWORD" in env
         db = configmap_data(resources, f"roomcast-{prefix}-config")[
             f"ROOMCAST_{prefix.upper()}_MONGO_DB"
         ]
-        assert f'db: "{db}"' in users, f"no MongoDB user for {prefix}'s database {db}"
+        assert db in databases, f"no MongoDB user for {prefix}'s database {db}"
 
 
 def test_loadtest_job(rendered: Render) -> None:
