@@ -49,6 +49,10 @@ proto: setup ## Regenerate the gRPC code from proto/
 bench: setup ## Run the benchmark scripts and print their figures (see docs/benchmarks.md)
 	$(PY) bench/run_all.py
 
+.PHONY: bench-idle
+bench-idle: setup ## 50k idle authenticated sockets over 4 gateways: memory per socket, reconnect after a restart (~5 min)
+	$(PY) bench/idle_50k.py --json .bench/idle_50k.json
+
 images: setup ## Build the four service images (podman, or docker where that is installed)
 	tools/build_images.sh
 
