@@ -55,6 +55,11 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         "(100 rooms, sender on gateway A, receiver on gateway B) vs raw JetStream "
         "publishes/s and a bare durable insert_many, same run",
     ),
+    "publisher": (
+        ["bench/jetstream_publisher.py"],
+        "CPU per JetStream publish and publishes/s: the coalescing publisher "
+        "(roomcast.common.jspublisher) vs nats-py js.publish, paced and 1/16/256 in flight",
+    ),
     "fanout": (
         ["bench/fanout.py", "--json", ".bench/fanout.json", "--plots", "docs/img/bench"],
         "gateway fan-out vs a raw picows broadcast, 1 room x 1000 sockets",
