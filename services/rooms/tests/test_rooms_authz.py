@@ -4,6 +4,7 @@ refused call must leave the room exactly as it was."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,30 @@ REQUESTS: dict[str, Request] = {
         "CheckMembership",
         pb.CheckMembershipRequest(room_id=s.room.id),
     ),
+    "BanMember": lambda s: (
+        "BanMember",
+        pb.BanMemberRequest(room_id=s.room.id, user_id=s.target.id),
+    ),
+    "UnbanMember": lambda s: (
+        "UnbanMember",
+        pb.UnbanMemberRequest(room_id=s.room.id, user_id=s.target.id),
+    ),
+    "ListBans": lambda s: ("ListBans", pb.ListBansRequest(room_id=s.room.id)),
+    "MuteMember": lambda s: (
+        "MuteMember",
+        pb.MuteMemberRequest(
+            room_id=s.room.id, user_id=s.target.id, until_ms=int(time.time() * 1000) + 60_000
+        ),
+    ),
+    "UnmuteMember": lambda s: (
+        "UnmuteMember",
+        pb.UnmuteMemberRequest(room_id=s.room.id, user_id=s.target.id),
+    ),
+    "ListAuditLog": lambda s: ("ListAuditLog", pb.ListAuditLogRequest(room_id=s.room.id)),
+    "RecordMessageDeletion": lambda s: (
+        "RecordMessageDeletion",
+        pb.RecordMessageDeletionRequest(room_id=s.room.id, seq=7, sender_id=s.target.id),
+    ),
 }
 
 #                        owner admin member outsider global_admin
@@ -80,6 +105,13 @@ EXPECTED: dict[str, dict[str, tuple[grpc.StatusCode, ...]]] = {
     "RotateInviteCode": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
     "OpenDirectRoom": {"public": (OK, OK, OK, OK, OK), "private": (OK, OK, OK, OK, OK)},
     "CheckMembership": {"public": (OK, OK, OK, OK, OK), "private": (OK, OK, OK, NF, OK)},
+    "BanMember": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
+    "UnbanMember": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
+    "ListBans": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
+    "MuteMember": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
+    "UnmuteMember": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
+    "ListAuditLog": {"public": (OK, OK, PD, PD, OK), "private": (OK, OK, PD, NF, OK)},
+    "RecordMessageDeletion": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
 }
 assert (
     set(EXPECTED) == set(REQUESTS) == set(pb.DESCRIPTOR.services_by_name["Rooms"].methods_by_name)
@@ -167,6 +199,9 @@ DIRECT_EXPECTED: dict[str, tuple[grpc.StatusCode, grpc.StatusCode, grpc.StatusCo
     "RemoveMember": (FP, NF, FP),
     "RotateInviteCode": (FP, NF, FP),
     "CheckMembership": (OK, NF, OK),
+    "BanMember": (FP, NF, FP),
+    "MuteMember": (FP, NF, FP),
+    "ListAuditLog": (PD, NF, OK),
 }
 
 

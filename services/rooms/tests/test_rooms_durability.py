@@ -4,11 +4,12 @@ the MongoDB client built exactly as the service builds it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
-from rooms_harness import IssueToken, Rooms, rooms_settings
+from rooms_harness import IssueToken, Rooms, User, rooms_settings
 
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.tokens import TokenVerifier
@@ -17,6 +18,15 @@ from roomcast.rooms.server import start_server
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
 from roomcast.testing.mongowire import DURABLE, WRITE_COMMANDS, WriteRecorder, recording_writes
+
+
+def _in_a_minute() -> int:
+    return int(time.time() * 1000) + 60_000
+
+
+async def _code(rooms: Rooms, owner: User, room: pb.Room) -> str:
+    got = await rooms.stub.GetRoom(pb.GetRoomRequest(room_id=room.id), metadata=owner.md)
+    return got.room.invite_code
 
 
 @pytest.fixture
@@ -54,6 +64,18 @@ async def test_membership_and_role_writes_are_journaled_and_majority_acknowledge
             pb.UpdateRoomRequest(room_id=room.id, topic="t", visibility=pb.VISIBILITY_PUBLIC),
             metadata=owner.md,
         )
+        # Moderation: the restrictions collection (ban, mute) and the audit log.
+        await rooms.join(other, room, await _code(rooms, owner, room))
+        await rooms.stub.MuteMember(
+            pb.MuteMemberRequest(room_id=room.id, user_id=other.id, until_ms=_in_a_minute()),
+            metadata=owner.md,
+        )
+        await rooms.stub.BanMember(
+            pb.BanMemberRequest(room_id=room.id, user_id=other.id), metadata=owner.md
+        )
+        await rooms.stub.UnbanMember(
+            pb.UnbanMemberRequest(room_id=room.id, user_id=other.id), metadata=owner.md
+        )
         await rooms.set_role(owner, room, admin, pb.ROLE_OWNER)  # ownership transfer
         await rooms.stub.LeaveRoom(pb.LeaveRoomRequest(room_id=room.id), metadata=owner.md)
         await rooms.stub.OpenDirectRoom(
@@ -68,6 +90,8 @@ async def test_membership_and_role_writes_are_journaled_and_majority_acknowledge
 
     # Every kind of write the scenario makes was seen (the check below is not vacuous).
     assert {name for name, _, _ in recorder.writes} == WRITE_COMMANDS, recorder.writes
+    written = {collection for _, collection, _ in recorder.writes}
+    assert {"restrictions", "audit_log", "memberships", "rooms"} <= written, written
     weak = [(name, concern) for name, _, concern in recorder.writes if concern != DURABLE]
     assert not weak, f"writes not journaled + majority: {weak}"
     assert not recorder.concern_errors

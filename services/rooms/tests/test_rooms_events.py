@@ -112,6 +112,8 @@ async def test_room_updated_carries_public_fields_only(rooms: Rooms, events: Eve
             "member_count": 1,
             "created_at_ms": room.created_at_ms,
             "updated_at_ms": updated.room.updated_at_ms,
+            "slow_mode_seconds": 0,
+            "retention_days": 0,
         },
     }
     assert room.invite_code not in str(got)

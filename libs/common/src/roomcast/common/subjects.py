@@ -73,6 +73,10 @@ class RoomEvent(enum.StrEnum):
     ROLE_CHANGED = "role_changed"
     ROOM_UPDATED = "room_updated"
     ROOM_DELETED = "room_deleted"
+    # A member's mute began or ended (``muted_until_ms``): caches of the user's
+    # membership answer are dropped (docs/moderation.md).
+    MEMBER_MUTED = "member_muted"
+    MEMBER_UNMUTED = "member_unmuted"
 
 
 # ``type`` of the event auth publishes on ``chat.events.user.<user_id>``.

@@ -32,6 +32,8 @@ def room_message(room: RoomRecord, my_role: Role | None) -> pb.Room:
         updated_at_ms=room.updated_at_ms,
         my_role=ROLE_OUT[my_role],
         direct_user_ids=list(room.direct_user_ids),
+        slow_mode_seconds=room.slow_mode_seconds,
+        retention_days=room.retention_days,
     )
 
 

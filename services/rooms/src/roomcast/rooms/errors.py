@@ -54,6 +54,12 @@ class InsufficientRole(Forbidden):
     code = "insufficient_role"
 
 
+class Banned(Forbidden):
+    """The user is banned from the room: no join, with or without an invite code."""
+
+    code = "banned"
+
+
 class OwnerMustTransfer(PreconditionFailed):
     """The owner cannot leave; transfer ownership or delete the room first."""
 

@@ -34,6 +34,7 @@ def build_event(
     user_id: str | None = None,
     role: Role | None = None,
     room: RoomRecord | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     event: dict[str, Any] = {"type": type_.value, "room_id": room_id}
     if user_id is not None:
@@ -44,6 +45,8 @@ def build_event(
     event["at_ms"] = now_ms()
     if room is not None:
         event["room"] = room.public_fields()
+    if extra:
+        event.update(extra)
     return event
 
 
@@ -60,10 +63,11 @@ class EventPublisher:
         user_id: str | None = None,
         role: Role | None = None,
         room: RoomRecord | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> bool:
         """Publish one event; never raises. True when handed to the NATS client."""
         event = build_event(
-            type_, room_id, actor_id=actor_id, user_id=user_id, role=role, room=room
+            type_, room_id, actor_id=actor_id, user_id=user_id, role=role, room=room, extra=extra
         )
         try:
             await self.nats.publish(room_events_subject(room_id), orjson.dumps(event))

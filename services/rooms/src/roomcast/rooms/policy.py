@@ -10,6 +10,8 @@ Roles rank owner > admin > member. The rules:
   role ranked strictly below the caller; the owner may additionally hand ownership
   over (set someone ``owner``), which makes the old owner an admin;
 - only the owner, or a global admin (token role ``admin``), deletes a room;
+- owner and admins ban and mute users ranked strictly below themselves (a non-member
+  ranks below everyone) and read the audit log, which global admins read too;
 - the owner cannot leave (hand ownership over or delete the room first);
 - direct rooms have exactly their two members: no join, leave, kick, role change,
   rename or invite code.
@@ -73,6 +75,21 @@ def check_remove(my_role: Role | None, target_role: Role) -> None:
     actor = require_manager(my_role)
     if target_role.rank >= actor.rank:
         raise InsufficientRole(f"an {actor.value} cannot remove an {target_role.value}")
+
+
+def check_moderate(my_role: Role | None, target_role: Role | None) -> Role:
+    """Ban or mute: the caller manages the room and outranks the target (a user who
+    is not a member, ``None``, is outranked by every manager)."""
+    actor = require_manager(my_role)
+    if target_role is not None and target_role.rank >= actor.rank:
+        raise InsufficientRole(f"an {actor.value} cannot moderate an {target_role.value}")
+    return actor
+
+
+def check_read_audit(my_role: Role | None, *, global_admin: bool) -> None:
+    if global_admin:
+        return
+    require_manager(my_role)
 
 
 def check_set_role(my_role: Role | None, target_role: Role, new_role: Role) -> RoleChange:

@@ -25,6 +25,8 @@ class RoomRecord:
     created_at_ms: int
     updated_at_ms: int
     direct_user_ids: tuple[str, ...] = ()
+    slow_mode_seconds: int = 0
+    retention_days: int = 0
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> RoomRecord:
@@ -39,6 +41,8 @@ class RoomRecord:
             created_at_ms=int(doc.get("created_at_ms", 0)),
             updated_at_ms=int(doc.get("updated_at_ms", 0)),
             direct_user_ids=tuple(str(u) for u in doc.get("direct_user_ids", ())),
+            slow_mode_seconds=int(doc.get("slow_mode_seconds", 0)),
+            retention_days=int(doc.get("retention_days", 0)),
         )
 
     def public_fields(self) -> dict[str, Any]:
@@ -52,6 +56,8 @@ class RoomRecord:
             "member_count": self.member_count,
             "created_at_ms": self.created_at_ms,
             "updated_at_ms": self.updated_at_ms,
+            "slow_mode_seconds": self.slow_mode_seconds,
+            "retention_days": self.retention_days,
         }
 
 

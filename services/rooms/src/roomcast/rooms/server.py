@@ -3,6 +3,7 @@ and the HTTP side app (/healthz, /readyz, /metrics)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,12 @@ from pymongo import AsyncMongoClient
 
 from roomcast.common.httpapp import create_service_app
 from roomcast.common.tokens import TokenVerifier
+from roomcast.rooms import retention_sync
+from roomcast.rooms.audit import AuditLog
 from roomcast.rooms.events import EventPublisher
 from roomcast.rooms.interceptors import SERVICE_NAME, RoomsInterceptor
+from roomcast.rooms.restrictions import RestrictionStore
+from roomcast.rooms.retention_sync import RetentionSync
 from roomcast.rooms.servicer import RoomsServicer
 from roomcast.rooms.settings import Settings
 from roomcast.rooms.store import RoomStore
@@ -41,12 +46,15 @@ class RunningRooms:
     port: int
     store: RoomStore
     health: Any
+    retention: RetentionSync
+    retention_task: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float) -> None:
         """NOT_SERVING first (so balancers stop routing here), then let in-flight
         RPCs finish within ``grace`` seconds; new RPCs are refused meanwhile."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await retention_sync.stop(self.retention_task)
 
 
 async def start_server(
@@ -61,11 +69,19 @@ async def start_server(
     ``settings.grpc_port``; 0 picks a free port, see ``RunningRooms.port``)."""
     store = RoomStore(mongo_client, settings.mongo_db)
     await store.ensure_indexes()
+    restrictions = RestrictionStore(mongo_client, settings.mongo_db)
+    await restrictions.ensure_indexes()
+    audit = AuditLog(mongo_client, settings.mongo_db)
+    await audit.ensure_indexes()
+    retention = RetentionSync(nats_client, store, replicas=settings.retention_bucket_replicas)
     servicer = RoomsServicer(
         store,
         verifier,
         EventPublisher(nats_client),
+        restrictions=restrictions,
+        audit=audit,
         create_rooms_per_minute=settings.create_rooms_per_minute,
+        retention=retention,
     )
     server = grpc.aio.server(
         interceptors=[RoomsInterceptor()],
@@ -90,7 +106,15 @@ async def start_server(
     for service in ("", SERVICE_NAME):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("rooms gRPC listening", extra={"port": bound})
-    return RunningRooms(server=server, port=bound, store=store, health=health)
+    task = asyncio.create_task(retention.run(), name="retention-sync")
+    return RunningRooms(
+        server=server,
+        port=bound,
+        store=store,
+        health=health,
+        retention=retention,
+        retention_task=task,
+    )
 
 
 def create_http_app(store: RoomStore) -> FastAPI:

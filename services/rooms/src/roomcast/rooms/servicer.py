@@ -15,8 +15,10 @@ from roomcast.common.subjects import is_object_id
 from roomcast.common.tokens import AccessClaims, TokenVerifier
 from roomcast.rooms import policy
 from roomcast.rooms import validation as v
+from roomcast.rooms.audit import AuditAction, AuditLog
 from roomcast.rooms.convert import ROLE_OUT, VISIBILITY_OUT, member_message, room_message
 from roomcast.rooms.errors import (
+    Banned,
     ConcurrentChange,
     DirectRoomFixed,
     InsufficientRole,
@@ -28,8 +30,11 @@ from roomcast.rooms.errors import (
 )
 from roomcast.rooms.events import EventPublisher, EventType
 from roomcast.rooms.listing import RoomListing
+from roomcast.rooms.moderation import Moderation
 from roomcast.rooms.policy import Role, RoleChange, Visibility
 from roomcast.rooms.records import MemberRecord, RoomRecord
+from roomcast.rooms.restrictions import RestrictionStore
+from roomcast.rooms.retention_sync import RetentionSync
 from roomcast.rooms.store import RoomStore
 from roomcast.rooms.tokencache import CachingVerifier
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
@@ -54,13 +59,18 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         verifier: TokenVerifier,
         events: EventPublisher,
         *,
+        restrictions: RestrictionStore,
+        audit: AuditLog,
         create_rooms_per_minute: int,
+        retention: RetentionSync | None = None,
     ) -> None:
         self.store = store
         self.listing = RoomListing(store)
         self.verifier = CachingVerifier(verifier)
         self.events = events
         self.create_limiter = KeyedRateLimiter(capacity=create_rooms_per_minute, per_seconds=60.0)
+        self.moderation = Moderation(store, restrictions, audit, events, self._visible_room)
+        self.retention = retention
 
     # ----------------------------------------------------------------- helpers
 
@@ -167,6 +177,16 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         name = v.parse_name(request.name) if request.HasField("name") else None
         topic = v.parse_topic(request.topic) if request.HasField("topic") else None
         visibility = v.parse_visibility(request.visibility, allow_unspecified=True)
+        slow_mode = (
+            v.parse_slow_mode(request.slow_mode_seconds)
+            if request.HasField("slow_mode_seconds")
+            else None
+        )
+        retention = (
+            v.parse_retention(request.retention_days)
+            if request.HasField("retention_days")
+            else None
+        )
         room, member = await self._visible_room(room_id, caller)
         policy.require_not_direct(room.visibility)
         my_role = policy.require_manager(member.role if member else None)
@@ -178,11 +198,23 @@ class RoomsServicer(pb_grpc.RoomsServicer):
             changes["topic"] = topic
         if visibility is not None and visibility is not room.visibility:
             changes["visibility"] = visibility.value
+        if slow_mode is not None and slow_mode != room.slow_mode_seconds:
+            changes["slow_mode_seconds"] = slow_mode
+        if retention is not None and retention != room.retention_days:
+            changes["retention_days"] = retention
         if not changes:
             return pb.UpdateRoomResponse(room=room_message(room, my_role))
         updated = await self.store.update_room(room_id, changes)
+        if "retention_days" in changes and self.retention is not None:
+            await self.retention.changed(room_id, updated.retention_days)
         await self.events.publish(
             EventType.ROOM_UPDATED, room_id, actor_id=caller.user_id, room=updated
+        )
+        await self.moderation.record(
+            room_id,
+            AuditAction.ROOM_UPDATED,
+            actor_id=caller.user_id,
+            details={k: str(val) for k, val in changes.items() if k != "name_key"},
         )
         return pb.UpdateRoomResponse(room=room_message(updated, my_role))
 
@@ -193,7 +225,9 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         room_id = v.parse_id(request.room_id, "room_id")
         _, member = await self._visible_room(room_id, caller)
         policy.check_delete(member.role if member else None, global_admin=caller.is_global_admin)
-        await self.store.delete_room(room_id)
+        deleted = await self.store.delete_room(room_id)
+        if deleted.retention_days and self.retention is not None:
+            await self.retention.changed(room_id, 0)
         await self.events.publish(EventType.ROOM_DELETED, room_id, actor_id=caller.user_id)
         return pb.DeleteRoomResponse()
 
@@ -206,7 +240,9 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         policy.require_not_direct(room.visibility)
         policy.require_manager(member.role if member else None)
         # No event: nothing another member (or a gateway cache) sees has changed.
-        return pb.RotateInviteCodeResponse(invite_code=await self.store.rotate_invite_code(room_id))
+        code = await self.store.rotate_invite_code(room_id)
+        await self.moderation.record(room_id, AuditAction.INVITE_ROTATED, actor_id=caller.user_id)
+        return pb.RotateInviteCodeResponse(invite_code=code)
 
     async def OpenDirectRoom(
         self, request: pb.OpenDirectRoomRequest, context: Context
@@ -250,12 +286,30 @@ class RoomsServicer(pb_grpc.RoomsServicer):
             )
         if room.visibility is Visibility.DIRECT:
             raise RoomNotFound()
+        # A banned user already knows the room: they are told why, whatever code
+        # they bring (their old code was rotated with the ban anyway).
+        await self.moderation.admit(room_id, caller.user_id)
         if room.visibility is Visibility.PRIVATE and not _same_code(invite_code, room.invite_code):
             # A wrong code must not reveal that the room exists.
             raise RoomNotFound()
         member, inserted, room = await self.store.add_member(
-            room_id, caller.user_id, Role.MEMBER, visibility=room.visibility
+            room_id,
+            caller.user_id,
+            Role.MEMBER,
+            visibility=room.visibility,
+            slow_mode_seconds=room.slow_mode_seconds,
         )
+        if inserted and not await self.moderation.after_join(room_id, caller.user_id):
+            # A ban was recorded between our check and the insert, and its removal
+            # ran before the insert: undone exactly as the rotated-code race below.
+            if await self.store.remove_member(room_id, caller.user_id, role=Role.MEMBER):
+                await self.events.publish(
+                    EventType.MEMBER_REMOVED,
+                    room_id,
+                    actor_id=caller.user_id,
+                    user_id=caller.user_id,
+                )
+            raise Banned()
         if (
             inserted
             and room.visibility is Visibility.PRIVATE
@@ -357,6 +411,13 @@ class RoomsServicer(pb_grpc.RoomsServicer):
                 user_id=user_id,
                 role=updated.role,
             )
+            await self.moderation.record(
+                room_id,
+                AuditAction.ROLE_CHANGED,
+                actor_id=caller.user_id,
+                target_user_id=user_id,
+                details={"role": updated.role.value, "previous_role": target.role.value},
+            )
             return pb.SetMemberRoleResponse(member=member_message(updated))
         promoted, demoted, room = await self.store.transfer_ownership(
             room_id, old_owner=caller.user_id, new_owner=user_id, new_owner_role=target.role
@@ -371,6 +432,13 @@ class RoomsServicer(pb_grpc.RoomsServicer):
             )
         await self.events.publish(
             EventType.ROOM_UPDATED, room_id, actor_id=caller.user_id, room=room
+        )
+        await self.moderation.record(
+            room_id,
+            AuditAction.ROLE_CHANGED,
+            actor_id=caller.user_id,
+            target_user_id=user_id,
+            details={"role": Role.OWNER.value, "previous_role": target.role.value},
         )
         return pb.SetMemberRoleResponse(member=member_message(promoted))
 
@@ -397,6 +465,9 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         await self.events.publish(
             EventType.MEMBER_REMOVED, room_id, actor_id=caller.user_id, user_id=user_id
         )
+        await self.moderation.record(
+            room_id, AuditAction.KICK, actor_id=caller.user_id, target_user_id=user_id
+        )
         return pb.RemoveMemberResponse()
 
     async def CheckMembership(
@@ -410,8 +481,8 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         found = await self.store.visibility_and_role(room_id, caller.user_id)
         if found is None:
             raise RoomNotFound()
-        visibility, role_name = Visibility(found[0]), found[1]
-        role = Role(role_name) if role_name else None
+        visibility = Visibility(found.visibility)
+        role = Role(found.role) if found.role else None
         if not policy.can_see(visibility, role, global_admin=caller.is_global_admin):
             raise RoomNotFound()
         if target is not None:
@@ -422,7 +493,47 @@ class RoomsServicer(pb_grpc.RoomsServicer):
             other = await self.store.visibility_and_role(room_id, target)
             if other is None:  # deleted between the two reads
                 raise RoomNotFound()
-            role = Role(other[1]) if other[1] else None
+            found = other
+            role = Role(other.role) if other.role else None
         return pb.CheckMembershipResponse(
-            member=role is not None, role=ROLE_OUT[role], visibility=VISIBILITY_OUT[visibility]
+            member=role is not None,
+            role=ROLE_OUT[role],
+            visibility=VISIBILITY_OUT[visibility],
+            muted_until_ms=found.muted_until_ms if role is not None else 0,
+            slow_mode_seconds=found.slow_mode_seconds,
         )
+
+    # --------------------------------------------------------------- moderation
+
+    async def BanMember(
+        self, request: pb.BanMemberRequest, context: Context
+    ) -> pb.BanMemberResponse:
+        return await self.moderation.ban(await self._caller(context), request)
+
+    async def UnbanMember(
+        self, request: pb.UnbanMemberRequest, context: Context
+    ) -> pb.UnbanMemberResponse:
+        return await self.moderation.unban(await self._caller(context), request)
+
+    async def ListBans(self, request: pb.ListBansRequest, context: Context) -> pb.ListBansResponse:
+        return await self.moderation.list_bans(await self._caller(context), request)
+
+    async def MuteMember(
+        self, request: pb.MuteMemberRequest, context: Context
+    ) -> pb.MuteMemberResponse:
+        return await self.moderation.mute(await self._caller(context), request)
+
+    async def UnmuteMember(
+        self, request: pb.UnmuteMemberRequest, context: Context
+    ) -> pb.UnmuteMemberResponse:
+        return await self.moderation.unmute(await self._caller(context), request)
+
+    async def ListAuditLog(
+        self, request: pb.ListAuditLogRequest, context: Context
+    ) -> pb.ListAuditLogResponse:
+        return await self.moderation.list_audit(await self._caller(context), request)
+
+    async def RecordMessageDeletion(
+        self, request: pb.RecordMessageDeletionRequest, context: Context
+    ) -> pb.RecordMessageDeletionResponse:
+        return await self.moderation.record_deletion(await self._caller(context), request)

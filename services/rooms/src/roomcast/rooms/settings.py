@@ -28,3 +28,6 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings):
     # RESOURCE_EXHAUSTED instead of queueing without limit (each RPC holds a MongoDB
     # connection slot; PyMongo's default pool is 100 per server).
     max_concurrent_rpcs: int = Field(default=1000, ge=1, le=100_000)
+    # Replicas of the JetStream bucket rooms copies retention periods into for history
+    # (retention_sync.py): 3 on a 3-node production cluster, like the CHAT stream.
+    retention_bucket_replicas: int = Field(default=1, ge=1, le=5)

@@ -7,9 +7,13 @@ Collections:
   updated_at_ms}``. ``name_key`` is the NFKC-casefolded name for prefix search;
   ``invite_code`` exists on public and private rooms, ``direct_key`` ("<a>:<b>", the
   sorted pair of user ids) and ``direct_user_ids`` only on direct rooms.
+  ``slow_mode_seconds`` and ``retention_days`` (room policy, docs/moderation.md) are
+  absent until first set (absent = 0 = off).
 - ``memberships``: ``{_id, room_id: ObjectId, user_id: str, role, joined_at_ms,
-  visibility}``; ``visibility`` is a copy of the room's, so CheckMembership answers a
-  member with one read (kept in step by UpdateRoom and by JoinRoom's re-check).
+  visibility, slow_mode_seconds?, muted_until_ms?}``; ``visibility`` and
+  ``slow_mode_seconds`` are copies of the room's, so CheckMembership answers a member
+  with one read (kept in step by UpdateRoom and by JoinRoom's re-check);
+  ``muted_until_ms`` is a copy of the user's mute (restrictions.py).
 
 Uniqueness is enforced by MongoDB, never by a read-then-write: a unique index on
 ``(room_id, user_id)`` (one membership per user and room), partial unique indexes on
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
@@ -48,6 +53,20 @@ INVITE_CODE_BYTES = 9
 # Retries when a fresh invite code hits the unique index: with 72-bit codes a
 # collision is astronomically rare, so more than one retry means something is broken.
 INVITE_CODE_ATTEMPTS = 5
+
+
+# The room fields a membership document carries a copy of (see the module docstring).
+COPIED_ROOM_FIELDS = ("visibility", "slow_mode_seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipView:
+    """What CheckMembership answers about one user and room."""
+
+    visibility: str
+    role: str  # "" when not a member
+    muted_until_ms: int = 0
+    slow_mode_seconds: int = 0
 
 
 def new_invite_code() -> str:
@@ -86,6 +105,8 @@ class RoomStore:
                 IndexModel(
                     [("visibility", ASCENDING), ("name_key", ASCENDING)], name="visibility_name"
                 ),
+                # The rooms with a retention period (retention_sync.py).
+                IndexModel([("retention_days", ASCENDING)], name="retention_days"),
             ]
         )
         await self.members.create_indexes(
@@ -125,9 +146,9 @@ class RoomStore:
             return None, None
         return room, member
 
-    async def visibility_and_role(self, room_id: str, user_id: str) -> tuple[str, str] | None:
-        """CheckMembership's hot path. Returns ``(visibility, role or "")``, or None when
-        the room does not exist.
+    async def visibility_and_role(self, room_id: str, user_id: str) -> MembershipView | None:
+        """CheckMembership's hot path: the room's visibility and slow mode, the user's
+        role ("" when not a member) and mute, or None when the room does not exist.
 
         A member is answered from their membership document alone (it carries the
         room's visibility): one indexed point read. Only a non-member costs a second
@@ -136,16 +157,44 @@ class RoomStore:
         oid = ObjectId(room_id)
         member = await self.members.find_one(
             {"room_id": oid, "user_id": user_id},
-            projection={"_id": False, "role": True, "visibility": True},
+            projection={
+                "_id": False,
+                "role": True,
+                "visibility": True,
+                "slow_mode_seconds": True,
+                "muted_until_ms": True,
+            },
         )
         if member is not None and "visibility" in member:
-            return str(member["visibility"]), str(member["role"])
+            return MembershipView(
+                visibility=str(member["visibility"]),
+                role=str(member["role"]),
+                muted_until_ms=int(member.get("muted_until_ms", 0)),
+                slow_mode_seconds=int(member.get("slow_mode_seconds", 0)),
+            )
         room = await self.rooms.find_one(
-            {"_id": oid}, projection={"_id": False, "visibility": True}
+            {"_id": oid}, projection={"_id": False, "visibility": True, "slow_mode_seconds": True}
         )
         if room is None:
             return None
-        return str(room["visibility"]), str(member["role"]) if member is not None else ""
+        return MembershipView(
+            visibility=str(room["visibility"]),
+            role=str(member["role"]) if member is not None else "",
+            muted_until_ms=int(member.get("muted_until_ms", 0)) if member is not None else 0,
+            slow_mode_seconds=int(room.get("slow_mode_seconds", 0)),
+        )
+
+    async def retention_periods(self, *, limit: int) -> dict[str, int]:
+        """``{room_id: retention_days}`` of the rooms that have one (at most ``limit``,
+        which bounds the memory of one synchronisation, retention_sync.py)."""
+        cursor = (
+            self.rooms.find(
+                {"retention_days": {"$gt": 0}}, projection={"_id": True, "retention_days": True}
+            )
+            .sort("retention_days", ASCENDING)
+            .limit(limit)
+        )
+        return {str(doc["_id"]): int(doc["retention_days"]) async for doc in cursor}
 
     # ----------------------------------------------------------------- writes
 
@@ -191,11 +240,10 @@ class RoomStore:
         )
         if doc is None:
             raise RoomNotFound()
-        if "visibility" in changes:
-            # Keep the copy CheckMembership reads in step (see visibility_and_role).
-            await self.members.update_many(
-                {"room_id": ObjectId(room_id)}, {"$set": {"visibility": doc["visibility"]}}
-            )
+        copied = {f: doc.get(f, 0) for f in COPIED_ROOM_FIELDS if f in changes}
+        if copied:
+            # Keep the copies CheckMembership reads in step (see visibility_and_role).
+            await self.members.update_many({"room_id": ObjectId(room_id)}, {"$set": copied})
         return RoomRecord.from_doc(doc)
 
     async def delete_room(self, room_id: str) -> RoomRecord:
@@ -227,7 +275,13 @@ class RoomStore:
         raise AssertionError("unreachable")
 
     async def add_member(
-        self, room_id: str, user_id: str, role: Role, *, visibility: Visibility
+        self,
+        room_id: str,
+        user_id: str,
+        role: Role,
+        *,
+        visibility: Visibility,
+        slow_mode_seconds: int = 0,
     ) -> tuple[MemberRecord, bool, RoomRecord]:
         """Upsert the membership. Returns ``(member, inserted, room)``; only the call
         that inserted the document increments ``member_count``."""
@@ -238,6 +292,7 @@ class RoomStore:
             "role": role.value,
             "joined_at_ms": now_ms(),
             "visibility": visibility.value,
+            "slow_mode_seconds": slow_mode_seconds,
         }
         try:
             doc = await self.members.find_one_and_update(
@@ -264,12 +319,13 @@ class RoomStore:
                 # The room was deleted between the caller's read and this write.
                 await self.members.delete_one({"_id": marker})
                 raise RoomNotFound()
-            if room_doc["visibility"] != visibility.value:
-                # The visibility changed between the caller's read and the insert; an
+            stale = {
+                f: room_doc.get(f, 0) for f in COPIED_ROOM_FIELDS if room_doc.get(f, 0) != fields[f]
+            }
+            if stale:
+                # The room changed between the caller's read and the insert; an
                 # UpdateRoom that ran before the insert could not have fixed this copy.
-                await self.members.update_one(
-                    {"_id": marker}, {"$set": {"visibility": room_doc["visibility"]}}
-                )
+                await self.members.update_one({"_id": marker}, {"$set": stale})
         else:
             room_doc = await self.rooms.find_one({"_id": oid})
             if room_doc is None:

@@ -26,6 +26,15 @@ MAX_CURSOR_CHARS = 64
 # Page sizes: 50 by default fills a screen; 100 bounds one response (and one query).
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
+# Slow mode: at most one message per 6 hours. Longer intervals stop being a pace and
+# become a mute, which has its own tool with an end time; 0 turns slow mode off.
+MAX_SLOW_MODE_SECONDS = 6 * 3600
+# Retention: 0 keeps messages forever; otherwise 1 day (the unit the purge works in:
+# it runs every few minutes, docs/moderation.md) to 10 years.
+MAX_RETENTION_DAYS = 3650
+# A mute ends at most 366 days ahead: longer is a ban, and an end date beyond a year
+# is almost always a typo (milliseconds given as seconds or the reverse).
+MAX_MUTE_MS = 366 * 24 * 3600 * 1000
 
 _VISIBILITY_IN = {
     pb.VISIBILITY_PUBLIC: Visibility.PUBLIC,
@@ -100,6 +109,33 @@ def parse_limit(value: int) -> int:
     return min(value, MAX_PAGE_SIZE)
 
 
+def parse_slow_mode(value: int) -> int:
+    if not 0 <= value <= MAX_SLOW_MODE_SECONDS:
+        raise InvalidArgument(f"slow_mode_seconds must be from 0 (off) to {MAX_SLOW_MODE_SECONDS}")
+    return value
+
+
+def parse_retention(value: int) -> int:
+    if not 0 <= value <= MAX_RETENTION_DAYS:
+        raise InvalidArgument(f"retention_days must be from 0 (forever) to {MAX_RETENTION_DAYS}")
+    return value
+
+
+def parse_mute_until(value: int, now_ms: int) -> int:
+    """A mute's end: in the future, at most :data:`MAX_MUTE_MS` ahead."""
+    if value <= now_ms:
+        raise InvalidArgument("until_ms must be in the future")
+    if value > now_ms + MAX_MUTE_MS:
+        raise InvalidArgument("until_ms must be at most 366 days ahead (use a ban)")
+    return value
+
+
+def parse_seq(value: int) -> int:
+    if value <= 0:
+        raise InvalidArgument("seq must be a positive stream sequence")
+    return value
+
+
 def parse_invite_code(value: str) -> str:
     if len(value) > MAX_INVITE_CODE_CHARS:
         raise InvalidArgument(f"invite_code must be at most {MAX_INVITE_CODE_CHARS} characters")
@@ -117,6 +153,8 @@ class CursorKind:
 PUBLIC_ROOMS = CursorKind(b"p")
 JOINED_ROOMS = CursorKind(b"j")
 MEMBERS = CursorKind(b"m")
+BANS = CursorKind(b"b")
+AUDIT = CursorKind(b"a")
 
 
 def encode_cursor(kind: CursorKind, object_id: str) -> str:
