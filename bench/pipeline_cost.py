@@ -284,7 +284,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
                 "--output",
                 str(args.flame),
                 "--pid",
-                str(pids["gateway A (send side)"]),
+                str(pids[args.flame_process]),
                 "--duration",
                 str(int(args.duration)),
                 "--nonblocking",
@@ -367,6 +367,12 @@ def main() -> None:
         type=Path,
         help="also record a py-spy flame graph (SVG) of gateway A (the send side) over the "
         "window; the sampler costs CPU, so take figures from a run without it",
+    )
+    parser.add_argument(
+        "--flame-process",
+        default="gateway A (send side)",
+        choices=["gateway A (send side)", "gateway B (receive side)", "history"],
+        help="the process --flame samples",
     )
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="roomcast-pipeline-"))

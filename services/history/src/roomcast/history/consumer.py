@@ -62,17 +62,20 @@ BACKOFF_MAX_SECONDS = 5.0
 # out of pages. One cheap JetStream API request; 5/s per replica is negligible.
 PROGRESS_POLL_SECONDS = 0.2
 # After this replica acks a batch the info is read at once (the new messages show up
-# in pages without waiting for the poll), but at most this often under heavy load.
-PROGRESS_MIN_INTERVAL_SECONDS = 0.05
+# in pages without waiting for the poll), but at most this often: each read is a
+# JetStream request and each raise a durable MongoDB write, so under load the
+# watermark costs at most 5 of each a second, however many batches are written.
+PROGRESS_MIN_INTERVAL_SECONDS = 0.2
 # Batches fetched ahead of the one being written: one hides the fetch round trip;
 # more would only hold more unacknowledged messages in memory.
 PREFETCH_BATCHES = 1
 # The parser's detail is short (a field name and a rule); cut anyway so a document stays
 # small whatever the message says.
 DEAD_LETTER_DETAIL_CHARS = 500
-# Left of the gathering window below which no further pull request is made: a request
-# costs a round trip to the server, more than a few milliseconds of waiting saves.
-MIN_GATHER_SECONDS = 0.002
+# How long the pull request that takes a batch's gathered records may wait: they are
+# already on the server, so a few round trips' worth; with nothing pending it only
+# delays the batch of the lone first record by this much.
+DRAIN_FETCH_SECONDS = 0.01
 # How long to wait for buffered acks to reach the server when stopping.
 FLUSH_TIMEOUT_SECONDS = 2
 
@@ -138,6 +141,9 @@ class HistoryConsumer:
         self._acked = asyncio.Event()
         # The highest ack floor written as the watermark by this process.
         self._watermark = 0
+        # Whether the last take of records found any (see _gather_batch), and when.
+        self._flowing = False
+        self._last_take = 0.0
 
     @property
     def nats_connected(self) -> bool:
@@ -261,28 +267,38 @@ class HistoryConsumer:
         await queue.put(None)
 
     async def _gather_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """One batch: wait (up to ``fetch_timeout``) for a first record, then gather
-        more for at most ``batch_window_seconds`` or until ``batch_size`` are in hand.
+        """One batch of up to ``batch_size`` records, gathered on the server for
+        ``batch_window_seconds`` and taken in one pull request.
 
         A fetch returns what is pending, which at a steady few hundred messages a second
         is one record or a few: without the window each message would pay for its own
-        insert, watermark write and ack round. A backlog fills the batch at once (the
-        window only matters when the stream is nearly idle)."""
+        pull request, insert and round of acks (each a socket write that costs more CPU
+        than a record does). So while records flow, a batch is taken one window after
+        the previous one (at once while a full batch is pending: a backlog drains at
+        full speed); when a take finds nothing, the stream is idle and the next batch
+        starts with a fetch that waits (up to ``fetch_timeout``) for one record."""
         size = self.settings.batch_size
-        # batch=1 returns on the first record instead of holding it for the whole
-        # fetch_timeout while waiting for a full batch.
-        msgs = list(await sub.fetch(1, timeout=self.settings.fetch_timeout))
-        deadline = time.monotonic() + self.settings.batch_window_seconds
-        while len(msgs) < size:
-            remaining = deadline - time.monotonic()
-            if remaining < MIN_GATHER_SECONDS:
-                break
-            try:
-                # One pull request that the server keeps open until it expires with
-                # the window or the batch is full; a backlog is delivered at once.
-                msgs.extend(await sub.fetch(size - len(msgs), timeout=remaining))
-            except (TimeoutError, NatsTimeoutError):
-                break
+        window = self.settings.batch_window_seconds
+        msgs: list[Msg] = []
+        if self._flowing:
+            await asyncio.sleep(max(0.0, self._last_take + window - time.monotonic()))
+        else:
+            # batch=1 returns on the first record instead of holding it for the whole
+            # fetch_timeout while waiting for a full batch.
+            msgs = list(await sub.fetch(1, timeout=self.settings.fetch_timeout))
+            # The server says how many more are waiting for this consumer.
+            if (msgs[-1].metadata.num_pending or 0) < size - 1:
+                await asyncio.sleep(window)
+        with contextlib.suppress(TimeoutError, NatsTimeoutError):
+            # What is pending now, in one request.
+            msgs.extend(await sub.fetch(size - len(msgs), timeout=DRAIN_FETCH_SECONDS))
+        self._last_take = time.monotonic()
+        # A full batch: more may be pending, take it at once (no window).
+        if len(msgs) == size:
+            self._last_take -= window
+        self._flowing = bool(msgs)
+        if not msgs:
+            raise NatsTimeoutError
         metrics.INGEST_BATCH_RECORDS.observe(len(msgs))
         return msgs
 

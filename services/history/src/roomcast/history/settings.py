@@ -38,13 +38,14 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
     # Messages fetched and written per bulk write: 256 amortises the MongoDB round
     # trip (one insert_many per batch) while keeping a batch under ~1 MB in memory.
     batch_size: int = Field(default=256, ge=1, le=4096)
-    # How long a batch keeps gathering records after its first one (unless it fills
-    # first). At a steady 200 msg/s a fetch returns one record or a few, and each batch
-    # costs one durable insert, one watermark write and one consumer-info request
-    # whatever its size: 50 ms makes that ~10 messages a batch. Live delivery does not
-    # go through history, so the only effect is that a message shows up in pages up
-    # to 50 ms later, which nobody reading history notices.
-    batch_window_seconds: float = Field(default=0.05, ge=0, le=1)
+    # How long a batch gathers records on the server after its first one (skipped when
+    # a full batch is already pending). At a steady 200 msg/s a fetch returns one record
+    # or a few, and each batch costs the same pull requests, one durable insert and one
+    # round of acks whatever its size; on this kind of machine each socket write costs
+    # more CPU than a record does, so the batch count is the CPU bill: 100 ms makes ~20
+    # messages a batch. Live delivery does not go through history, so the only effect
+    # is that a message shows up in pages about 100 ms later.
+    batch_window_seconds: float = Field(default=0.1, ge=0, le=1)
     # How long one fetch waits for messages when the stream is idle. Short, so a
     # SIGTERM is noticed within about a second and the lag gauge stays fresh.
     fetch_timeout: float = Field(default=1.0, gt=0, le=30)
@@ -57,3 +58,16 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
     # election (a batch whose write is being retried is kept alive with in-progress
     # acks, so this only matters for a replica that died).
     ack_wait_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    # Retention (retention.py): how often a round purges messages older than their
+    # room's retention_days. Periods are whole days, so five minutes late is nothing.
+    retention_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # Messages read and deleted per batch: one indexed query and one delete_many of
+    # about 50 KB of ids; small enough not to hold MongoDB up for ingest or pages.
+    retention_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Pause between batches, so a large backlog is drained at a bounded rate
+    # (500 per 0.2 s ~ 2,500 deletes a second at most) instead of in one burst.
+    retention_batch_pause_seconds: float = Field(default=0.2, ge=0, le=60)
+    # Messages deleted per round at most, over all rooms; what is left is due next
+    # round (100k per 5 minutes drains a million-message room in under an hour).
+    retention_max_per_round: int = Field(default=100_000, ge=1, le=10_000_000)
