@@ -25,6 +25,7 @@ from roomcast.common.tokens import TokenVerifier
 from roomcast.history.app import create_app
 from roomcast.history.consumer import HistoryConsumer
 from roomcast.history.membership import MembershipChecker
+from roomcast.history.retention import RetentionPurger
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore
 
@@ -89,6 +90,9 @@ async def serve(settings: Settings) -> None:
             stop.set()
 
     consumer_task.add_done_callback(consumer_ended)
+    # Messages past their room's retention period leave in the background (retention.py).
+    purger = RetentionPurger(settings, mongo)
+    purge_task = asyncio.create_task(purger.run(stop), name="history-retention")
     log.info("history listening on %s:%d", settings.host, settings.port)
     try:
         await serve_until_stopped(server, stop)
@@ -99,10 +103,12 @@ async def serve(settings: Settings) -> None:
         else:
             log.warning("the consumer did not stop in time; its batch will be redelivered")
     finally:
-        if not consumer_task.done():
-            consumer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer_task
+        for task in (consumer_task, purge_task):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await purger.close()
         await consumer.close()
         await membership.close()
         await revocations.close()
