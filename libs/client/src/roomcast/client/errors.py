@@ -80,13 +80,19 @@ class Unreachable(ClientError):
 
 
 class RequestRejected(ClientError):
-    """The gateway answered a WebSocket request (send, subscribe) with an ``error`` frame."""
+    """The gateway answered a WebSocket request (send, subscribe) with an ``error`` frame.
 
-    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+    ``retry_after`` (seconds) comes with ``slow_mode``: when the room accepts the
+    next message from this user (docs/moderation.md); ``muted`` has none."""
+
+    def __init__(
+        self, code: str, message: str, ref: str | None = None, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.ref = ref
+        self.retry_after = retry_after
 
 
 class SendUnconfirmed(RequestRejected):

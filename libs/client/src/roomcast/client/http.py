@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -21,7 +22,18 @@ import httpx
 import orjson
 
 from .errors import ApiError, Unauthorized, Unreachable, api_error
-from .models import HistoryPage, Member, Room, RoomPage, TokenPair, User, Visibility
+from .models import (
+    AuditPage,
+    Ban,
+    HistoryPage,
+    Member,
+    Mute,
+    Room,
+    RoomPage,
+    TokenPair,
+    User,
+    Visibility,
+)
 
 # A request that has not completed in 10 s is treated as failed: REST calls are small and
 # the gateway answers in milliseconds when healthy.
@@ -297,9 +309,23 @@ class RoomcastHttp:
         return cast(Room, _unwrap(await self.request("GET", f"/v1/rooms/{_seg(room_id)}"), "room"))
 
     async def update_room(
-        self, room_id: str, *, name: str | None = None, topic: str | None = None
+        self,
+        room_id: str,
+        *,
+        name: str | None = None,
+        topic: str | None = None,
+        slow_mode_seconds: int | None = None,
+        retention_days: int | None = None,
     ) -> Room:
-        patch = {k: v for k, v in (("name", name), ("topic", topic)) if v is not None}
+        """Change the given fields only; ``slow_mode_seconds`` and ``retention_days``
+        (0 = off) are the room's moderation policy (owner and admins)."""
+        fields: tuple[tuple[str, object], ...] = (
+            ("name", name),
+            ("topic", topic),
+            ("slow_mode_seconds", slow_mode_seconds),
+            ("retention_days", retention_days),
+        )
+        patch = {k: v for k, v in fields if v is not None}
         body = await self.request("PATCH", f"/v1/rooms/{_seg(room_id)}", json=patch)
         return cast(Room, _unwrap(body, "room"))
 
@@ -329,6 +355,34 @@ class RoomcastHttp:
 
     async def remove_member(self, room_id: str, user_id: str) -> None:
         await self.request("DELETE", f"/v1/rooms/{_seg(room_id)}/members/{_seg(user_id)}")
+
+    # ------------------------------------------------------------ moderation
+
+    async def ban(self, room_id: str, user_id: str) -> Ban:
+        """Ban ``user_id`` (owner and admins): removed at once, cannot join again."""
+        path = f"/v1/rooms/{_seg(room_id)}/bans/{_seg(user_id)}"
+        return cast(Ban, _unwrap(await self.request("PUT", path, json={}), "ban"))
+
+    async def unban(self, room_id: str, user_id: str) -> None:
+        await self.request("DELETE", f"/v1/rooms/{_seg(room_id)}/bans/{_seg(user_id)}")
+
+    async def mute(self, room_id: str, user_id: str, until: dt.datetime | str) -> Mute:
+        """Mute ``user_id`` until ``until`` (an aware datetime or an ISO 8601 string):
+        they read but cannot send, edit, react or type."""
+        when = until.isoformat() if isinstance(until, dt.datetime) else until
+        path = f"/v1/rooms/{_seg(room_id)}/mutes/{_seg(user_id)}"
+        return cast(Mute, _unwrap(await self.request("PUT", path, json={"until": when}), "mute"))
+
+    async def unmute(self, room_id: str, user_id: str) -> None:
+        await self.request("DELETE", f"/v1/rooms/{_seg(room_id)}/mutes/{_seg(user_id)}")
+
+    async def audit(
+        self, room_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> AuditPage:
+        """One page of the room's audit log, newest first (owner, admins)."""
+        params = {"limit": limit, "cursor": cursor}
+        body = await self.request("GET", f"/v1/rooms/{_seg(room_id)}/audit", params=params)
+        return AuditPage(items=body.get("items", []), next_cursor=body.get("next_cursor"))
 
     async def open_dm(self, user_id: str) -> Room:
         """The direct room shared with ``user_id`` (the same room every time)."""

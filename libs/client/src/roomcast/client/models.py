@@ -237,6 +237,38 @@ class Room(TypedDict):
     invite_code: NotRequired[str | None]
     member_count: NotRequired[int]
     my_role: NotRequired[str | None]
+    #: Room policy (docs/moderation.md): 0 = off.
+    slow_mode_seconds: NotRequired[int]
+    retention_days: NotRequired[int]
+
+
+class Ban(TypedDict):
+    user_id: str
+    actor_id: str
+    created_at: str
+
+
+class Mute(TypedDict):
+    user_id: str
+    #: When the mute ends (ISO 8601).
+    until: str
+
+
+class AuditEntry(TypedDict):
+    id: str
+    #: ``ban``, ``unban``, ``mute``, ``unmute``, ``kick``, ``role_changed``,
+    #: ``room_updated``, ``invite_rotated`` or ``message_deleted``.
+    action: str
+    actor_id: str
+    target_user_id: str | None
+    at: str
+    details: dict[str, str]
+
+
+class AuditPage(TypedDict):
+    #: Newest first.
+    items: list[AuditEntry]
+    next_cursor: str | None
 
 
 class Member(TypedDict):

@@ -441,7 +441,11 @@ class FrameRouter:
                 elif code not in RESEND_CODES:
                     del self._pending[ref]
                     if not pending.future.done():
-                        pending.future.set_exception(RequestRejected(code, message, ref))
+                        retry = data.get("retry_after")
+                        wait = float(retry) if isinstance(retry, int | float) else None
+                        pending.future.set_exception(
+                            RequestRejected(code, message, ref, retry_after=wait)
+                        )
                 return
             state = self._rooms.get(ref)
             if state is not None and state.in_flight and code not in NOT_SUBSCRIBE_CODES:
