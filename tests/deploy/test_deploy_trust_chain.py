@@ -27,7 +27,6 @@ from starlette.requests import Request
 
 from roomcast.auth.limits import client_ip
 from roomcast.auth.settings import Settings as AuthSettings
-from roomcast.gateway.rest_deps import RestSettings
 from roomcast.gateway.rest_upstream import forwarded_for
 from roomcast.gateway.settings import Settings as GatewaySettings
 from roomcast.gateway.socketcaps import SocketCaps
@@ -148,9 +147,9 @@ def proxy_headers(deploy: Deploy, client: str, client_header: str | None) -> lis
 def auth_sees(deploy: Deploy, client: str, client_header: str | None) -> str:
     """The address auth's limits use for a login sent by ``client``, hop by hop."""
     with environment(deploy.gateway_env):
-        rest = RestSettings()
+        gateway = GatewaySettings()
     at_gateway = http_request(deploy.proxy, proxy_headers(deploy, client, client_header))
-    relayed = forwarded_for(at_gateway, rest.trusted_proxies)
+    relayed = forwarded_for(at_gateway, gateway.trusted_proxies)
     with environment(deploy.auth_env):
         auth = AuthSettings()
     return client_ip(deploy.gateway, [relayed], auth.trusted_proxies)
@@ -166,9 +165,7 @@ def test_auth_sees_the_real_client(deploy: Deploy, client_header: str | None) ->
 def test_gateway_sockets_are_accounted_to_the_real_client(deploy: Deploy) -> None:
     with environment(deploy.gateway_env):
         settings = GatewaySettings()
-        rest = RestSettings()
-    # the socket caps and the REST relay read the same variable
-    assert settings.trusted_proxies == rest.trusted_proxies
+    # the socket caps read the same setting as the REST relay (auth_sees above)
     caps = SocketCaps(per_address=1, per_user=1, trusted_proxies=settings.trusted_proxies)
     headers = proxy_headers(deploy, CLIENT, SPOOFED)
     assert caps.address_of(deploy.proxy, headers) == CLIENT

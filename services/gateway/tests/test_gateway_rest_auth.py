@@ -21,7 +21,7 @@ from test_gateway_rest_kit import (
 )
 
 from roomcast.common.tokens import TokenVerifier
-from roomcast.gateway.rest_deps import RestSettings
+from roomcast.gateway.settings import Settings
 from roomcast.testing.processes import MongoServer
 
 # auth believes X-Forwarded-For from the gateway (127.0.0.1) and from "load balancers"
@@ -148,9 +148,9 @@ async def test_login_limits_follow_the_client_address(stack: RestStack) -> None:
 
     # behind a trusted proxy (the client address is in the gateway's trusted list), the
     # proxy's chain is kept: the original client is the one accounted for.
-    rest = RestSettings(trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
     exhausted_proxy = first.client_ip
-    async with opener(rest=rest, client_ip=exhausted_proxy) as proxied:
+    async with opener(trusted_proxies=proxies, client_ip=exhausted_proxy) as proxied:
         ok = await failed_logins(
             proxied, 1, **{"X-Forwarded-For": f"198.51.100.{uuid.uuid4().int % 200}"}
         )
@@ -242,14 +242,14 @@ async def test_forwarding_sends_exactly_what_the_contract_says(
 
 async def test_trusted_proxy_chain_is_kept(stack: RestStack) -> None:
     recorder = Recorder(200, b'{"keys":[]}', {"content-type": "application/json"})
-    rest = RestSettings(trusted_proxies=(ipaddress.ip_network("192.0.2.0/24"),))
+    proxies = (ipaddress.ip_network("192.0.2.0/24"),)
     opener = gateway_opener(stack, transport=httpx.MockTransport(recorder))
-    async with opener(client_ip="192.0.2.10", rest=rest) as gw:
+    async with opener(client_ip="192.0.2.10", trusted_proxies=proxies) as gw:
         await gw.client.get(
             "/.well-known/jwks.json",
             headers={"x-forwarded-for": "203.0.113.9, 198.51.100.2"},
         )
-    async with opener(client_ip=new_ip(), rest=rest) as untrusted:
+    async with opener(client_ip=new_ip(), trusted_proxies=proxies) as untrusted:
         await untrusted.client.get(
             "/.well-known/jwks.json", headers={"x-forwarded-for": "203.0.113.9"}
         )
@@ -266,8 +266,12 @@ def test_rest_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("ROOMCAST_GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")
     monkeypatch.setenv("ROOMCAST_GATEWAY_AUTH_REQUEST_TIMEOUT_SECONDS", "3")
     monkeypatch.delenv("ROOMCAST_GATEWAY_UPSTREAM_MAX_CONNECTIONS", raising=False)
-    settings = RestSettings()
+    monkeypatch.setenv("ROOMCAST_GATEWAY_ALLOWED_ORIGINS", " https://App.example/ ,")
+    settings = Settings()
     assert settings.cors_allowed_origins == ("https://a.example", "https://b.example")
+    # the WebSocket's allowlist is read the same way and compared in lowercase
+    assert settings.allowed_origins == ("https://App.example",)
+    assert settings.origins == frozenset({"https://app.example"})
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.0.2.1/32"]
     assert settings.auth_request_timeout_seconds == 3.0
     assert settings.upstream_max_connections == 200

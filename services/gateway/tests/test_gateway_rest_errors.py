@@ -19,7 +19,6 @@ from test_gateway_rest_kit import (
     stopped,
 )
 
-from roomcast.gateway.rest_deps import RestSettings
 from roomcast.testing.processes import MongoServer
 
 IssueToken = Any
@@ -223,8 +222,7 @@ async def test_cors_allowlist(stack: RestStack) -> None:
     async with gateway_opener(stack)() as plain:
         response = await plain.client.get("/v1/users/nope", headers={"Origin": "https://x.example"})
         assert "access-control-allow-origin" not in response.headers
-    rest = RestSettings(cors_allowed_origins=("https://app.example/",))
-    async with gateway_opener(stack)(rest=rest) as gw:
+    async with gateway_opener(stack)(cors_allowed_origins=("https://app.example/",)) as gw:
         ok = await gw.client.options("/v1/rooms", headers=preflight_headers)
         assert ok.status_code == 200
         assert ok.headers["access-control-allow-origin"] == "https://app.example"

@@ -28,7 +28,7 @@ from roomcast.common.httpapp import create_service_app
 from roomcast.common.tokens import TokenVerifier
 from roomcast.gateway.http_app import MAX_REST_BODY_BYTES
 from roomcast.gateway.rest_api import install_rest
-from roomcast.gateway.rest_deps import RestDeps, RestSettings
+from roomcast.gateway.rest_deps import RestDeps
 from roomcast.gateway.settings import Settings
 from roomcast.testing.processes import NatsServer, ServiceProcess, free_port
 
@@ -233,7 +233,6 @@ def gateway_opener(
     async def open_gateway(
         *,
         client_ip: str | None = None,
-        rest: RestSettings | None = None,
         max_body_bytes: int = MAX_REST_BODY_BYTES,
         **overrides: Any,
     ) -> AsyncIterator[Gateway]:
@@ -252,7 +251,6 @@ def gateway_opener(
             settings,
             verifier=verifier,
             rooms_channel=channel,
-            rest=rest or RestSettings(),
             transport=transport,
         )
         # A service name of its own: each app registers its own Prometheus metrics.

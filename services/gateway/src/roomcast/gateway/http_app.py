@@ -1,28 +1,22 @@
 """The gateway's HTTP side (served on the same port as /v1/ws, see multiplexer.py).
 
-``create_http_app(settings, deps, routers=...)`` builds the FastAPI app on the shared
-service skeleton (/healthz, /readyz, /metrics, error envelope, body limit). The
-client-facing REST routes live in their own modules as ``APIRouter``s and are passed in
-``routers``; a handler reaches the gateway's dependencies through
-``request.app.state.deps`` (a :class:`GatewayDeps`).
+``create_http_app(readiness)`` builds the FastAPI app on the shared service skeleton
+(/healthz, /readyz, /metrics, error envelope, body limit), the 426 answer of a plain
+``GET /v1/ws`` and the web app's static files. The client-facing REST routes are
+installed on it by the REST edge (``install_rest``), whose handlers get their
+dependencies by closure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from roomcast.common.errors import error_body
-from roomcast.common.httpapp import create_service_app
-from roomcast.common.tokens import TokenVerifier
-from roomcast.gateway.hub import Hub
-from roomcast.gateway.membership import MembershipCache, RoomsClient
-from roomcast.gateway.settings import Settings
+from roomcast.common.httpapp import ReadinessCheck, create_service_app
 
 # REST request bodies are small JSON documents (a room, a profile, credentials).
 MAX_REST_BODY_BYTES = 64 * 1024
@@ -30,27 +24,13 @@ MAX_REST_BODY_BYTES = 64 * 1024
 WEB_APP_DIR = Path(__file__).resolve().parents[5] / "clients" / "web" / "dist"
 
 
-@dataclass(frozen=True)
-class GatewayDeps:
-    """What REST handlers may use. ``hub.nc`` / ``hub.stream`` are None until NATS is up."""
-
-    settings: Settings
-    hub: Hub
-    verifier: TokenVerifier
-    rooms: RoomsClient
-    membership: MembershipCache
-
-
-def create_http_app(
-    settings: Settings, deps: GatewayDeps, routers: Sequence[APIRouter] = ()
-) -> FastAPI:
+def create_http_app(readiness: ReadinessCheck) -> FastAPI:
+    """The gateway's FastAPI app; ``readiness`` raises while /readyz must say 503."""
     app = create_service_app(
         "gateway",
-        readiness=deps.hub.readiness,
+        readiness=readiness,
         max_body_bytes=MAX_REST_BODY_BYTES,
     )
-    app.state.deps = deps
-    app.state.settings = settings
 
     @app.get("/v1/ws", include_in_schema=False)
     async def websocket_without_upgrade() -> JSONResponse:
@@ -61,8 +41,6 @@ def create_http_app(
             headers={"Upgrade": "websocket"},
         )
 
-    for router in routers:
-        app.include_router(router)
     if WEB_APP_DIR.is_dir():
         app.mount("/app", StaticFiles(directory=WEB_APP_DIR, html=True), name="web-app")
     return app

@@ -21,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 
 import uvicorn
-from fastapi import APIRouter
 from nats.aio.client import Client as NatsClient
 from uvicorn.lifespan.on import LifespanOn
 
@@ -34,7 +32,7 @@ from roomcast.common.subjects import ROOM_EVENTS_PREFIX, STREAM_NAME, USER_EVENT
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import CloseCode
 from roomcast.gateway.events import EventRouter
-from roomcast.gateway.http_app import GatewayDeps, create_http_app
+from roomcast.gateway.http_app import create_http_app
 from roomcast.gateway.hub import Hub
 from roomcast.gateway.keys import build_verifier
 from roomcast.gateway.membership import MembershipCache, RoomsClient
@@ -62,7 +60,7 @@ HTTP_KEEP_ALIVE_SECONDS = 30
 
 
 class Gateway:
-    def __init__(self, settings: Settings, routers: Sequence[APIRouter] = ()) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.verifier, self.jwks = build_verifier(settings)
         self.rooms = RoomsClient(settings.rooms_target, timeout=settings.rooms_timeout_seconds)
@@ -79,8 +77,7 @@ class Gateway:
             self.hub, interval=settings.membership_revalidate_interval_seconds
         )
         self._revalidate_task: asyncio.Task[None] | None = None
-        deps = GatewayDeps(settings, self.hub, self.verifier, self.rooms, self.membership)
-        self.app = create_http_app(settings, deps, routers)
+        self.app = create_http_app(self.hub.readiness)
         # The client-facing REST API (rest_*.py), on the rooms channel the sockets use.
         self.rest = RestDeps.create(
             settings, verifier=self.verifier, rooms_channel=self.rooms.channel

@@ -1,6 +1,8 @@
 """Gateway settings, from ``ROOMCAST_GATEWAY_*`` environment variables.
 
-Every limit carries the reason for its default; docs/gateway.md has the same table.
+One class for the whole gateway: the WebSocket side and the REST edge read the same
+object (the REST edge's variables are listed in docs/api.md, the others in
+docs/gateway.md). Every limit carries the reason for its default.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from roomcast.common.chatrecord import MAX_TEXT_CHARS
 from roomcast.common.chatstream import StreamSettings
-from roomcast.common.proxies import IpNetwork, parse_networks
+from roomcast.common.proxies import IpNetwork, comma_list, parse_networks
 from roomcast.common.settings import NatsSettings, ServiceSettings, TokenSettings
+
+# A browser-origin allowlist from a comma-separated variable: each origin stripped of
+# spaces and of a trailing "/" ("*" = any origin).
+OriginList = Annotated[tuple[str, ...], NoDecode]
 
 
 class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
@@ -29,7 +35,7 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # Comma-separated browser origins allowed to open a WebSocket ("*" = any). A request
     # without an Origin header (a non-browser client) is always allowed: Origin only
     # protects browsers' ambient credentials, and Roomcast tokens travel in a frame.
-    allowed_origins: str = "*"
+    allowed_origins: OriginList = ("*",)
 
     # --- connection limits -------------------------------------------------------------
     # Largest WebSocket message accepted (bytes). A text message is at most 4000
@@ -82,9 +88,10 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # deadline) cannot take more than 5% of max_connections from one address.
     max_unauthenticated_sockets_per_address: int = Field(default=1000, ge=1)
     # The proxies in front of the gateway (IPs or CIDRs): a socket from one of them is
-    # accounted to the address it reports in X-Forwarded-For; the same variable tells
-    # the REST edge whose X-Forwarded-For to pass on to auth (rest_deps.RestSettings).
-    # Default: none (the TCP peer is the client).
+    # accounted to the address it reports in X-Forwarded-For; the REST edge keeps their
+    # X-Forwarded-For chain when forwarding to auth (rest_upstream.forwarded_for), so
+    # auth's per-IP login limits see the real client. Default: none (the TCP peer is
+    # the client, and a chain a client sends is replaced by its address).
     trusted_proxies: Annotated[tuple[IpNetwork, ...], NoDecode] = ()
     # First request head on the shared port: larger is refused with 431, slower than the
     # timeout is dropped (slowloris). Browsers send ~1-2 KB of headers.
@@ -138,20 +145,49 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # ones are dropped silently: indicators last a few seconds after the last notice.
     typing_min_interval_seconds: float = Field(default=2.0, gt=0, le=60)
 
+    # --- REST edge (rest/; docs/api.md) ----------------------------------------------
+    # Browser origins allowed to call the REST API cross-origin (comma-separated, "*" =
+    # any). Default: none, so no CORS headers at all: a same-origin or non-browser
+    # client is unaffected, a foreign web page cannot read responses.
+    cors_allowed_origins: OriginList = ()
+    # auth answers in milliseconds, except login/register which wait for a bcrypt
+    # hash: auth queues at most ~8 s of hashing before it answers 503 itself, so 10 s
+    # lets its own answer through and still bounds a hung auth.
+    auth_request_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # A history page is one indexed MongoDB read plus a cached membership check
+    # (history gives rooms 2 s); 5 s means history is overloaded or gone.
+    history_request_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # Connecting to a service on the cluster network takes about a millisecond; 2 s
+    # covers one lost SYN (retransmitted after 1 s) and fails fast when it is down.
+    upstream_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Concurrent upstream HTTP requests per gateway (auth + history). Each REST request
+    # holds at most one; beyond this a request waits up to the connect timeout for a
+    # free connection, then gets 503, instead of queueing without limit.
+    upstream_max_connections: int = Field(default=200, ge=1, le=10_000)
+    # Idle keep-alive connections kept open: enough for steady traffic without a TCP
+    # handshake per request, few enough to not hold hundreds of idle sockets on auth.
+    upstream_max_keepalive: int = Field(default=50, ge=0, le=10_000)
+    # Idle connections are closed after this: below the upstreams' own keep-alive
+    # timeout (30 s, roomcast.common.lifecycle.uvicorn_server), so the gateway never
+    # reuses a connection the server is about to close.
+    upstream_keepalive_expiry_seconds: float = Field(default=20.0, ge=0, le=300)
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_proxies(cls, value: Any) -> Any:
         return parse_networks(value)
 
-    @field_validator("allowed_origins")
+    @field_validator("allowed_origins", "cors_allowed_origins", mode="before")
     @classmethod
-    def _strip_origins(cls, value: str) -> str:
-        return ",".join(o.strip() for o in value.split(",") if o.strip())
+    def _parse_origins(cls, value: Any) -> Any:
+        value = comma_list(value)
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip().rstrip("/") for v in value if str(v).strip())
+        return value
 
     @property
     def origins(self) -> frozenset[str] | None:
-        """The allowed origins, or None when any origin is allowed."""
-        items = [o for o in self.allowed_origins.split(",") if o]
-        if "*" in items:
+        """The WebSocket's allowed origins (lowercase), or None when any is allowed."""
+        if "*" in self.allowed_origins:
             return None
-        return frozenset(o.rstrip("/").lower() for o in items)
+        return frozenset(o.lower() for o in self.allowed_origins)
