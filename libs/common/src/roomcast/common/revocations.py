@@ -41,6 +41,7 @@ from nats.js.kv import KeyValue
 
 from roomcast.common.errors import DependencyUnavailable, Unauthenticated
 from roomcast.common.natsconn import connect_nats
+from roomcast.common.retry import Backoff, retry_until_ready
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +166,14 @@ class RevocationWatcher:
             self._task = asyncio.create_task(self._watch_loop(nc), name="revocations")
 
     async def _run_own(self, nats_url: str, name: str) -> None:
-        while not self._stopping:
-            try:
-                self._own_nc = await connect_nats(nats_url, name=name)
-                break
-            except Exception as exc:
-                log.warning("revocations: NATS not reachable yet", extra={"error": repr(exc)})
-                await asyncio.sleep(RETRY_SECONDS)
+        # Retried until it connects; close() cancels this task.
+        self._own_nc = await retry_until_ready(
+            "revocations: NATS",
+            lambda: connect_nats(nats_url, name=name),
+            errors=(Exception,),
+            backoff=Backoff.fixed(RETRY_SECONDS),
+            log=log,
+        )
         if self._own_nc is not None:
             await self._watch_loop(self._own_nc)
 

@@ -8,8 +8,6 @@ MongoDB, and exits 0.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import sys
 from datetime import timedelta
@@ -32,6 +30,7 @@ from roomcast.common.lifecycle import (
 )
 from roomcast.common.logging import configure_logging
 from roomcast.common.mongo import UNAVAILABLE_ERRORS, connect_mongo
+from roomcast.common.retry import Backoff, retry_until_ready
 from roomcast.common.tokens import LEEWAY_SECONDS, TokenSigner
 
 log = logging.getLogger("roomcast.auth")
@@ -71,14 +70,14 @@ async def serve(settings: Settings, signer: TokenSigner) -> None:
     app = create_app(settings, mongo, signer, publisher)
     service = auth_service(app)
     try:
-        while not stop.is_set():
-            try:
-                await service.ensure_indexes()
-                break
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("MongoDB not reachable yet; retrying", extra={"error": str(exc)})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), INDEX_RETRY_SECONDS)
+        await retry_until_ready(
+            "MongoDB",
+            service.ensure_indexes,
+            errors=UNAVAILABLE_ERRORS,
+            stop=stop,
+            backoff=Backoff.fixed(INDEX_RETRY_SECONDS),
+            log=log,
+        )
         if stop.is_set():
             return
         sessions = service.sessions

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from roomcast.common.lifecycle import (
 from roomcast.common.logging import configure_logging
 from roomcast.common.mongo import UNAVAILABLE_ERRORS, connect_mongo
 from roomcast.common.natsconn import connect_nats
+from roomcast.common.retry import Backoff, retry_until_ready
 from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.tokens import TokenVerifier
 from roomcast.rooms.server import RunningRooms, create_http_app, start_server
@@ -81,14 +81,10 @@ async def _until_ready(
     stop: asyncio.Event,
 ) -> T | None:
     """Retry ``attempt`` until it succeeds (its value) or ``stop`` is set (None)."""
-    while not stop.is_set():
-        try:
-            return await attempt()
-        except errors as exc:
-            log.warning("%s not reachable yet: %r", what, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), STARTUP_RETRY_SECONDS)
-    return None
+    backoff = Backoff.fixed(STARTUP_RETRY_SECONDS)
+    return await retry_until_ready(
+        what, attempt, errors=errors, stop=stop, backoff=backoff, log=log
+    )
 
 
 def _loaded(revocations: RevocationWatcher) -> Callable[[], Awaitable[bool]]:
