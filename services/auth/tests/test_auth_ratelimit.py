@@ -415,3 +415,27 @@ async def test_the_back_off_remembers_a_bounded_number_of_names_and_addresses(
         backoff.failed(f"other{n}", "192.0.2.201")
     for _ in range(3):
         await backoff.wait("name49", "192.0.2.49")
+
+
+def test_the_back_off_forgets_the_least_recently_failed_name_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name that failed again is kept; reading a name's delay does not keep it."""
+    monkeypatch.setattr(limits, "MAX_TRACKED_KEYS", 2)
+    backoff = limits.UsernameBackoff(
+        free_failures=0,
+        base_seconds=1.0,
+        max_seconds=4.0,
+        forgive_seconds=30.0,
+        address_memory_seconds=900.0,
+        clock=Clock(),
+        sleep=RecordedSleeps(),
+    )
+    backoff.failed("first", "192.0.2.1")
+    backoff.failed("second", "192.0.2.2")
+    backoff.failed("first", "192.0.2.1")  # now "second" is the least recently failed
+    assert backoff.delay("second") == 2.0  # a read: "second" stays the oldest
+    backoff.failed("third", "192.0.2.3")
+    assert backoff.failures("first") == 2.0
+    assert backoff.failures("second") == 0.0  # forgotten (forgiven)
+    assert backoff.failures("third") == 1.0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 
 @dataclass(slots=True)
@@ -47,7 +48,8 @@ class KeyedRateLimiter:
         self.rate = capacity / per_seconds
         self.max_keys = max_keys
         self._clock = clock
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        # A lookup counts as a use; past max_keys the least recently used is dropped.
+        self._buckets: LRUCache[str, TokenBucket] = LRUCache(max_keys)
 
     def hit(self, key: str) -> float:
         """Record one attempt; return 0 if allowed, else the seconds to wait."""
@@ -56,8 +58,4 @@ class KeyedRateLimiter:
         if bucket is None:
             bucket = TokenBucket.full(self.capacity, self.rate, now)
             self._buckets[key] = bucket
-            if len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
         return bucket.take(now)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+
+from cachetools import FIFOCache
 
 from roomcast.auth import metrics
 from roomcast.auth.errors import TooManyAttempts
@@ -34,7 +34,6 @@ from roomcast.common.ratelimit import KeyedRateLimiter
 MAX_TRACKED_KEYS = 100_000
 
 Sleep = Callable[[float], Awaitable[None]]
-T = TypeVar("T")
 
 
 def client_ip(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[IpNetwork]) -> str:
@@ -126,9 +125,11 @@ class UsernameBackoff:
         self.address_memory_seconds = address_memory_seconds
         self._clock = clock
         self._sleep = sleep
-        self._names: OrderedDict[str, _NameState] = OrderedDict()
+        # Least recently stored dropped first: cachetools' FIFOCache moves a key to the
+        # end when it is stored again, and a read does not move it.
+        self._names: FIFOCache[str, _NameState] = FIFOCache(MAX_TRACKED_KEYS)
         # "name\0address" -> when that address last failed on that name.
-        self._failed_at: OrderedDict[str, float] = OrderedDict()
+        self._failed_at: FIFOCache[str, float] = FIFOCache(MAX_TRACKED_KEYS)
 
     def failures(self, username_key: str) -> float:
         state = self._names.get(username_key)
@@ -172,7 +173,7 @@ class UsernameBackoff:
         failures = self.failures(username_key) + 1
         state = self._state(username_key, now)
         state.failures, state.at = failures, now
-        _remember(self._failed_at, _pair(username_key, address), now)
+        self._failed_at[_pair(username_key, address)] = now
 
     def succeeded(self, username_key: str, address: str) -> None:
         """The owner got in: the name is no longer under suspicion, nor is the address."""
@@ -183,18 +184,10 @@ class UsernameBackoff:
         state = self._names.get(username_key)
         if state is None:
             state = _NameState(failures=0.0, at=now, next_slot=now)
-        _remember(self._names, username_key, state)
+        self._names[username_key] = state  # now the most recently seen
         return state
 
 
 def _pair(username_key: str, address: str) -> str:
     # NUL cannot occur in a canonical username: the pair key is unambiguous.
     return f"{username_key}\0{address}"
-
-
-def _remember(table: OrderedDict[str, T], key: str, value: T) -> None:
-    """Store as most recently seen; drop the least recently seen past the bound."""
-    table[key] = value
-    table.move_to_end(key)
-    if len(table) > MAX_TRACKED_KEYS:
-        table.popitem(last=False)

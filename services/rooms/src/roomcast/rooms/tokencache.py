@@ -11,8 +11,9 @@ returned for byte-identical input whose signature was checked.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+
+from cachetools import TLRUCache
 
 from roomcast.common.tokens import AccessClaims, TokenVerifier
 
@@ -38,24 +39,22 @@ class CachingVerifier:
         self.max_entries = max_entries
         self.max_age_seconds = max_age_seconds
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[AccessClaims, float]] = OrderedDict()
+        # token -> (claims, valid until): each entry expires at its own time; past
+        # max_entries the expired go first, then the least recently used.
+        self._entries: TLRUCache[str, tuple[AccessClaims, float]] = TLRUCache(
+            max_entries, ttu=lambda _token, entry, _now: entry[1], timer=clock
+        )
 
     async def verify(self, token: str) -> AccessClaims:
         now = self._clock()
-        entry = self._entries.get(token)
+        entry = self._entries.get(token)  # None once expired
         if entry is not None:
-            claims, valid_until = entry
-            if now < valid_until:
-                self._entries.move_to_end(token)
-                # A session revoked after the token was cached is refused at once.
-                self.verifier.check_session(claims)
-                return claims
-            del self._entries[token]
+            claims = entry[0]
+            # A session revoked after the token was cached is refused at once.
+            self.verifier.check_session(claims)
+            return claims
         claims = await self.verifier.verify(token)
         # exp without the verifier's clock-skew leeway: the cache never extends a token.
-        valid_until = min(claims.expires_at, now + self.max_age_seconds)
-        if valid_until > now:
-            self._entries[token] = (claims, valid_until)
-            if len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        # An entry already expired is not stored.
+        self._entries[token] = (claims, min(claims.expires_at, now + self.max_age_seconds))
         return claims
