@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from roomcast.auth.models import LoginRequest, PrivateUser, PublicUser, RegisterRequest
-from roomcast.auth.models import TokenPair as AuthTokenPair
+from roomcast.common.accounts import LoginRequest, PrivateUser, PublicUser, RegisterRequest
+from roomcast.common.accounts import TokenPair as AuthTokenPair
 from roomcast.gateway.rest_auth import PublicUserEnvelope
 from roomcast.gateway.rest_models import (
     CreateRoomBody,
