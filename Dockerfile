@@ -30,9 +30,12 @@ COPY tools/load ./tools/load
 # Wheels first (constraints.txt pins every dependency; every compiled one has a
 # manylinux wheel, so no compiler is needed), then the venv from those wheels only.
 # pip byte-compiles the venv here, so the read-only final image never writes a .pyc.
-# pip and setuptools are build tools: the services never import them.
+# pip and setuptools are build tools: the services never import them. --use-pep517:
+# a pure-Python dependency published only as an sdist with a setup.py (http-ece) is
+# built in an isolated environment with its own setuptools and wheel, which the
+# venv's older pip would otherwise expect installed.
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt . \
+    && /opt/venv/bin/pip wheel --no-cache-dir --use-pep517 --wheel-dir /wheels -c constraints.txt . \
     && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels /wheels/roomcast-*.whl \
     && /opt/venv/bin/pip uninstall --yes setuptools pip
 
