@@ -9,8 +9,8 @@ the ack read from it) and drops the rest:
 - a publish is queued and written with every other publish of the same event-loop turn
   in one socket write from a ``call_soon`` callback, not from a task woken per publish;
 - acks come back on one wildcard inbox subscription and are matched by a counter token,
-  handled as nats-py reads them (the subscription's ``future`` hook) rather than queued
-  to a subscription task woken per ack;
+  handled as nats-py reads them (roomcast.common.natsinline) rather than queued to a
+  subscription task woken per ack;
 - one timer sweeps the publishes awaiting their acks (timeouts, a NATS disconnect or
   reconnect) instead of one timer per publish.
 
@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -46,8 +45,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
 from roomcast.common.errors import DependencyUnavailable
-
-log = logging.getLogger(__name__)
+from roomcast.common.natsinline import subscribe_inline
 
 # A sweep runs at least this often while publishes await their acks, so a NATS
 # disconnect or reconnect fails them within this (plus nats-py's own detection) instead
@@ -91,23 +89,6 @@ class PublishRejected(PublishFailed):
         super().__init__(message)
         self.status = status
         self.err_code = err_code
-
-
-class _AckSink(asyncio.Future[Msg]):
-    """The inbox subscription's ``future``: nats-py hands every message of a subscription
-    made with ``future=`` to its ``set_result`` as it parses it (that is how its old-style
-    requests get their reply), so acks are handled without a task hop. An exception here
-    would end nats-py's read loop: none may escape."""
-
-    def __init__(self, handler: Callable[[Msg], None]) -> None:
-        super().__init__()
-        self._handler = handler
-
-    def set_result(self, result: Msg, /) -> None:
-        try:
-            self._handler(result)
-        except Exception:
-            log.exception("JetStream ack handling failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +151,7 @@ class JetStreamPublisher:
         """Subscribe to the ack inbox; call once before publishing."""
         self._prefix = self._nc.new_inbox() + "."
         self._reconnects = self._nc.stats["reconnects"]
-        self._sub = await self._nc.subscribe(self._prefix + "*", future=_AckSink(self._on_ack))
+        self._sub = await subscribe_inline(self._nc, self._prefix + "*", self._on_ack)
         await self._nc.flush()  # the server knows the inbox before the first publish
 
     async def close(self) -> None:
