@@ -35,6 +35,7 @@ import httpx
 import nats
 import orjson
 from pymongo import AsyncMongoClient
+from pymongo.write_concern import WriteConcern
 
 from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.tokens import (
@@ -199,7 +200,10 @@ async def main(args: argparse.Namespace) -> None:
             f"backlog ingest (drain rate, {drained} records): {backlog_rate:9.0f} msg/s  "
             f"({stored_at - started:.2f} s)"
         )
-        scratch = mongo[db_name]["bare_baseline"]
+        # History's own write concern (roomcast.common.mongo): journaled, majority.
+        scratch = mongo[db_name].get_collection(
+            "bare_baseline", write_concern=WriteConcern(w="majority", j=True)
+        )
         await scratch.create_index([("room_id", 1), ("_id", -1)])
         sample = await messages.find({}).limit(n).to_list()
         started = time.perf_counter()

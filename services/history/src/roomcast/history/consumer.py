@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -72,10 +73,13 @@ PREFETCH_BATCHES = 1
 # The parser's detail is short (a field name and a rule); cut anyway so a document stays
 # small whatever the message says.
 DEAD_LETTER_DETAIL_CHARS = 500
-# How long the pull request that takes a batch's gathered records may wait: they are
-# already on the server, so a few round trips' worth; with nothing pending it only
-# delays the batch of the lone first record by this much.
-DRAIN_FETCH_SECONDS = 0.01
+# How long the pull request that takes a batch's gathered records may wait. They are
+# already on the server and normally arrive within a millisecond, but with the machine
+# loaded (load average 10+ on two cores) 10 ms was seen to run out, and a take that
+# times out costs a round (its records arrive late and wait for the next fetch). With
+# nothing pending the request lingers for the first new record, so this also bounds
+# how long the take delays a quiet stream's next batch.
+DRAIN_FETCH_SECONDS = 0.25
 # How long to wait for buffered acks to reach the server when stopping.
 FLUSH_TIMEOUT_SECONDS = 2
 
@@ -127,6 +131,41 @@ def dead_letter_doc(msg: Msg, seq: int, exc: InvalidRecord) -> dict[str, Any]:
         "reason": exc.reason,
         "detail": exc.detail[:DEAD_LETTER_DETAIL_CHARS],
     }
+
+
+@dataclass(slots=True)
+class ParsedBatch:
+    """A fetched batch, parsed: what to insert, the changes to apply in sequence order,
+    the records to dead-letter, and every message to acknowledge once written."""
+
+    msgs: Sequence[Msg]
+    messages: list[ChatMessage] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    last_seq: int = 0
+
+
+def parse_batch(msgs: Sequence[Msg]) -> ParsedBatch:
+    """Parse every record; one that cannot be parsed is set aside for dead_letters
+    (only that one: the rest of the batch is stored as usual)."""
+    batch = ParsedBatch(msgs)
+    for msg in msgs:
+        md = msg.metadata
+        seq = md.sequence.stream
+        batch.last_seq = max(batch.last_seq, seq)
+        if md.num_delivered > 1:
+            metrics.REDELIVERIES.inc()
+        try:
+            record = parse_record(seq, msg.subject, msg.data)
+        except InvalidRecord as exc:
+            log.error("unparsable chat record at seq %d, dead-lettered: %s", seq, exc)
+            batch.dead.append(dead_letter_doc(msg, seq, exc))
+            continue
+        if isinstance(record, ChatMessage):
+            batch.messages.append(record)
+        else:
+            batch.changes.append(record)
+    return batch
 
 
 class HistoryConsumer:
@@ -235,11 +274,11 @@ class HistoryConsumer:
         """Write batches while the next one is being fetched (the fetch's round trip
         overlaps the write). Returns on stop, after writing what was fetched, or when
         the subscription must be set up again."""
-        queue: asyncio.Queue[Sequence[Msg] | None] = asyncio.Queue(maxsize=PREFETCH_BATCHES)
+        queue: asyncio.Queue[ParsedBatch | None] = asyncio.Queue(maxsize=PREFETCH_BATCHES)
         fetcher = asyncio.create_task(self._fetch_into(sub, stop, queue))
         try:
             while (batch := await queue.get()) is not None:
-                await self.handle_batch(batch, stop)
+                await self.write_batch(batch, stop)
         finally:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -249,8 +288,10 @@ class HistoryConsumer:
         self,
         sub: JetStreamContext.PullSubscription,
         stop: asyncio.Event,
-        queue: asyncio.Queue[Sequence[Msg] | None],
+        queue: asyncio.Queue[ParsedBatch | None],
     ) -> None:
+        """Gather and parse batches while the previous one is written: the parsing
+        overlaps MongoDB's work on the previous insert instead of adding to it."""
         backoff = Backoff()
         while not stop.is_set():
             try:
@@ -263,7 +304,7 @@ class HistoryConsumer:
                 await sleep_unless(stop, backoff.next_delay())
                 break
             backoff.reset()
-            await queue.put(msgs)
+            await queue.put(parse_batch(msgs))
         await queue.put(None)
 
     async def _gather_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
@@ -304,28 +345,14 @@ class HistoryConsumer:
 
     async def handle_batch(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
         """Write one fetched batch, then acknowledge all of it."""
+        await self.write_batch(parse_batch(msgs), stop)
+
+    async def write_batch(self, batch: ParsedBatch, stop: asyncio.Event) -> None:
+        """Write one parsed batch (retrying until it works), then acknowledge all of it."""
         started = time.perf_counter()
-        messages: list[ChatMessage] = []
-        changes: list[Change] = []
+        messages, changes, dead, msgs = batch.messages, batch.changes, batch.dead, batch.msgs
+        last_seq = batch.last_seq
         invalid: list[str] = []
-        dead: list[dict[str, Any]] = []
-        last_seq = 0
-        for msg in msgs:
-            md = msg.metadata
-            seq = md.sequence.stream
-            last_seq = max(last_seq, seq)
-            if md.num_delivered > 1:
-                metrics.REDELIVERIES.inc()
-            try:
-                record = parse_record(seq, msg.subject, msg.data)
-            except InvalidRecord as exc:
-                log.error("unparsable chat record at seq %d, dead-lettered: %s", seq, exc)
-                dead.append(dead_letter_doc(msg, seq, exc))
-                continue
-            if isinstance(record, ChatMessage):
-                messages.append(record)
-            else:
-                changes.append(record)
         rejected = await self._write(messages, changes, dead, msgs, stop)
         if rejected is None:
             # Stopping and MongoDB is still down: hand the batch back right away
