@@ -57,6 +57,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float
 
 
 class Receiver:
@@ -73,7 +74,9 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with owner.lock:
-                    owner.requests.append(Received(self.path, dict(self.headers), body))
+                    owner.requests.append(
+                        Received(self.path, dict(self.headers), body, time.monotonic())
+                    )
                     n = sum(1 for r in owner.requests if r.path == self.path)
                 self.send_response(owner.status_for(self.path, n))
                 self.send_header("Content-Length", "0")
@@ -215,3 +218,15 @@ async def inbox(base: str, user: User, **params: Any) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
+
+
+async def metric(base: str, name: str, **labels: str) -> float:
+    """One sample of the process's /metrics (0 when absent)."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{base}/metrics")).text
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = f"{name}{{{wanted}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -147,6 +147,9 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()  # the required secrets come from the environment
     configure_logging("notifier", settings.log_level)
+    # httpx logs every request at INFO: one line per push and webhook attempt would
+    # drown the service's own log; failures are logged by the workers.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     run(lambda: serve(settings))
 
 

@@ -188,17 +188,27 @@ class NotifierStore:
 
     # --- webhook outbox -----------------------------------------------------------------
 
-    async def claim_delivery(
-        self, now: dt.datetime, lease_until: dt.datetime
-    ) -> dict[str, Any] | None:
-        """The next due delivery, leased to the caller until ``lease_until`` (a worker
-        that dies mid-attempt gives it back when the lease runs out)."""
-        return await self.deliveries.find_one_and_update(
-            {"state": "pending", "next_at": {"$lte": now}},
-            {"$set": {"next_at": lease_until}},
-            sort=[("next_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
+    async def claim_deliveries(
+        self, now: dt.datetime, lease_until: dt.datetime, owner: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` due deliveries, leased to ``owner`` until ``lease_until`` (a
+        worker that dies mid-attempt gives them back when the lease runs out). One
+        write for the lot: each journaled write costs milliseconds, so claiming one at
+        a time would cap a worker at a few hundred deliveries a second or less."""
+        due = {"state": "pending", "next_at": {"$lte": now}}
+        cursor = self.deliveries.find(due, {"_id": 1}).sort("next_at", ASCENDING).limit(limit)
+        ids = [doc["_id"] async for doc in cursor]
+        if not ids:
+            return []
+        await self.deliveries.update_many(
+            {"_id": {"$in": ids}, **due},
+            {"$set": {"next_at": lease_until, "lease": owner}},
         )
+        # Another replica may have leased some of them between the two steps.
+        claimed = self.deliveries.find(
+            {"_id": {"$in": ids}, "lease": owner, "next_at": lease_until}
+        )
+        return [doc async for doc in claimed]
 
     async def delivery_done(self, delivery_id: str, now: dt.datetime, attempts: int) -> None:
         await self.deliveries.update_one(

@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -70,8 +71,8 @@ class WebhookWorker:
         self.store = store
         self.http = http
         self.endpoints: dict[str, WebhookEndpoint] = {e.name: e for e in settings.webhooks}
+        self.owner = f"webhooks-{secrets.token_hex(6)}"
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(settings.webhook_concurrency)
         metrics.register_endpoints(list(self.endpoints))
 
     def wake(self) -> None:
@@ -83,33 +84,34 @@ class WebhookWorker:
         tasks: set[asyncio.Task[None]] = set()
         backoff = Backoff()
         next_gauge = 0.0
+        lease = dt.timedelta(seconds=self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
         try:
             while not stop.is_set():
                 self._wake.clear()
+                # Claim only what can start now: a claimed delivery waits for no one.
+                free = self.settings.webhook_concurrency - len(tasks)
                 try:
                     if time.monotonic() >= next_gauge:
                         metrics.WEBHOOK_PENDING.set(await self.store.pending_deliveries())
                         next_gauge = time.monotonic() + GAUGE_SECONDS
-                    await self._slots.acquire()
                     now = dt.datetime.now(dt.UTC)
-                    lease = dt.timedelta(
-                        seconds=self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+                    claimed = (
+                        await self.store.claim_deliveries(now, now + lease, self.owner, free)
+                        if free > 0
+                        else []
                     )
-                    delivery = await self.store.claim_delivery(now, now + lease)
                 except Exception as exc:
                     log.warning("cannot read the webhook outbox: %s", exc)
-                    self._slots.release()
                     await sleep_unless(stop, backoff.next_delay())
                     continue
                 backoff.reset()
-                if delivery is None:
-                    self._slots.release()
+                for delivery in claimed:
+                    task = asyncio.create_task(self._attempt(delivery))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if not claimed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-                    continue
-                task = asyncio.create_task(self._attempt(delivery))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
         finally:
             # Attempts in flight finish (each is bounded by the request timeout).
             if tasks:
@@ -122,7 +124,7 @@ class WebhookWorker:
             # The outbox could not be updated: the lease runs out and it is tried again.
             log.warning("webhook attempt bookkeeping failed: %s", exc)
         finally:
-            self._slots.release()
+            self._wake.set()  # a slot is free
 
     async def attempt(self, delivery: dict[str, Any]) -> None:
         name = delivery["endpoint"]
