@@ -22,7 +22,8 @@ default); an older message answers ``not_found``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import orjson
 from nats.errors import Error as NatsError
@@ -43,11 +44,8 @@ from roomcast.gateway.protocol import (
     Edit,
     change_record,
 )
-from roomcast.gateway.stream import PublishResult
+from roomcast.gateway.stream import ChatStream, PublishResult
 from roomcast.rpc.rooms.v1 import rooms_pb2
-
-if TYPE_CHECKING:
-    from roomcast.gateway.hub import Hub
 
 # Roles that may delete other members' messages.
 MODERATOR_ROLES = frozenset({rooms_pb2.ROLE_ADMIN, rooms_pb2.ROLE_OWNER})
@@ -65,69 +63,95 @@ class ChangeForbidden(Forbidden):
     code = "forbidden"
 
 
-async def target_message(hub: Hub, room: str, seq: int) -> dict[str, Any]:
-    """The stored message ``seq`` of ``room`` (its decoded record), or MessageNotFound."""
-    stream = hub.stream_or_fail()
-    try:
-        raw = await stream.js.get_msg(STREAM_NAME, seq=seq, direct=True)
-    except NotFoundError:
-        raise MessageNotFound("no such message in this room") from None
-    except (NatsError, OSError) as exc:
-        raise Unavailable("stream unavailable, retry") from exc
-    if raw.subject != room_subject(room) or not raw.data:
-        raise MessageNotFound("no such message in this room")
-    try:
-        record = orjson.loads(raw.data)
-    except orjson.JSONDecodeError:
-        raise MessageNotFound("no such message in this room") from None
-    if not isinstance(record, dict) or record.get("kind", "message") != "message":
-        raise MessageNotFound("no such message in this room")
-    sender = record.get("sender")
-    if not isinstance(sender, dict) or not isinstance(sender.get("id"), str):
-        raise MessageNotFound("no such message in this room")
-    return record
+class RoleCheck(Protocol):
+    """The caller's membership with its role (membership.py)."""
+
+    async def require_member(self, claims: AccessClaims, room_id: str) -> Membership: ...
 
 
-async def publish_change(hub: Hub, claims: AccessClaims, command: Edit | Delete) -> PublishResult:
-    """Authorize and store an edit or delete; returns the publish result for the ack."""
-    kind: ChangeKind = KIND_EDIT if isinstance(command, Edit) else KIND_DELETE
-    result = "error"
-    try:
-        if hub.draining:
-            raise Draining("gateway restarting")
-        stream = hub.stream_or_fail()
-        membership = await hub.membership.require_member(claims, command.room)
-        target = await target_message(hub, command.room, command.seq)
-        author = target["sender"]["id"]
-        if isinstance(command, Edit):
-            if author != claims.user_id:
-                raise ChangeForbidden("only the sender can edit a message")
-        elif author != claims.user_id and membership.role not in MODERATOR_ROLES:
-            raise ChangeForbidden("only the sender or a room admin can delete a message")
-        record = change_record(
-            kind=kind,
-            room=command.room,
-            target_seq=command.seq,
-            sender=claims,
-            content=command.content if isinstance(command, Edit) else None,
-            client_id=command.client_id,
-        )
-        headers = {
-            HDR_MSG_ID: msg_id(kind, claims.user_id, command.client_id),
-            HDR_SENDER: author,
-            HDR_KIND: kind,
-        }
-        to = target.get("to")
-        if isinstance(to, str):
-            headers[HDR_TO] = to
-        with hub.publishing():
-            published = await stream.publish(command.room, record, headers)
-            if published.duplicate and not await stream.is_stored(command.room, published.seq):
-                raise ClientIdReused("client_id already used for another message")
-        result = "duplicate" if published.duplicate else "ok"
-        return published
-    except Exception as exc:
-        result = getattr(exc, "code", "error")
-        raise
-    finally:
-        metrics.MESSAGE_CHANGES.labels(kind, result).inc()
+class Membership(Protocol):
+    @property
+    def role(self) -> int: ...
+
+
+class DrainGate(Protocol):
+    """Whether the gateway is draining; publishes in flight (drain.py)."""
+
+    @property
+    def draining(self) -> bool: ...
+
+    def publishing(self) -> AbstractContextManager[None]: ...
+
+
+class ChangePublisher:
+    """Authorizes and stores edits and deletes (one per gateway)."""
+
+    def __init__(self, stream: ChatStream, membership: RoleCheck, drain: DrainGate) -> None:
+        self.stream = stream
+        self.membership = membership
+        self.drain = drain
+
+    async def target_message(self, room: str, seq: int) -> dict[str, Any]:
+        """The stored message ``seq`` of ``room`` (its decoded record), or MessageNotFound."""
+        try:
+            raw = await self.stream.js.get_msg(STREAM_NAME, seq=seq, direct=True)
+        except NotFoundError:
+            raise MessageNotFound("no such message in this room") from None
+        except (NatsError, OSError) as exc:
+            raise Unavailable("stream unavailable, retry") from exc
+        if raw.subject != room_subject(room) or not raw.data:
+            raise MessageNotFound("no such message in this room")
+        try:
+            record = orjson.loads(raw.data)
+        except orjson.JSONDecodeError:
+            raise MessageNotFound("no such message in this room") from None
+        if not isinstance(record, dict) or record.get("kind", "message") != "message":
+            raise MessageNotFound("no such message in this room")
+        sender = record.get("sender")
+        if not isinstance(sender, dict) or not isinstance(sender.get("id"), str):
+            raise MessageNotFound("no such message in this room")
+        return record
+
+    async def publish(self, claims: AccessClaims, command: Edit | Delete) -> PublishResult:
+        """Authorize and store an edit or delete; returns the publish result for the ack."""
+        kind: ChangeKind = KIND_EDIT if isinstance(command, Edit) else KIND_DELETE
+        result = "error"
+        try:
+            if self.drain.draining:
+                raise Draining("gateway restarting")
+            stream = self.stream
+            membership = await self.membership.require_member(claims, command.room)
+            target = await self.target_message(command.room, command.seq)
+            author = target["sender"]["id"]
+            if isinstance(command, Edit):
+                if author != claims.user_id:
+                    raise ChangeForbidden("only the sender can edit a message")
+            elif author != claims.user_id and membership.role not in MODERATOR_ROLES:
+                raise ChangeForbidden("only the sender or a room admin can delete a message")
+            record = change_record(
+                kind=kind,
+                room=command.room,
+                target_seq=command.seq,
+                sender=claims,
+                content=command.content if isinstance(command, Edit) else None,
+                client_id=command.client_id,
+            )
+            headers = {
+                HDR_MSG_ID: msg_id(kind, claims.user_id, command.client_id),
+                HDR_SENDER: author,
+                HDR_KIND: kind,
+            }
+            to = target.get("to")
+            if isinstance(to, str):
+                headers[HDR_TO] = to
+            with self.drain.publishing():
+                published = await stream.publish(command.room, record, headers)
+                if published.duplicate and not await stream.is_stored(command.room, published.seq):
+                    raise ClientIdReused("client_id already used for another message")
+            result = "duplicate" if published.duplicate else "ok"
+            return published
+        except Exception as exc:
+            result = getattr(exc, "code", "error")
+            raise
+        finally:
+            metrics.MESSAGE_CHANGES.labels(kind, result).inc()

@@ -10,6 +10,12 @@ Writes go straight to the transport (``write``) with frames built by protocol.py
 transport's high-water mark is the send-buffer limit: crossing it calls
 ``pause_writing``, which closes the socket with 4009 outside the fan-out loop; replays
 instead wait for the socket to drain.
+
+A socket exists only once NATS is up (the handshake policy refuses it before), so it
+gets every collaborator at construction, each through a small Protocol below
+(:class:`SocketServices`): the socket registry, token verifier, membership caches, the
+stream, the fan-out, presence, read receipts, edits/deletes and the drain state. It
+knows none of their modules.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -27,7 +35,6 @@ from roomcast.common.errors import DependencyUnavailable, RoomcastError, Unauthe
 from roomcast.common.ratelimit import TokenBucket
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
-from roomcast.gateway.changes import publish_change
 from roomcast.gateway.errors import (
     ClientIdReused,
     CloseCode,
@@ -39,6 +46,7 @@ from roomcast.gateway.errors import (
     Unavailable,
     close_code_for,
 )
+from roomcast.gateway.fanout import RoomChannel
 from roomcast.gateway.protocol import (
     PONG_FRAME,
     Auth,
@@ -63,11 +71,8 @@ from roomcast.gateway.protocol import (
     unsubscribed_frame,
     ws_text,
 )
-from roomcast.gateway.receipts import receipts_for
-
-if TYPE_CHECKING:
-    from roomcast.gateway.fanout import RoomChannel
-    from roomcast.gateway.hub import Hub
+from roomcast.gateway.settings import Settings
+from roomcast.gateway.stream import PublishResult
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +103,107 @@ def _ref_of(data: bytes, max_body_chars: int) -> str | None:
         return exc.ref
 
 
+class SocketIndex(Protocol):
+    """The socket registry (sockets.py)."""
+
+    def add(self, conn: Connection) -> None: ...
+
+    def authenticated(self, conn: Connection) -> None: ...
+
+    def remove(self, conn: Connection) -> None: ...
+
+
+class Verifier(Protocol):
+    """Access-token verification (roomcast.common.tokens; revoked sessions refused)."""
+
+    async def verify(self, token: str) -> AccessClaims: ...
+
+
+class MembershipCheck(Protocol):
+    """The caller's own membership, cached (membership.py)."""
+
+    async def require_member(self, claims: AccessClaims, room_id: str) -> object: ...
+
+
+class RecipientCheck(Protocol):
+    """A private message's recipient is a member (recipients.py)."""
+
+    async def require_member(self, claims: AccessClaims, room_id: str, user_id: str) -> None: ...
+
+
+class MessageStore(Protocol):
+    """The CHAT stream's publish side (stream.py)."""
+
+    async def publish(self, room: str, record: bytes, headers: dict[str, str]) -> PublishResult: ...
+
+    async def is_stored(self, room: str, seq: int) -> bool: ...
+
+
+class RoomSubscriptions(Protocol):
+    """Live room subscriptions with resume (fanout.py)."""
+
+    async def subscribe(self, subscriber: Connection, room_id: str, since: int | None) -> None: ...
+
+    def unsubscribe(self, subscriber: Connection, room_id: str) -> bool: ...
+
+    def detach_all(self, subscriber: Connection) -> None: ...
+
+
+class PresenceTracker(Protocol):
+    """Presence and typing across gateways (presence.py)."""
+
+    def sync(self, conn: Connection, room: str) -> None: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+    def typing(self, conn: Connection, room: str) -> None: ...
+
+    async def query(self, conn: Connection, room: str) -> None: ...
+
+
+class ReadMarker(Protocol):
+    """Read positions (receipts.py)."""
+
+    async def mark(self, conn: Connection, room: str, seq: int) -> None: ...
+
+
+class ChangeService(Protocol):
+    """Edits and deletes of stored messages (changes.py)."""
+
+    async def publish(self, claims: AccessClaims, command: Edit | Delete) -> PublishResult: ...
+
+
+class DrainGate(Protocol):
+    """Whether the gateway is draining; publishes in flight (drain.py)."""
+
+    @property
+    def draining(self) -> bool: ...
+
+    def publishing(self) -> AbstractContextManager[None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SocketServices:
+    """Everything a socket talks to, built once NATS is up (live.py)."""
+
+    settings: Settings
+    sockets: SocketIndex
+    drain: DrainGate
+    verifier: Verifier
+    membership: MembershipCheck
+    recipients: RecipientCheck
+    stream: MessageStore
+    rooms: RoomSubscriptions
+    presence: PresenceTracker
+    receipts: ReadMarker
+    changes: ChangeService
+
+
 class Connection(WSListener):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, services: SocketServices) -> None:
         super().__init__()
-        self.hub = hub
-        settings = hub.settings
+        self.services = services
+        self.settings = settings = services.settings
         self.loop = asyncio.get_running_loop()
         self.transport: WSTransport | None = None
         self.write: Callable[[bytes], object] = _noop_write
@@ -131,11 +232,11 @@ class Connection(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         underlying = transport.underlying_transport
-        underlying.set_write_buffer_limits(high=self.hub.settings.max_send_buffer_bytes)
+        underlying.set_write_buffer_limits(high=self.settings.max_send_buffer_bytes)
         self.write = underlying.write
-        self.hub.add(self)
+        self.services.sockets.add(self)
         self._auth_timer = self.loop.call_later(
-            self.hub.settings.auth_timeout_seconds, self._auth_timed_out
+            self.settings.auth_timeout_seconds, self._auth_timed_out
         )
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -185,7 +286,7 @@ class Connection(WSListener):
                 self.close(CloseCode.PROTOCOL_ERROR, "continuation without a message")
                 return
             self._fragments += frame.get_payload_as_memoryview()
-            if len(self._fragments) > self.hub.settings.max_frame_bytes:
+            if len(self._fragments) > self.settings.max_frame_bytes:
                 self._fragments = None
                 self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
             elif frame.fin:
@@ -212,7 +313,7 @@ class Connection(WSListener):
                 self._error(InvalidFrame("frames must be JSON text"), None)
             return
         try:
-            command = parse_frame(data, max_body_chars=self.hub.settings.max_body_chars)
+            command = parse_frame(data, max_body_chars=self.settings.max_body_chars)
         except FrameError as exc:
             if not self._auth_started and isinstance(exc.error, Unauthenticated):
                 # An auth frame with a missing or malformed token: say so (4001).
@@ -242,7 +343,7 @@ class Connection(WSListener):
         if self._bucket.take(now) == 0.0:
             return True
         metrics.RATE_LIMITED.inc()
-        settings = self.hub.settings
+        settings = self.settings
         window_start = now - settings.rate_limit_violation_window_seconds
         violations = self._violations
         while violations and violations[0] < window_start:
@@ -280,41 +381,35 @@ class Connection(WSListener):
         elif isinstance(command, Subscribe):
             await self._subscribe(command)
         elif isinstance(command, Unsubscribe):
-            self.hub.fanout_or_fail().unsubscribe(self, command.room)
+            self.services.rooms.unsubscribe(self, command.room)
             self._sync_presence(command.room)
             self.send_payload(unsubscribed_frame(command.room))
         elif isinstance(command, Auth):
             await self._authenticate(command.token)
         elif isinstance(command, Edit | Delete):
             assert self.claims is not None
-            published = await publish_change(self.hub, self.claims, command)
+            published = await self.services.changes.publish(self.claims, command)
             self.send_payload(
                 ack_frame(command.client_id, published.seq, duplicate=published.duplicate)
             )
         elif isinstance(command, Read):
-            await receipts_for(self.hub).mark(self, command.room, command.seq)
-        elif isinstance(command, Typing | Presence):
-            presence = self.hub.presence
-            if presence is None:
-                raise Unavailable("gateway starting, retry")
-            if isinstance(command, Typing):
-                presence.typing(self, command.room)
-            else:
-                await presence.query(self, command.room)
+            await self.services.receipts.mark(self, command.room, command.seq)
+        elif isinstance(command, Typing):
+            self.services.presence.typing(self, command.room)
+        elif isinstance(command, Presence):
+            await self.services.presence.query(self, command.room)
 
     def _sync_presence(self, room: str) -> None:
         """Presence follows subscriptions: a user is online in a room while one of their
         sockets is subscribed to it (presence.py)."""
-        presence = self.hub.presence
-        if presence is not None:
-            presence.sync(self, room)
+        self.services.presence.sync(self, room)
 
     async def _authenticate(self, token: str) -> None:
         first = self.claims is None
         try:
-            # Also refuses a revoked session's tokens (session_revoked): hub.revoked is
-            # the verifier's own watcher (keys.py, revocations.py).
-            claims = await self.hub.verifier.verify(token)
+            # Also refuses a revoked session's tokens (session_revoked): the verifier
+            # follows the shared revocation list (keys.py, revocations.py).
+            claims = await self.services.verifier.verify(token)
         except Unauthenticated as exc:
             if first:
                 self._error(exc, None)
@@ -337,7 +432,7 @@ class Connection(WSListener):
                 self._auth_timer = None
             self.claims = claims
             self.user_id = claims.user_id
-            self.hub.authenticated(self)
+            self.services.sockets.authenticated(self)
         elif claims.user_id != self.user_id:
             raise SessionUserMismatch("a socket stays with the user it authenticated as")
         else:
@@ -346,22 +441,19 @@ class Connection(WSListener):
         self.send_payload(ready_frame(claims))
 
     async def _subscribe(self, command: Subscribe) -> None:
-        hub = self.hub
-        if hub.draining:
+        services = self.services
+        if services.drain.draining:
             raise Draining("gateway restarting")
-        if command.room not in self.rooms and (
-            len(self.rooms) >= hub.settings.max_subscriptions_per_connection
-        ):
-            raise TooManySubscriptions(
-                f"at most {hub.settings.max_subscriptions_per_connection} subscriptions"
-            )
+        limit = self.settings.max_subscriptions_per_connection
+        if command.room not in self.rooms and len(self.rooms) >= limit:
+            raise TooManySubscriptions(f"at most {limit} subscriptions")
         assert self.claims is not None
-        await hub.membership.require_member(self.claims, command.room)
+        await services.membership.require_member(self.claims, command.room)
         if self.closed:
             return
         self._replaying += 1
         try:
-            await hub.fanout_or_fail().subscribe(self, command.room, command.since)
+            await services.rooms.subscribe(self, command.room, command.since)
         finally:
             self._replaying -= 1
             self._sync_presence(command.room)
@@ -369,16 +461,16 @@ class Connection(WSListener):
             await self.wait_writable()
 
     async def _send(self, command: Send) -> None:
-        hub = self.hub
+        services = self.services
         assert self.claims is not None
         result = "error"
         try:
-            if hub.draining:
+            if services.drain.draining:
                 raise Draining("gateway restarting")
-            stream = hub.stream_or_fail()
-            await hub.membership.require_member(self.claims, command.room)
+            stream = services.stream
+            await services.membership.require_member(self.claims, command.room)
             if command.to is not None:
-                await hub.recipients.require_member(self.claims, command.room, command.to)
+                await services.recipients.require_member(self.claims, command.room, command.to)
             record = message_record(
                 room=command.room,
                 sender=self.claims,
@@ -390,7 +482,7 @@ class Connection(WSListener):
                 sender_id=self.user_id, client_id=command.client_id, to=command.to
             )
             started = time.perf_counter()
-            with hub.publishing():
+            with services.drain.publishing():
                 published = await stream.publish(command.room, record, headers)
                 metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
                 if published.duplicate and not await stream.is_stored(command.room, published.seq):
@@ -495,15 +587,12 @@ class Connection(WSListener):
         )
 
     def _cleanup(self) -> None:
-        fanout = self.hub.fanout
-        if fanout is not None:
-            fanout.detach_all(self)
-        if self.hub.presence is not None:
-            self.hub.presence.forget(self)
+        self.services.rooms.detach_all(self)
+        self.services.presence.forget(self)
         for timer in (self._auth_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()
         self._auth_timer = self._expiry_timer = None
         self._queue.clear()
-        self.hub.remove(self)
+        self.services.sockets.remove(self)
         self._wake_writers()

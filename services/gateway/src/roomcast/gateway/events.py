@@ -20,16 +20,18 @@ ended here end the user's presence in the room too (``Presence.sync_room``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from nats.aio.msg import Msg
 
+from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.subjects import SESSION_REVOKED, RoomEvent, is_object_id
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import CloseCode
-from roomcast.gateway.hub import Hub
+from roomcast.gateway.fanout import Fanout
 from roomcast.gateway.protocol import event_frame
+from roomcast.gateway.sockets import SocketRegistry
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,35 @@ def public_fields(event: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+class AnswerCache(Protocol):
+    """A (user, room) answer cache: membership.py's and recipients.py's."""
+
+    def invalidate(self, user_id: str, room_id: str) -> None: ...
+
+    def invalidate_room(self, room_id: str) -> None: ...
+
+
+class PresenceRooms(Protocol):
+    """Presence follows ended subscriptions (presence.py)."""
+
+    def sync_room(self, room: str) -> None: ...
+
+
 class EventRouter:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        *,
+        caches: tuple[AnswerCache, ...],
+        fanout: Fanout,
+        presence: PresenceRooms,
+        sockets: SocketRegistry,
+        revoked: RevocationWatcher,
+    ) -> None:
+        self.caches = caches
+        self.fanout = fanout
+        self.presence = presence
+        self.sockets = sockets
+        self.revoked = revoked
 
     async def on_room_event(self, msg: Msg) -> None:
         try:
@@ -93,16 +121,13 @@ class EventRouter:
         user_id = event.get("user_id")
         if user_id is not None and not is_object_id(user_id):
             return
-        hub = self.hub
         if user_id is not None:
-            hub.membership.invalidate(user_id, room_id)
-            hub.recipients.invalidate(user_id, room_id)
+            for cache in self.caches:
+                cache.invalidate(user_id, room_id)
         if kind in (ROOM_DELETED, ROOM_UPDATED) or (user_id is None and kind in ROOM_EVENTS):
-            hub.membership.invalidate_room(room_id)
-            hub.recipients.invalidate_room(room_id)
-        fanout = hub.fanout
-        if fanout is None:
-            return
+            for cache in self.caches:
+                cache.invalidate_room(room_id)
+        fanout = self.fanout
         frame = event_frame(room_id, kind, public_fields(event))
         if kind == ROOM_DELETED:
             fanout.end_subscriptions(room_id, user_id=None, reason=kind, notice=frame)
@@ -115,8 +140,7 @@ class EventRouter:
 
     def _sync_presence(self, room_id: str) -> None:
         """Ended subscriptions end presence too (the user goes offline in the room)."""
-        if self.hub.presence is not None:
-            self.hub.presence.sync_room(room_id)
+        self.presence.sync_room(room_id)
 
     def handle_user_event(self, msg: Msg) -> None:
         event = _decode(msg)
@@ -135,8 +159,8 @@ class EventRouter:
         # Recorded in the shared revocation list (the bucket may bring it a moment
         # later), which closes the session's sockets (revocations.py); closed here too
         # in case the list already knew it from the bucket.
-        self.hub.revoked.add(session_id, user_id)
-        closed = self.hub.close_sessions(
+        self.revoked.add(session_id, user_id)
+        closed = self.sockets.close_sessions(
             user_id, session_id, CloseCode.UNAUTHENTICATED, "session revoked"
         )
         if closed:

@@ -43,12 +43,11 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from nats.aio.client import Client as NatsClient
@@ -64,6 +63,7 @@ from roomcast.common.subjects import (
 )
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import Unavailable
+from roomcast.gateway.fanout import Fanout
 from roomcast.gateway.presence_view import Change, RoomView, UserInfo
 from roomcast.gateway.presence_wire import (
     decode,
@@ -73,13 +73,9 @@ from roomcast.gateway.presence_wire import (
     snapshot_parts,
     user_of,
 )
-from roomcast.gateway.receipts import relay_read
-from roomcast.gateway.typing_relay import NotSubscribed, TypingRelay, typing_message
-
-if TYPE_CHECKING:
-    from roomcast.gateway.connection import Connection
-    from roomcast.gateway.hub import Hub
-    from roomcast.gateway.settings import Settings
+from roomcast.gateway.receipts import ReadReceipts
+from roomcast.gateway.settings import Settings
+from roomcast.gateway.typing_relay import NotSubscribed, TypingRelay, Typist, typing_message
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +103,19 @@ EPHEMERAL_PENDING_BYTES = 64 * 1024 * 1024
 _now = time.monotonic
 
 
+class Member(Typist, Protocol):
+    """A local socket as presence sees it (connection.Connection)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send_payload(self, payload: bytes) -> None: ...
+
+
 @dataclass(slots=True)
 class LocalUser:
     info: UserInfo
-    conns: set[Connection]
+    conns: set[Member]
 
 
 class RoomState:
@@ -144,18 +149,27 @@ class RoomState:
 
 
 class Presence:
-    def __init__(self, hub: Hub, nc: NatsClient, settings: Settings) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        nc: NatsClient,
+        settings: Settings,
+        *,
+        gateway_id: str,
+        fanout: Fanout,
+        receipts: ReadReceipts,
+    ) -> None:
         self.nc = nc
-        self.id = f"{settings.instance_name[:40]}-{secrets.token_hex(6)}"
+        self.id = gateway_id
+        self.fanout = fanout
+        self.receipts = receipts
         self.interval = settings.presence_heartbeat_seconds
         self.dead_after = settings.presence_heartbeat_seconds * settings.presence_missed_heartbeats
         self.snapshot_timeout = settings.presence_snapshot_timeout_seconds
-        self.typing_relay = TypingRelay(hub, min_interval=settings.typing_min_interval_seconds)
+        self.typing_relay = TypingRelay(fanout, min_interval=settings.typing_min_interval_seconds)
         self.seq = 0
         self._nonce = 0
         self.local: dict[str, dict[str, LocalUser]] = {}  # room → user → their sockets
-        self.conn_rooms: dict[Connection, set[str]] = {}
+        self.conn_rooms: dict[Member, set[str]] = {}
         self.rooms: dict[str, RoomState] = {}
         self.peers: dict[str, float] = {}  # live peer → when it counts as dead (monotonic)
         self.grace: dict[str, float] = {}  # peer → the silence it declared fatal for itself
@@ -216,7 +230,7 @@ class Presence:
 
     # --- local sockets ---------------------------------------------------------------
 
-    def sync(self, conn: Connection, room: str) -> None:
+    def sync(self, conn: Member, room: str) -> None:
         """Bring presence in line with whether ``conn`` is subscribed to ``room`` now."""
         want = not conn.closed and room in conn.rooms and conn.claims is not None
         rooms = self.conn_rooms.get(conn)
@@ -239,13 +253,13 @@ class Presence:
         for conn in [c for local in users.values() for c in local.conns]:
             self.sync(conn, room)
 
-    def forget(self, conn: Connection) -> None:
+    def forget(self, conn: Member) -> None:
         """A socket closed: it leaves every room it was present in."""
         rooms = self.conn_rooms.pop(conn, None)
         for room in rooms or ():
             self._leave(conn, room)
 
-    def _join(self, conn: Connection, room: str) -> None:
+    def _join(self, conn: Member, room: str) -> None:
         claims = conn.claims
         assert claims is not None
         self.conn_rooms.setdefault(conn, set()).add(room)
@@ -261,7 +275,7 @@ class Presence:
         users[conn.user_id] = LocalUser(info, {conn})
         self._local_change(state, info, True)
 
-    def _leave(self, conn: Connection, room: str) -> None:
+    def _leave(self, conn: Member, room: str) -> None:
         users = self.local.get(room)
         local = users.get(conn.user_id) if users is not None else None
         if users is None or local is None:
@@ -297,7 +311,7 @@ class Presence:
 
     # --- commands ----------------------------------------------------------------------
 
-    async def query(self, conn: Connection, room: str) -> None:
+    async def query(self, conn: Member, room: str) -> None:
         """Answer ``{"type":"presence","room"}``: a local lookup, no NATS message."""
         if room not in conn.rooms:
             raise NotSubscribed("subscribe to the room first")
@@ -312,7 +326,7 @@ class Presence:
         if not conn.closed and not state.closed:
             conn.send_payload(state.view.answer())
 
-    def typing(self, conn: Connection, room: str) -> None:
+    def typing(self, conn: Member, room: str) -> None:
         """``{"type":"typing","room"}``: one publish, unless rate limited (typing_relay)."""
         user = self.typing_relay.accept(conn, room)
         if user is not None:
@@ -405,15 +419,14 @@ class Presence:
             return
         for change in changes:
             metrics.PRESENCE_EVENTS.labels("online" if change.online else "offline").inc()
-        fanout = self.hub.fanout
-        if fanout is None or state.closed:
+        if state.closed:
             return
         if snapshot and not state.ready.is_set():
             # Users found by the room's first snapshot were online before anyone here
             # subscribed: that is what a query answers, not news. Deltas are news.
             return
         for change in changes:
-            fanout.broadcast(
+            self.fanout.broadcast(
                 state.room_id, presence_event(state.room_id, change.user, change.online)
             )
 
@@ -436,7 +449,7 @@ class Presence:
                 self.typing_relay.relay(state.room_id, user)
             return
         if kind == "read":  # read receipts (receipts.py)
-            relay_read(self.hub, state.room_id, obj)
+            self.receipts.relay(state.room_id, obj)
             return
         if gateway == self.id or not self._heard(gateway, heartbeat=False):
             return

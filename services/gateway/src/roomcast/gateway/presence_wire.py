@@ -18,6 +18,7 @@ Everything received is validated here before use (sizes, ids, types): NATS is sh
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import orjson
@@ -34,6 +35,15 @@ MAX_PRESENCE_BYTES = 512 * 1024
 MAX_NAME_CHARS = 256
 # Gateway ids are "<instance name>-<12 hex>"; longer ones are refused.
 MAX_GATEWAY_ID_CHARS = 100
+# Characters of the instance name kept in a gateway id (with the 12 random hex digits
+# and the dash, well under MAX_GATEWAY_ID_CHARS).
+GATEWAY_NAME_CHARS = 40
+
+
+def new_gateway_id(instance_name: str) -> str:
+    """This process's id on the ephemeral subjects: its name plus random hex, so a
+    restarted replica is a new peer (its predecessor's late messages are not its own)."""
+    return f"{instance_name[:GATEWAY_NAME_CHARS]}-{secrets.token_hex(6)}"
 
 
 def presence_event(room: str, user: UserInfo, online: bool) -> bytes:

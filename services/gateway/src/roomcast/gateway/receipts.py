@@ -10,7 +10,7 @@
    NATS publish on ``ephemeral.room.<room>`` of ``{"kind":"read","gateway","room","user":
    {id,username},"seq"}``. Gateways receive it on the per-room ephemeral subscription
    that presence.py holds while the room has local subscribers (its dispatcher calls
-   :func:`relay_read` for ``kind == "read"``) and write ``{"type":"read","room","user",
+   :meth:`ReadReceipts.relay` for ``kind == "read"``) and write ``{"type":"read","room","user",
    "seq"}`` to every local subscriber of the room, the reader's own sockets included
    (other devices learn the position too).
 
@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
+from nats.aio.client import Client as NatsClient
 
 from roomcast.common.subjects import ephemeral_subject, is_object_id
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import Unavailable
+from roomcast.gateway.fanout import Fanout
 from roomcast.gateway.protocol import error_frame
-
-if TYPE_CHECKING:
-    from roomcast.gateway.connection import Connection
-    from roomcast.gateway.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +46,18 @@ HISTORY_TIMEOUT_SECONDS = 5.0
 # Longest username relayed from a peer (auth's own limit is lower).
 MAX_NAME_CHARS = 256
 
-_instances: weakref.WeakKeyDictionary[Hub, ReadReceipts] = weakref.WeakKeyDictionary()
+
+class Reader(Protocol):
+    """The socket that sent a read (connection.Connection)."""
+
+    @property
+    def claims(self) -> AccessClaims | None: ...
+
+    def send_payload(self, payload: bytes) -> None: ...
 
 
-def receipts_for(hub: Hub) -> ReadReceipts:
-    """The hub's ReadReceipts (created on first use)."""
-    receipts = _instances.get(hub)
-    if receipts is None:
-        receipts = _instances[hub] = ReadReceipts(hub)
-    return receipts
+class MembershipCheck(Protocol):
+    async def require_member(self, claims: AccessClaims, room_id: str) -> object: ...
 
 
 def read_frame(room: str, user: dict[str, str], seq: int) -> bytes:
@@ -65,12 +65,23 @@ def read_frame(room: str, user: dict[str, str], seq: int) -> bytes:
 
 
 class ReadReceipts:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.url = hub.settings.history_url.rstrip("/")
+    def __init__(
+        self,
+        *,
+        history_url: str,
+        gateway_id: str,
+        nc: NatsClient,
+        membership: MembershipCheck,
+        fanout: Fanout,
+    ) -> None:
+        self.url = history_url.rstrip("/")
+        self.gateway_id = gateway_id
+        self.nc = nc
+        self.membership = membership
+        self.fanout = fanout
         self._http: httpx.AsyncClient | None = None
         # (user, room) → the newest unwritten seq, with the socket and claims that sent it.
-        self._pending: dict[tuple[str, str], tuple[int, Connection, AccessClaims]] = {}
+        self._pending: dict[tuple[str, str], tuple[int, Reader, AccessClaims]] = {}
         self._writers: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def _client(self) -> httpx.AsyncClient:
@@ -78,10 +89,14 @@ class ReadReceipts:
             self._http = httpx.AsyncClient(timeout=HISTORY_TIMEOUT_SECONDS)
         return self._http
 
-    async def mark(self, conn: Connection, room: str, seq: int) -> None:
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def mark(self, conn: Reader, room: str, seq: int) -> None:
         claims = conn.claims
         assert claims is not None
-        await self.hub.membership.require_member(claims, room)
+        await self.membership.require_member(claims, room)
         key = (claims.user_id, room)
         held = self._pending.get(key)
         if held is None or held[0] < seq:
@@ -100,7 +115,7 @@ class ReadReceipts:
         finally:
             del self._writers[key]
 
-    async def _write(self, room: str, seq: int, conn: Connection, claims: AccessClaims) -> None:
+    async def _write(self, room: str, seq: int, conn: Reader, claims: AccessClaims) -> None:
         try:
             response = await self._client().put(
                 f"{self.url}/v1/rooms/{room}/read",
@@ -126,39 +141,28 @@ class ReadReceipts:
         await self._announce(room, claims, stored)
 
     async def _announce(self, room: str, claims: AccessClaims, seq: int) -> None:
-        nc = self.hub.nc
-        if nc is None:
-            return
-        presence = self.hub.presence
         message = {
             "kind": "read",
-            "gateway": presence.id if presence is not None else self.hub.settings.instance_name,
+            "gateway": self.gateway_id,
             "room": room,
             "user": {"id": claims.user_id, "username": claims.username},
             "seq": seq,
         }
         try:
-            await nc.publish(ephemeral_subject(room), orjson.dumps(message))
+            await self.nc.publish(ephemeral_subject(room), orjson.dumps(message))
         except Exception as exc:
             log.warning("read announcement lost", extra={"error": repr(exc)})
 
-
-def relay_read(hub: Hub, room: str, message: dict[str, Any]) -> int:
-    """Deliver a ``kind == "read"`` message of ``ephemeral.room.<room>`` to this gateway's
-    subscribers of the room. Returns how many sockets got it."""
-    user, seq = message.get("user"), message.get("seq")
-    if not isinstance(user, dict) or not is_object_id(user.get("id")):
-        return 0
-    username = user.get("username")
-    if not isinstance(username, str) or len(username) > MAX_NAME_CHARS:
-        return 0
-    if type(seq) is not int or seq < 0:
-        return 0
-    fanout = hub.fanout
-    if fanout is None:
-        return 0
-    frame = read_frame(room, {"id": user["id"], "username": username}, seq)
-    targets = fanout.subscribers(room)
-    for subscriber in targets:
-        subscriber.send_payload(frame)
-    return len(targets)
+    def relay(self, room: str, message: dict[str, Any]) -> int:
+        """Deliver a ``kind == "read"`` message of ``ephemeral.room.<room>`` to this
+        gateway's subscribers of the room. Returns how many sockets got it."""
+        user, seq = message.get("user"), message.get("seq")
+        if not isinstance(user, dict) or not is_object_id(user.get("id")):
+            return 0
+        username = user.get("username")
+        if not isinstance(username, str) or len(username) > MAX_NAME_CHARS:
+            return 0
+        if type(seq) is not int or seq < 0:
+            return 0
+        frame = read_frame(room, {"id": user["id"], "username": username}, seq)
+        return self.fanout.broadcast(room, frame)

@@ -21,10 +21,10 @@ from fastapi.security import HTTPBearer
 from roomcast.common.errors import Unauthenticated
 from roomcast.common.proxies import IpNetwork
 from roomcast.common.tokens import AccessClaims, TokenVerifier
+from roomcast.gateway.settings import Settings
 from roomcast.rpc.rooms.v1 import rooms_pb2_grpc
 
-if TYPE_CHECKING:
-    from roomcast.gateway.settings import Settings
+if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
     from roomcast.rpc.rooms.v1.rooms_pb2_grpc import RoomsAsyncStub
 
 

@@ -27,15 +27,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from roomcast.common.errors import RoomcastError
 from roomcast.common.subjects import RoomEvent
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
-
-if TYPE_CHECKING:
-    from roomcast.gateway.hub import Hub
+from roomcast.gateway.fanout import Fanout
+from roomcast.gateway.membership import MembershipCache
+from roomcast.gateway.recipients import RecipientCache
+from roomcast.gateway.sockets import SocketRegistry
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,36 @@ log = logging.getLogger(__name__)
 SWEEP_CONCURRENCY = 32
 
 
+class PresenceRooms(Protocol):
+    """Presence follows ended subscriptions (presence.py)."""
+
+    def sync_room(self, room: str) -> None: ...
+
+
 class MembershipRevalidator:
-    def __init__(self, hub: Hub, *, interval: float) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        *,
+        membership: MembershipCache,
+        recipients: RecipientCache,
+        sockets: SocketRegistry,
+        fanout: Fanout,
+        presence: PresenceRooms,
+        interval: float,
+    ) -> None:
+        self.membership = membership
+        self.recipients = recipients
+        self.sockets = sockets
+        self.fanout = fanout
+        self.presence = presence
         self.interval = interval
         self._sweeps: set[asyncio.Task[int]] = set()
 
     def on_reconnected(self) -> None:
         """NATS came back: events may have been missed. Forget every cached answer and
         check every live subscription again."""
-        self.hub.membership.invalidate_all()
-        self.hub.recipients.invalidate_all()
+        self.membership.invalidate_all()
+        self.recipients.invalidate_all()
         task = asyncio.ensure_future(self.sweep())
         self._sweeps.add(task)
         task.add_done_callback(self._sweeps.discard)
@@ -72,10 +92,9 @@ class MembershipRevalidator:
     async def sweep(self) -> int:
         """Check the subscriptions whose answer is missing or too old; end those of
         users who are no longer members. Returns how many subscriptions ended."""
-        hub = self.hub
-        membership = hub.membership
+        membership = self.membership
         due: dict[tuple[str, str], AccessClaims] = {}
-        for conn in list(hub.connections):
+        for conn in list(self.sockets.connections):
             claims = conn.claims
             if claims is None or conn.closed:
                 continue
@@ -105,14 +124,11 @@ class MembershipRevalidator:
         return total
 
     def _end(self, room_id: str, user_id: str) -> int:
-        fanout = self.hub.fanout
-        if fanout is None:
-            return 0
-        ended = fanout.end_subscriptions(
+        ended = self.fanout.end_subscriptions(
             room_id, user_id=user_id, reason=RoomEvent.MEMBER_REMOVED, notice=None
         )
-        if ended and self.hub.presence is not None:
-            self.hub.presence.sync_room(room_id)
+        if ended:
+            self.presence.sync_room(room_id)
         return ended
 
     async def close(self) -> None:

@@ -28,20 +28,23 @@ from uvicorn.lifespan.on import LifespanOn
 
 from roomcast.common.chatstream import ensure_chat_stream
 from roomcast.common.natsconn import connect_nats
-from roomcast.common.subjects import ROOM_EVENTS_PREFIX, STREAM_NAME, USER_EVENTS_PREFIX
+from roomcast.common.subjects import STREAM_NAME
 from roomcast.gateway import metrics
+from roomcast.gateway.drain import Drain
 from roomcast.gateway.errors import CloseCode
-from roomcast.gateway.events import EventRouter
+from roomcast.gateway.handshake import Handshakes
 from roomcast.gateway.http_app import create_http_app
-from roomcast.gateway.hub import Hub
 from roomcast.gateway.keys import build_verifier
+from roomcast.gateway.live import Live
 from roomcast.gateway.membership import MembershipCache, RoomsClient
 from roomcast.gateway.multiplexer import PortMultiplexer
-from roomcast.gateway.presence import Presence
+from roomcast.gateway.recipients import RecipientCache
 from roomcast.gateway.rest_api import install_rest
 from roomcast.gateway.rest_deps import RestDeps
-from roomcast.gateway.revalidation import MembershipRevalidator
+from roomcast.gateway.revocations import revoked_sessions
 from roomcast.gateway.settings import Settings
+from roomcast.gateway.socketcaps import SocketCaps
+from roomcast.gateway.sockets import SocketRegistry
 from roomcast.gateway.stream import ChatStream
 
 log = logging.getLogger(__name__)
@@ -70,14 +73,33 @@ class Gateway:
             negative_ttl=settings.membership_negative_ttl_seconds,
             max_entries=settings.membership_cache_size,
         )
-        self.hub = Hub(settings, self.verifier, self.membership)
-        self.events = EventRouter(self.hub)
-        # Live subscriptions re-checked after reconnects and periodically (missed events).
-        self.revalidator = MembershipRevalidator(
-            self.hub, interval=settings.membership_revalidate_interval_seconds
+        # Private messages' recipients (recipients.py), on the same rooms channel.
+        self.recipients = RecipientCache(
+            self.rooms,
+            ttl=settings.membership_cache_ttl_seconds,
+            negative_ttl=settings.membership_negative_ttl_seconds,
+            max_entries=settings.membership_cache_size,
         )
-        self._revalidate_task: asyncio.Task[None] | None = None
-        self.app = create_http_app(self.hub.readiness)
+        self.sockets = SocketRegistry(
+            SocketCaps(
+                per_address=settings.max_unauthenticated_sockets_per_address,
+                per_user=settings.max_sockets_per_user,
+                trusted_proxies=settings.trusted_proxies,
+            )
+        )
+        self.drain = Drain()
+        # Sessions revoked while their tokens are still valid (revocations.py): the
+        # shared watcher, closing a revoked session's sockets.
+        self.revoked = revoked_sessions(
+            self.verifier,
+            lambda user_id, session_id: self.sockets.close_sessions(
+                user_id, session_id, CloseCode.UNAUTHENTICATED, "session revoked"
+            ),
+        )
+        self.handshakes = Handshakes(settings, self.sockets, self.drain)
+        # The NATS side (live.py): built once NATS is up and the stream exists.
+        self.live: Live | None = None
+        self.app = create_http_app(self.readiness)
         # The client-facing REST API (rest_*.py), on the rooms channel the sockets use.
         self.rest = RestDeps.create(
             settings, verifier=self.verifier, rooms_channel=self.rooms.channel
@@ -99,7 +121,7 @@ class Gateway:
         self.http_config.load()
         self.lifespan = LifespanOn(self.http_config)
         self.mux = PortMultiplexer(
-            listener_factory=self.hub.listener_factory,
+            listener_factory=self.handshakes,
             http_config=self.http_config,
             max_head_bytes=settings.max_request_head_bytes,
             head_timeout=settings.request_head_timeout_seconds,
@@ -113,6 +135,17 @@ class Gateway:
     @property
     def port(self) -> int:
         return self.mux.port
+
+    async def readiness(self) -> None:
+        """For /readyz: raise when this replica should not get traffic."""
+        if self.drain.draining:
+            raise RuntimeError("draining")
+        if self.live is None:
+            raise RuntimeError("starting: NATS or the stream not ready")
+        if not self.live.nc.is_connected:
+            raise RuntimeError("NATS disconnected")
+        if self.revoked.required and not self.revoked.loaded:
+            raise RuntimeError("starting: revoked sessions not loaded")
 
     async def start(self) -> None:
         await self.lifespan.startup()
@@ -146,27 +179,25 @@ class Gateway:
             except Exception as exc:
                 log.warning("stream not ready yet", extra={"error": repr(exc)})
                 await asyncio.sleep(STARTUP_RETRY_SECONDS)
-        await nc.subscribe(ROOM_EVENTS_PREFIX + "*", cb=self.events.on_room_event)
-        await nc.subscribe(USER_EVENTS_PREFIX + "*", cb=self.events.on_user_event)
-        await nc.flush()
-        presence = Presence(self.hub, nc, settings)
-        await presence.start()
-        self.hub.presence = presence
-        self.hub.attach(nc, stream)
-        self._revalidate_task = asyncio.create_task(
-            self.revalidator.run(), name="gateway-revalidate"
+        self.live = await Live.start(
+            nc,
+            stream,
+            settings=settings,
+            verifier=self.verifier,
+            membership=self.membership,
+            recipients=self.recipients,
+            sockets=self.sockets,
+            drain=self.drain,
+            revoked=self.revoked,
         )
+        self.handshakes.serve(self.live.services)
         log.info("gateway ready", extra={"port": self.port})
 
     async def _on_reconnected(self) -> None:
         metrics.NATS_RECONNECTS.inc()
-        # Membership events published while disconnected are lost (core NATS).
-        self.revalidator.on_reconnected()
-        if self.hub.presence is not None:
-            self.hub.presence.on_reconnected()
-        fanout = self.hub.fanout
-        if fanout is not None:
-            fanout.resync_all()
+        # Events and live messages published while disconnected are lost (core NATS).
+        if self.live is not None:
+            self.live.on_reconnected()
 
     async def stop(self) -> None:
         """Drain and stop (see the module docstring for the order)."""
@@ -177,17 +208,17 @@ class Gateway:
         def remaining(cap: float) -> float:
             return max(0.05, min(cap, deadline - loop.time()))
 
-        hub = self.hub
-        hub.draining = True
+        self.drain.start()
         self.mux.stop_accepting()
-        if not await hub.wait_publishes(remaining(grace * PUBLISH_WAIT_SHARE)):
+        if not await self.drain.wait_publishes(remaining(grace * PUBLISH_WAIT_SHARE)):
             log.warning("publishes still in flight at the drain deadline")
-        await hub.close_all_and_wait(
+        await self.sockets.close_all_and_wait(
             CloseCode.RESTARTING, "gateway restarting", remaining(SOCKET_CLOSE_WAIT_SECONDS)
         )
-        if hub.presence is not None:
+        live = self.live
+        if live is not None:
             # After the sockets: their offline deltas go out, then the goodbye.
-            await hub.presence.close(remaining(PRESENCE_CLOSE_SECONDS))
+            await live.presence.close(remaining(PRESENCE_CLOSE_SECONDS))
         await self.mux.shutdown_http(remaining(grace / 4))
         with contextlib.suppress(Exception):
             await self.rest.aclose()
@@ -197,13 +228,8 @@ class Gateway:
             self._connect_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._connect_task
-        if self._revalidate_task is not None:
-            self._revalidate_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._revalidate_task
-        await self.revalidator.close()
-        if hub.fanout is not None:
-            await hub.fanout.close()
+        if live is not None:
+            await live.close()
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await asyncio.wait_for(self.nc.drain(), remaining(grace))

@@ -17,18 +17,17 @@ Cost per accepted notice: 1 NATS publish, delivered to the gateways holding the 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Container
+from typing import Any, Protocol
 
 import orjson
 
 from roomcast.common.errors import PreconditionFailed
 from roomcast.common.ratelimit import KeyedRateLimiter
+from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
+from roomcast.gateway.fanout import Fanout
 from roomcast.gateway.presence_view import UserInfo
-
-if TYPE_CHECKING:
-    from roomcast.gateway.connection import Connection
-    from roomcast.gateway.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +46,27 @@ def typing_frame(room: str, user: dict[str, str]) -> bytes:
     return orjson.dumps({"type": "typing", "room": room, "user": user})
 
 
+class Typist(Protocol):
+    """The socket that sent a typing notice (connection.Connection)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def claims(self) -> AccessClaims | None: ...
+
+    @property
+    def rooms(self) -> Container[str]: ...
+
+
 class TypingRelay:
-    def __init__(self, hub: Hub, *, min_interval: float) -> None:
-        self.hub = hub
+    def __init__(self, fanout: Fanout, *, min_interval: float) -> None:
+        self.fanout = fanout
         self.limiter = KeyedRateLimiter(
             capacity=1, per_seconds=min_interval, max_keys=MAX_TYPING_KEYS
         )
 
-    def accept(self, conn: Connection, room: str) -> UserInfo | None:
+    def accept(self, conn: Typist, room: str) -> UserInfo | None:
         """The notice to publish for this command, or None when it is dropped (rate)."""
         if room not in conn.rooms or conn.claims is None:
             metrics.TYPING.labels("not_subscribed").inc()
@@ -68,12 +80,9 @@ class TypingRelay:
 
     def relay(self, room: str, user: UserInfo) -> int:
         """Deliver a notice received from NATS to this gateway's other subscribers."""
-        fanout = self.hub.fanout
-        if fanout is None:
-            return 0
         frame: bytes | None = None
         delivered = 0
-        for subscriber in fanout.subscribers(room):
+        for subscriber in self.fanout.subscribers(room):
             if subscriber.user_id == user.id:
                 continue
             if frame is None:
