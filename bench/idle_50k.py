@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ CONNECT_SLACK_SECONDS = 180.0
 # A restarted gateway's sockets: its drain (up to shutdown_grace_seconds, 10 s), its
 # start (~3 s), then backoff rounds capped at 10 s each.
 RECONNECT_WITHIN_SECONDS = 180.0
+# The progress line while waiting for sockets: often enough to see a stall.
+PROGRESS_SECONDS = 10.0
 
 
 def machine_limits() -> dict[str, Any]:
@@ -189,7 +192,7 @@ async def restart_and_reconnect(gws: Gateways, fleet: Fleet) -> dict[str, Any]:
             low_others[i] = min(low_others[i], v)
         return live[0] >= n
 
-    took = await fleet.wait(back, RECONNECT_WITHIN_SECONDS)
+    took = await fleet.wait(reporting(back), RECONNECT_WITHIN_SECONDS)
     t_back = time.time()
     await asyncio.sleep(2 * TICK_SECONDS + 1.0)  # the last second's snapshot arrives
     profile = attempt_profile(fleet, t_term - 1, t_back + 1)
@@ -253,7 +256,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.time()
         fleet.start()
         took = await fleet.wait(
-            lambda f: sum(f.live()) >= f.total,
+            reporting(lambda f: sum(f.live()) >= f.total),
             args.sockets / args.connect_rate + CONNECT_SLACK_SECONDS,
         )
         result["connect"] = {
@@ -286,6 +289,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     gw_b = (result.get("gateway") or {}).get("bytes_per_socket")
     result["ratio"] = round(gw_b / raw_b, 3) if raw_b and gw_b else None
     return result
+
+
+def reporting(condition: Callable[[Fleet], bool]) -> Callable[[Fleet], bool]:
+    """``condition``, logging the fleet's state every PROGRESS_SECONDS while it waits."""
+    last = [time.monotonic()]
+
+    def check(f: Fleet) -> bool:
+        if time.monotonic() - last[0] >= PROGRESS_SECONDS:
+            last[0] = time.monotonic()
+            recent = sum(per_second(f.attempts, time.time() - PROGRESS_SECONDS, time.time()))
+            log(
+                f"  live {f.live()} of {f.expected}; {recent} attempts in the last "
+                f"{PROGRESS_SECONDS:.0f} s; closes {f.closes}; errors {f.errors}"
+            )
+        return condition(f)
+
+    return check
 
 
 def log(text: str) -> None:

@@ -80,3 +80,31 @@ async def test_a_restarted_gateways_sockets_all_come_back_to_it(stack: Any) -> N
         assert not any(k.startswith("frame:") for k in fleet.errors), fleet.examples
     finally:
         await fleet.stop()
+
+
+async def test_a_connection_lost_before_the_upgrade_is_retried_with_backoff() -> None:
+    """A server that accepts TCP and closes at once (a full accept queue, a process on
+    its way down): each attempt fails and the socket tries again, with backoff."""
+    accepted: list[float] = []
+
+    def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(time.monotonic())
+        writer.transport.abort()
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    fleet = Fleet(
+        [f"ws://127.0.0.1:{port}/"], [(0, None, 0)], [""], workers=1, connect_rate=10, raw=True
+    )
+    fleet.start()
+    try:
+        took = await fleet.wait(lambda f: f.errors.get("connect:lost_before_upgrade", 0) >= 4, 30)
+        assert took is not None, (fleet.errors, len(accepted))
+        assert fleet.live() == [0]
+        # Full jitter under caps of 0.25, 0.5 and 1 s: four attempts within 1.75 s (and slack).
+        assert len(accepted) >= 4
+        assert accepted[3] - accepted[0] < 5.0
+    finally:
+        await fleet.stop()
+        server.close()
+        await server.wait_closed()

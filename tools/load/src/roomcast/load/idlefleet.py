@@ -39,7 +39,10 @@ from roomcast.load.pipe import EOF_MESSAGE, start_reader
 # (a storm lands within a few hundred ms), coarse enough to stay a small dict.
 TICK_SECONDS = 0.1
 STATS_INTERVAL_SECONDS = 1.0
-# TCP connect plus upgrade, as the SDKs' connect timeout (roomcast.client.connector).
+# TCP connect, then the upgrade, each as the SDKs' connect timeout
+# (roomcast.client.connector): a SYN dropped by a full accept queue is retried by the
+# kernel for minutes, a client gives up and backs off long before.
+CONNECT_TIMEOUT_SECONDS = 10.0
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 # picows' initial per-socket read buffer: idle sockets get small frames; 4 KiB (the
 # gateway's own size) instead of 16 KiB keeps 12k client sockets in ~50 MB less.
@@ -117,6 +120,7 @@ class IdleSocket(WSListener):
         self.ready = False
         self.failures = 0  # consecutive attempts that did not reach ready
         self.close_code: int | None = None
+        self.upgraded = False  # this attempt reached on_ws_connected
 
     def start(self, delay: float) -> None:
         asyncio.get_running_loop().create_task(self._connect(delay))
@@ -134,15 +138,21 @@ class IdleSocket(WSListener):
                 return
             fleet.counters.attempt()
             self.close_code = None
+            self.upgraded = False
             try:
-                await ws_connect(
-                    lambda: self,
-                    url,
-                    websocket_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
-                    read_buffer_init_size=READ_BUFFER_BYTES,
-                    **kwargs,
-                )
-                return
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS + HANDSHAKE_TIMEOUT_SECONDS):
+                    await ws_connect(
+                        lambda: self,
+                        url,
+                        websocket_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
+                        read_buffer_init_size=READ_BUFFER_BYTES,
+                        **kwargs,
+                    )
+                if self.upgraded:
+                    return  # on_ws_disconnected takes over from here
+                # picows returns normally when the TCP connection is lost before the
+                # upgrade answer (and calls no listener method): a failed attempt.
+                fleet.counters.error("connect:lost_before_upgrade", url)
             except Exception as exc:  # every failure is counted and retried
                 fleet.counters.error(f"connect:{_error_kind(exc)}", str(exc))
             self.failures += 1
@@ -150,6 +160,7 @@ class IdleSocket(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self.upgraded = True
         self.fleet.counters.connected += 1
         if self.fleet.plan.raw:
             self._go_ready()
