@@ -15,7 +15,7 @@ from deploy_helpers import DEPLOY, REPO, load_yaml_docs, run, tool
 OBSERVABILITY = DEPLOY / "observability"
 ALERTS = OBSERVABILITY / "alerts.yml"
 DASHBOARD = OBSERVABILITY / "grafana" / "roomcast-dashboard.json"
-HTTP_SERVICES = ("auth", "rooms", "gateway", "history")
+HTTP_SERVICES = ("auth", "rooms", "gateway", "history", "notifier")
 
 # The metric contract (base names; histograms also expose _bucket/_sum/_count).
 CONTRACT = {
@@ -34,6 +34,9 @@ CONTRACT = {
     "roomcast_history_ingested_total",
     "roomcast_history_redeliveries_total",
     "roomcast_history_dead_letters_total",
+    "roomcast_notifier_consumer_lag_messages",
+    "roomcast_notifier_webhook_attempts_total",
+    "roomcast_notifier_webhook_dead_letters_total",
     "roomcast_rooms_grpc_requests_total",
     "roomcast_rooms_grpc_request_duration_seconds",
     "roomcast_rooms_events_published_total",
