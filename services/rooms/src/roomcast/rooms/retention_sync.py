@@ -45,6 +45,7 @@ class RetentionSync:
         self.store = store
         self.replicas = replicas
         self._kv: KeyValue | None = None
+        self._stopped = asyncio.Event()
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -85,8 +86,8 @@ class RetentionSync:
         return writes
 
     async def run(self) -> None:
-        """Rounds until cancelled; a failed round is logged and retried next time."""
-        while True:
+        """Rounds until :meth:`stop`; a failed round is logged and retried next time."""
+        while not self._stopped.is_set():
             try:
                 writes = await self.sync_once()
                 if writes:
@@ -94,12 +95,16 @@ class RetentionSync:
             except _ROUND_ERRORS as exc:
                 self._kv = None
                 log.warning("retention bucket round failed: %r", exc)
-            await asyncio.sleep(ROUND_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), ROUND_SECONDS)
 
-
-async def stop(task: asyncio.Task[None] | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async def stop(self, task: asyncio.Task[None] | None) -> None:
+        """End :meth:`run`. The flag as well as the cancel: on Python 3.11 a cancel
+        that arrives as an inner ``wait_for`` completes is lost (fixed in 3.12), and
+        the loop would then sleep a whole round; the flag ends it at its next check."""
+        self._stopped.set()
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -18,7 +18,6 @@ from pymongo import AsyncMongoClient
 
 from roomcast.common.httpapp import create_service_app
 from roomcast.common.tokens import TokenVerifier
-from roomcast.rooms import retention_sync
 from roomcast.rooms.audit import AuditLog
 from roomcast.rooms.events import EventPublisher
 from roomcast.rooms.interceptors import SERVICE_NAME, RoomsInterceptor
@@ -54,7 +53,7 @@ class RunningRooms:
         RPCs finish within ``grace`` seconds; new RPCs are refused meanwhile."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        await retention_sync.stop(self.retention_task)
+        await self.retention.stop(self.retention_task)
 
 
 async def start_server(
