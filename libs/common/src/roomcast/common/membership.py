@@ -67,6 +67,11 @@ class Membership:
     member: bool
     role: int  # rooms_pb2.Role value
     visibility: int  # rooms_pb2.Visibility value
+    # Moderation (docs/moderation.md): the member's mute end (epoch ms, 0 = none; a
+    # past value means it ended) and the room's slow mode, cached with the answer so
+    # a send is checked without another call.
+    muted_until_ms: int = 0
+    slow_mode_seconds: int = 0
 
 
 # A room that does not exist, or is private and the caller is not in it.
@@ -128,7 +133,13 @@ class RoomsClient:
             if code == grpc.StatusCode.PERMISSION_DENIED:
                 return Membership(member=False, role=0, visibility=rooms_pb2.VISIBILITY_UNSPECIFIED)
             raise self._error(exc, invalid="invalid room id") from exc
-        return Membership(bool(reply.member), int(reply.role), int(reply.visibility))
+        return Membership(
+            bool(reply.member),
+            int(reply.role),
+            int(reply.visibility),
+            muted_until_ms=int(reply.muted_until_ms),
+            slow_mode_seconds=int(reply.slow_mode_seconds),
+        )
 
     async def check_other(self, token: str, room_id: str, user_id: str) -> bool:
         """Is ``user_id`` a member? Asked by a member (rooms answers members only)."""
