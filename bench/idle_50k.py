@@ -80,6 +80,17 @@ def machine_limits() -> dict[str, Any]:
     }
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because an accept queue was full
+    (TcpExt ListenOverflows; machine-wide: other processes' too)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            return int(row.get("ListenOverflows", 0))
+    return 0
+
+
 def check_limits(args: argparse.Namespace, limits: dict[str, Any]) -> None:
     per_gateway = -(-args.sockets // args.gateways)
     if per_gateway + GATEWAY_FD_RESERVE > limits["nofile_hard"]:
@@ -180,6 +191,7 @@ async def restart_and_reconnect(gws: Gateways, fleet: Fleet) -> dict[str, Any]:
     n = fleet.expected[0]
     others = fleet.expected[1:]
     low_others = list(others)
+    overflows = listen_overflows()
     t_term = time.time()
     await asyncio.to_thread(gws.stop_first)  # SIGTERM, then wait for the exit
     t_exit = time.time()
@@ -209,6 +221,7 @@ async def restart_and_reconnect(gws: Gateways, fleet: Fleet) -> dict[str, Any]:
         "other_gateways_lowest_live": low_others,
         "other_gateways_expected": others,
         "attempts_per_socket": round(profile["attempts"] / n, 2) if n else None,
+        "listen_overflows": listen_overflows() - overflows,
         "peak_attempts_per_s_after_ready": max(after_ready),
         **profile,
     }
@@ -254,6 +267,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             connect_rate=args.connect_rate,
         )
         t0 = time.time()
+        overflows = listen_overflows()
         fleet.start()
         took = await fleet.wait(
             reporting(lambda f: sum(f.live()) >= f.total),
@@ -266,6 +280,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "all_live_s": None if took is None else round(took, 1),
             "workers": fleet.n_workers,
             "source_ips": ips,
+            "listen_overflows": listen_overflows() - overflows,
             **attempt_profile(fleet, t0, time.time()),
         }
         log(f"connect: {sum(fleet.live())}/{fleet.total} live in {took}")
@@ -320,7 +335,8 @@ def tables(r: dict[str, Any]) -> str:
         f"{m['ephemeral_ports']} ephemeral ports per source address",
         f"sockets: {sum(c.get('live', []))}/{c.get('sockets')} live in {c.get('all_live_s')} s "
         f"over {len(c.get('expected', []))} gateways, {c.get('workers')} client processes, "
-        f"{len(c.get('source_ips', []))} source addresses",
+        f"{len(c.get('source_ips', []))} source addresses; {c.get('attempts')} attempts, "
+        f"{c.get('listen_overflows')} accept-queue overflows",
         "",
         "| process | sockets | RSS before → after (MiB) | KiB per socket |",
         "|---|---|---|---|",
@@ -348,12 +364,14 @@ def tables(r: dict[str, Any]) -> str:
             f"{rs['attempts']} attempts ({rs['attempts_per_socket']} per socket), peak "
             f"{rs['peak_attempts_per_s']}/s ({rs['peak_attempts_per_100ms']} in 100 ms), "
             f"{rs['peak_attempts_per_s_after_ready']}/s once the new process was ready; "
+            f"{rs['listen_overflows']} accept-queue overflows; "
             f"other gateways' lowest live {rs['other_gateways_lowest_live']} of "
             f"{rs['other_gateways_expected']}",
             "attempts per second from 1 s before SIGTERM: "
             + " ".join(str(n) for n in rs["attempts_per_s"]),
             "readies per second: " + " ".join(str(n) for n in rs["readies_per_s"]),
         ]
+    lines.append(f"client errors {r.get('errors')}; closes {r.get('closes')}")
     return "\n".join(lines)
 
 
