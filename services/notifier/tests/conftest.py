@@ -1,6 +1,6 @@
-"""Fixtures of the notifier's tests: a whole stack (real nats-server, SecantusDB, auth,
-rooms, history, two gateways) shared by a module, the notifier as its own process, and
-a local receiver for pushes and webhooks (helpers in notifier_testkit)."""
+"""Fixtures of the notifier's tests: the parts of a stack the notifier talks to (real
+nats-server, SecantusDB, auth and rooms) shared by a module, the notifier as its own
+process, and a local receiver for pushes and webhooks (helpers in notifier_testkit)."""
 
 from __future__ import annotations
 

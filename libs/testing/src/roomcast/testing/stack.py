@@ -11,13 +11,18 @@ the services in reverse order, each gracefully.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import secrets
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from roomcast.common.tokens import generate_private_key_pem
 from roomcast.testing.processes import (
@@ -29,8 +34,18 @@ from roomcast.testing.processes import (
 )
 from roomcast.testing.supervisor import Supervisor
 
+
+def _vapid_private_key() -> str:
+    """A P-256 private key, raw and base64url: what the notifier's VAPID setting takes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    raw = key.private_numbers().private_value.to_bytes(32, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
 # The services in start order (each may depend on the ones before it).
-SERVICES = ("auth", "rooms", "history", "gateway-a", "gateway-b")
+SERVICES = ("auth", "rooms", "history", "gateway-a", "gateway-b", "notifier")
+# The notifier's rooms service account (docs/notifications.md): a global admin in auth.
+NOTIFIER_SERVICE_USER = "roomcast-notifier"
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,7 @@ class StackPorts:
     rooms_http: int = 8082
     rooms_grpc: int = 50051
     history: int = 8083
+    notifier: int = 8084
     nats: int = 4222
     mongo: int = 27017
 
@@ -112,7 +128,7 @@ class Stack:
         }
         # As the production overlay's nats-cluster component sets them: every JetStream
         # asset (the CHAT stream, auth's revocation bucket) on every node of the cluster.
-        if prefix in ("ROOMCAST_GATEWAY_", "ROOMCAST_HISTORY_"):
+        if prefix in ("ROOMCAST_GATEWAY_", "ROOMCAST_HISTORY_", "ROOMCAST_NOTIFIER_"):
             env[f"{prefix}STREAM_REPLICAS"] = str(self.nats_nodes)
         if prefix == "ROOMCAST_AUTH_":
             env[f"{prefix}REVOCATIONS_REPLICAS"] = str(self.nats_nodes)
@@ -132,6 +148,7 @@ class Stack:
             }
             if self.bcrypt_cost is not None:
                 env["ROOMCAST_AUTH_BCRYPT_COST"] = str(self.bcrypt_cost)
+            env.setdefault("ROOMCAST_AUTH_ADMIN_USERNAMES", NOTIFIER_SERVICE_USER)
             return env
         if name == "rooms":
             env = self._common("ROOMCAST_ROOMS_")
@@ -145,6 +162,8 @@ class Stack:
                 "ROOMCAST_HISTORY_PORT": str(p.history),
                 "ROOMCAST_HISTORY_ROOMS_TARGET": rooms_target,
             }
+        if name == "notifier":
+            return self._notifier_env()
         port = p.gateway_a if name == "gateway-a" else p.gateway_b
         env = self._common("ROOMCAST_GATEWAY_")
         return env | {
@@ -154,6 +173,35 @@ class Stack:
             "ROOMCAST_GATEWAY_HISTORY_URL": f"http://127.0.0.1:{p.history}",
         }
 
+    def _dev_secret(self, name: str, make: Callable[[], str]) -> str:
+        """A development secret, generated once and kept out of git (.roomcast/)."""
+        path = self.state_dir / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(make())
+        return path.read_text().strip()
+
+    def _notifier_env(self) -> dict[str, str]:
+        p = self.ports
+        env = self._common("ROOMCAST_NOTIFIER_")
+        defaults = {
+            "ROOMCAST_NOTIFIER_PORT": str(p.notifier),
+            "ROOMCAST_NOTIFIER_ROOMS_TARGET": f"127.0.0.1:{p.rooms_grpc}",
+            "ROOMCAST_NOTIFIER_AUTH_URL": f"http://127.0.0.1:{p.auth}",
+            "ROOMCAST_NOTIFIER_SERVICE_USERNAME": NOTIFIER_SERVICE_USER,
+            "ROOMCAST_NOTIFIER_SERVICE_PASSWORD": self._dev_secret(
+                "dev-notifier-password", lambda: secrets.token_urlsafe(24)
+            ),
+            # Development only: the account is registered on first use.
+            "ROOMCAST_NOTIFIER_SERVICE_REGISTER": "true",
+            "ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY": self._dev_secret(
+                "dev-vapid-key", _vapid_private_key
+            ),
+        }
+        return defaults | env
+
     def make_service(self, name: str) -> ServiceProcess:
         p = self.ports
         module = "gateway" if name.startswith("gateway") else name
@@ -161,6 +209,7 @@ class Stack:
             "auth": p.auth,
             "rooms": p.rooms_http,
             "history": p.history,
+            "notifier": p.notifier,
             "gateway-a": p.gateway_a,
             "gateway-b": p.gateway_b,
         }[name]
@@ -250,6 +299,7 @@ class Stack:
             ("rooms gRPC", f"127.0.0.1:{p.rooms_grpc}"),
             ("rooms health/metrics", f"http://127.0.0.1:{p.rooms_http}"),
             ("history", f"http://127.0.0.1:{p.history}"),
+            ("notifier (inbox, Web Push, webhooks)", f"http://127.0.0.1:{p.notifier}"),
             ("NATS (JetStream)", self.nats_url),
             ("MongoDB (SecantusDB)", f"mongodb://127.0.0.1:{p.mongo}"),
         ]
