@@ -115,7 +115,7 @@ def test_mongodb_is_a_replica_set(model: dict[str, Any]) -> None:
 
 def test_mongo_init_settings_are_real_settings(model: dict[str, Any]) -> None:
     """pydantic-settings ignores unknown variables: a misspelt one keeps the default."""
-    from roomcast.common.bootstrap.settings import BootstrapSettings
+    from roomcast.common.bootstrap_settings import BootstrapSettings
 
     fields = {f"ROOMCAST_BOOTSTRAP_{f.upper()}" for f in BootstrapSettings.model_fields}
     assert set(model["services"]["mongo-init"]["environment"]) <= fields

@@ -477,7 +477,7 @@ def test_mongodb_component(rendered: Render) -> None:
     assert any(a.startswith("--keyFile=") for a in args)
     # The bootstrap sidecar (roomcast.common.bootstrap) gets every setting it reads, and
     # its service users are on the databases the services use.
-    from roomcast.common.bootstrap.settings import BootstrapSettings
+    from roomcast.common.bootstrap_settings import BootstrapSettings
 
     init = next(
         c for c in mongodb["spec"]["template"]["spec"]["containers"] if c["name"] == "rs-init"

@@ -18,10 +18,10 @@ from pydantic import SecretStr
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
-from roomcast.common.bootstrap.errors import BootstrapConflict, BootstrapError, NotReachable
-from roomcast.common.bootstrap.replicaset import bootstrap_mongo
-from roomcast.common.bootstrap.settings import BootstrapSettings
-from roomcast.common.bootstrap.streams import bootstrap_nats
+from roomcast.common.bootstrap_errors import BootstrapConflict, BootstrapError, NotReachable
+from roomcast.common.bootstrap_mongo import bootstrap_mongo
+from roomcast.common.bootstrap_settings import BootstrapSettings
+from roomcast.common.bootstrap_streams import bootstrap_nats
 from roomcast.common.chatstream import StreamSettings, chat_stream_config
 from roomcast.common.revocations import BUCKET
 from roomcast.common.subjects import STREAM_NAME

@@ -32,8 +32,8 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from roomcast.common.bootstrap.errors import BootstrapConflict, BootstrapError, NotReachable
-from roomcast.common.bootstrap.settings import BootstrapSettings
+from roomcast.common.bootstrap_errors import BootstrapConflict, BootstrapError, NotReachable
+from roomcast.common.bootstrap_settings import BootstrapSettings
 from roomcast.common.chatstream import StreamSettings, chat_stream_config, ensure_chat_stream
 from roomcast.common.revocations import BUCKET
 from roomcast.common.subjects import STREAM_NAME
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # Between connection attempts while NATS is starting.
 RETRY_SECONDS = 1.0
+# A cluster that has just formed refuses more replicas until its meta leader knows
+# every peer (a few seconds); a cluster too small keeps refusing, reported after this.
+PEERS_DEADLINE_SECONDS = 30.0
 # One connection attempt; a cluster node that is up answers in milliseconds.
 CONNECT_TIMEOUT_SECONDS = 2.0
 # One whole attempt (TCP, handshake, JetStream's answer).
@@ -81,13 +84,19 @@ async def _raise_replicas(js: JetStreamContext, config: StreamConfig, replicas: 
         if have > replicas:
             log.info("stream %s keeps its %d replicas (wanted %d)", config.name, have, replicas)
         return None
-    try:
-        await js.update_stream(dataclasses.replace(config, num_replicas=replicas))
-    except BadRequestError as error:
-        raise BootstrapError(
-            f"stream {config.name}: cannot raise replicas {have} -> {replicas}: "
-            f"{error.description} (does the cluster have {replicas} JetStream servers?)"
-        ) from error
+    deadline = time.monotonic() + PEERS_DEADLINE_SECONDS
+    while True:
+        try:
+            await js.update_stream(dataclasses.replace(config, num_replicas=replicas))
+            break
+        except BadRequestError as error:
+            if time.monotonic() < deadline:
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            raise BootstrapError(
+                f"stream {config.name}: cannot raise replicas {have} -> {replicas}: "
+                f"{error.description} (does the cluster have {replicas} JetStream servers?)"
+            ) from error
     return f"stream {config.name}: replicas {have} -> {replicas}"
 
 

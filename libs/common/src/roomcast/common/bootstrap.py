@@ -1,4 +1,20 @@
-"""``python -m roomcast.common.bootstrap {nats,mongo} [--only-on POD] [--idle]``.
+"""One-shot, idempotent bootstrap of the infrastructure Roomcast runs on, in Python, so
+it runs from the Roomcast images themselves (no ``mongosh``, no ``nats`` CLI):
+
+- ``nats`` (:mod:`roomcast.common.bootstrap_streams`): the JetStream stream ``CHAT`` and
+  the KV bucket of revoked sessions, created when missing and raised to the wanted
+  replica count;
+- ``mongo`` (:mod:`roomcast.common.bootstrap_mongo`): the replica set initiated when it
+  is not, a writable primary awaited, the administrator created through the localhost
+  exception and one user per service created or brought to the current password.
+
+Every step first reads the current state and changes only what differs, so running it
+again (a Job retried, a pod restarted) reports no change. A state it must not repair on
+its own (a ``CHAT`` stream with other subjects or storage) is a ``BootstrapConflict``
+naming each difference. Settings: ``ROOMCAST_BOOTSTRAP_*``
+(:mod:`roomcast.common.bootstrap_settings`); docs/deploy.md, "Bootstrap".
+
+    python -m roomcast.common.bootstrap {nats,mongo} [--only-on POD] [--idle]
 
 Prints each change it made (nothing on a run that found everything in place) and exits
 0, or prints why it could not and exits 1. ``--idle`` keeps the process alive after
@@ -17,10 +33,10 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from roomcast.common.bootstrap.errors import BootstrapError
-from roomcast.common.bootstrap.replicaset import bootstrap_mongo
-from roomcast.common.bootstrap.settings import BootstrapSettings
-from roomcast.common.bootstrap.streams import bootstrap_nats
+from roomcast.common.bootstrap_errors import BootstrapError
+from roomcast.common.bootstrap_mongo import bootstrap_mongo
+from roomcast.common.bootstrap_settings import BootstrapSettings
+from roomcast.common.bootstrap_streams import bootstrap_nats
 from roomcast.common.logging import configure_logging
 
 

@@ -25,8 +25,8 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from roomcast.common.bootstrap.errors import BootstrapError, NotReachable
-from roomcast.common.bootstrap.settings import BootstrapSettings
+from roomcast.common.bootstrap_errors import BootstrapError, NotReachable
+from roomcast.common.bootstrap_settings import BootstrapSettings
 
 log = logging.getLogger(__name__)
 
