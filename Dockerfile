@@ -41,7 +41,7 @@ RUN python3 -m venv /opt/venv \
 
 FROM ${BASE_IMAGE}
 
-# auth | rooms | history | gateway
+# auth | rooms | history | gateway | notifier
 ARG SERVICE
 
 LABEL org.opencontainers.image.title="roomcast-${SERVICE}" \
@@ -60,7 +60,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ROOMCAST_AUTH_HOST=0.0.0.0 \
     ROOMCAST_ROOMS_HOST=0.0.0.0 \
     ROOMCAST_HISTORY_HOST=0.0.0.0 \
-    ROOMCAST_GATEWAY_HOST=0.0.0.0
+    ROOMCAST_GATEWAY_HOST=0.0.0.0 \
+    ROOMCAST_NOTIFIER_HOST=0.0.0.0
 
 COPY --from=builder /opt/venv /opt/venv
 COPY deploy/image/healthcheck.py /opt/roomcast/healthcheck.py
@@ -68,16 +69,17 @@ COPY deploy/image/healthcheck.py /opt/roomcast/healthcheck.py
 # The entry point is the service's console script under one fixed name (exec form
 # cannot expand SERVICE). A numeric, non-root user (Kubernetes' runAsNonRoot can only
 # verify a numeric UID), written directly so any base works, with or without useradd.
-RUN case "${SERVICE}" in auth|rooms|history|gateway) ;; \
-      *) echo "--build-arg SERVICE=auth|rooms|history|gateway is required" >&2; exit 1 ;; esac \
+RUN case "${SERVICE}" in auth|rooms|history|gateway|notifier) ;; \
+      *) echo "--build-arg SERVICE=auth|rooms|history|gateway|notifier is required" >&2; exit 1 ;; esac \
     && ln -s "/opt/venv/bin/roomcast-${SERVICE}" /usr/local/bin/roomcast-service \
     && echo "roomcast:x:10001:10001:Roomcast:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
     && echo "roomcast:x:10001:" >> /etc/group
 
 USER 10001:10001
 # auth 8081; rooms 50051 (gRPC) and 8082 (HTTP); history 8083; gateway 8080 (REST and
-# WebSocket). Every service serves /healthz, /readyz and /metrics on its HTTP port.
-EXPOSE 8080 8081 8082 8083 50051
+# WebSocket); notifier 8084. Every service serves /healthz, /readyz and /metrics on its
+# HTTP port.
+EXPOSE 8080 8081 8082 8083 8084 50051
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "/opt/roomcast/healthcheck.py"]

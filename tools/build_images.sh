@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the four Roomcast images (roomcast/<service>:$ROOMCAST_TAG) from the one
+# Build the Roomcast images (roomcast/<service>:$ROOMCAST_TAG) from the one
 # Dockerfile, with podman or, where that is installed instead, docker.
 #
 #   tools/build_images.sh                  # all four
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 tag=${ROOMCAST_TAG:-dev}
 services=("$@")
-[ ${#services[@]} -gt 0 ] || services=(auth rooms history gateway)
+[ ${#services[@]} -gt 0 ] || services=(auth rooms history gateway notifier)
 
 if command -v podman >/dev/null; then engine=podman; else engine=docker; fi
 

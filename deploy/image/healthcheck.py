@@ -1,6 +1,6 @@
 """The image's HEALTHCHECK: GET /healthz of the service this image runs (liveness only).
 
-One Dockerfile builds all four images, so the port cannot be written into the
+One Dockerfile builds every image, so the port cannot be written into the
 HEALTHCHECK line: the image records its service in ROOMCAST_SERVICE and this script
 looks up the variable that moves that service's HTTP port. Readiness (/readyz) depends on
 MongoDB and NATS and belongs to the orchestrator's routing, not to restarting a container.
@@ -17,6 +17,7 @@ HTTP_PORTS = {
     "rooms": ("ROOMCAST_ROOMS_HTTP_PORT", "8082"),
     "gateway": ("ROOMCAST_GATEWAY_PORT", "8080"),
     "history": ("ROOMCAST_HISTORY_PORT", "8083"),
+    "notifier": ("ROOMCAST_NOTIFIER_PORT", "8084"),
 }
 # Below the HEALTHCHECK --timeout (3 s), so a hung service fails the probe cleanly.
 TIMEOUT_SECONDS = 2

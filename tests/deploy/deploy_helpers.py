@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAYS = ("dev", "prod")
-SERVICES = ("auth", "rooms", "gateway", "history")
+SERVICES = ("auth", "rooms", "gateway", "history", "notifier")
 
 # How CI (and a developer) gets each tool; tools/validate_deploy.sh prints the same.
 INSTALL_HINTS = {

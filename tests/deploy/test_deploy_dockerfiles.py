@@ -24,8 +24,15 @@ HEALTH_PORTS = {
     "rooms": ("ROOMCAST_ROOMS_HTTP_PORT", "8082"),
     "gateway": ("ROOMCAST_GATEWAY_PORT", "8080"),
     "history": ("ROOMCAST_HISTORY_PORT", "8083"),
+    "notifier": ("ROOMCAST_NOTIFIER_PORT", "8084"),
 }
-EXPOSED = {"auth": {"8081"}, "rooms": {"50051", "8082"}, "gateway": {"8080"}, "history": {"8083"}}
+EXPOSED = {
+    "auth": {"8081"},
+    "rooms": {"50051", "8082"},
+    "gateway": {"8080"},
+    "history": {"8083"},
+    "notifier": {"8084"},
+}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
