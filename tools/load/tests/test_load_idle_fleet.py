@@ -7,6 +7,8 @@ backoff, and the other gateway's sockets are untouched."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +106,70 @@ async def test_a_connection_lost_before_the_upgrade_is_retried_with_backoff() ->
         # Full jitter under caps of 0.25, 0.5 and 1 s: four attempts within 1.75 s (and slack).
         assert len(accepted) >= 4
         assert accepted[3] - accepted[0] < 5.0
+    finally:
+        await fleet.stop()
+        server.close()
+        await server.wait_closed()
+
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+async def test_an_upgrade_that_completes_after_its_attempt_timed_out_is_closed() -> None:
+    """The first two connections are answered only after the client's connect timeout:
+    the client tries again, and when those late upgrades complete it closes them, so
+    the socket is counted (and held) once."""
+    delayed: list[asyncio.StreamWriter] = []
+    open_now: set[asyncio.StreamWriter] = set()
+
+    async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        if len(delayed) < 2:
+            delayed.append(writer)
+            await asyncio.sleep(1.5)
+        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())  # noqa: S324
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        open_now.add(writer)
+        try:
+            while await reader.read(4096):
+                pass
+        finally:
+            open_now.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    fleet = Fleet(
+        [f"ws://127.0.0.1:{port}/"],
+        [(0, None, 0)],
+        [""],
+        workers=1,
+        connect_rate=10,
+        raw=True,
+        connect_timeout=0.5,
+    )
+    fleet.start()
+    try:
+        assert await fleet.wait(lambda f: f.live() == [1], 30) is not None
+        # Both late upgrades completed and were closed by the client.
+        deadline = time.monotonic() + 10
+        while len(delayed) < 2 or any(w in open_now for w in delayed):
+            assert time.monotonic() < deadline, (len(delayed), len(open_now))
+            await asyncio.sleep(0.05)
+        assert fleet.errors.get("connect:timeout") == 2
+        assert len(open_now) == 1
+        # The next snapshot still counts the socket once.
+        first = dict(fleet.latest)
+        assert await fleet.wait(lambda f: f.latest != first, 5) is not None
+        assert fleet.live() == [1]
     finally:
         await fleet.stop()
         server.close()

@@ -87,6 +87,7 @@ class Fleet:
         raw: bool = False,
         policy: ReconnectPolicy | None = None,
         seed: int = 1,
+        connect_timeout: float | None = None,
     ) -> None:
         self.urls = urls
         self.n_workers = max(workers, -(-len(sockets) // MAX_SOCKETS_PER_WORKER))
@@ -102,6 +103,9 @@ class Fleet:
             )
             for w in range(self.n_workers)
         ]
+        for plan in self.plans:
+            if connect_timeout is not None:
+                plan.connect_timeout = connect_timeout
         self.expected = [0] * len(urls)
         for i, s in enumerate(sockets):
             self.plans[i % self.n_workers].sockets.append(s)

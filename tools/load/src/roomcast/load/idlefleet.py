@@ -67,6 +67,7 @@ class FleetPlan:
     sockets: list[tuple[int, str | None, int]] = field(default_factory=list)
     policy: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     seed: int = 1
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS + HANDSHAKE_TIMEOUT_SECONDS
 
 
 class Counters:
@@ -121,6 +122,9 @@ class IdleSocket(WSListener):
         self.failures = 0  # consecutive attempts that did not reach ready
         self.close_code: int | None = None
         self.upgraded = False  # this attempt reached on_ws_connected
+        # An attempt is under way: only then is an upgraded connection this socket's
+        # (one that completes after its attempt timed out is closed at once).
+        self.connecting = False
 
     def start(self, delay: float) -> None:
         asyncio.get_running_loop().create_task(self._connect(delay))
@@ -139,8 +143,9 @@ class IdleSocket(WSListener):
             fleet.counters.attempt()
             self.close_code = None
             self.upgraded = False
+            self.connecting = True
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS + HANDSHAKE_TIMEOUT_SECONDS):
+                async with asyncio.timeout(fleet.plan.connect_timeout):
                     await ws_connect(
                         lambda: self,
                         url,
@@ -155,10 +160,15 @@ class IdleSocket(WSListener):
                 fleet.counters.error("connect:lost_before_upgrade", url)
             except Exception as exc:  # every failure is counted and retried
                 fleet.counters.error(f"connect:{_error_kind(exc)}", str(exc))
+            finally:
+                self.connecting = False
             self.failures += 1
             delay = fleet.plan.policy.after_failure(self.failures, None, fleet.rng)
 
     def on_ws_connected(self, transport: WSTransport) -> None:
+        if not self.connecting or self.transport is not None:
+            transport.disconnect()  # a stale attempt's: never counted, never ours
+            return
         self.transport = transport
         self.upgraded = True
         self.fleet.counters.connected += 1
@@ -173,6 +183,8 @@ class IdleSocket(WSListener):
         self.fleet.counters.ready(self.gateway)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if transport is not self.transport:
+            return
         if frame.msg_type == _TEXT:
             msg = loads(frame.get_payload_as_memoryview())
             kind = msg.get("type")
@@ -186,6 +198,8 @@ class IdleSocket(WSListener):
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if transport is not self.transport:
+            return
         fleet = self.fleet
         counters = fleet.counters
         counters.connected -= 1
