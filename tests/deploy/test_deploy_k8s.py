@@ -85,6 +85,7 @@ def test_custom_resources_are_well_formed(rendered: Render) -> None:
         "auth",
         "rooms",
         "history",
+        "notifier",
         "nats",
     }
     for monitor in monitors:
