@@ -105,3 +105,22 @@ EOF
 else
   echo "kept $env_file (delete it or use --force to regenerate)"
 fi
+
+# The notifier's secrets (docs/notifications.md), added to an older .env as well: its
+# rooms service account's password and its VAPID key (a raw P-256 key, base64url).
+if ! grep -q '^ROOMCAST_NOTIFIER_SERVICE_PASSWORD=' "$env_file"; then
+  password=$("$python_bin" -c 'import secrets; print(secrets.token_urlsafe(24))')
+  vapid=$("$python_bin" -c '
+import base64
+from cryptography.hazmat.primitives.asymmetric import ec
+raw = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value.to_bytes(32, "big")
+print(base64.urlsafe_b64encode(raw).rstrip(b"=").decode())')
+  {
+    echo "# The notifier's rooms service account password and Web Push (VAPID) private key."
+    echo "ROOMCAST_NOTIFIER_SERVICE_PASSWORD=$password"
+    echo "ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY=$vapid"
+    echo "# Outgoing webhooks: a JSON list of {name, url, secret, events} (docs/notifications.md)."
+    echo "ROOMCAST_NOTIFIER_WEBHOOKS="
+  } >>"$env_file"
+  echo "added the notifier's secrets to $env_file"
+fi

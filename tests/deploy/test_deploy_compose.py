@@ -15,7 +15,7 @@ import pytest
 from deploy_helpers import DEPLOY, REPO, load_yaml_docs, run, tool
 
 COMPOSE = REPO / "docker-compose.yml"
-ROOMCAST = {"auth", "rooms", "history", "gateway-1", "gateway-2"}
+ROOMCAST = {"auth", "rooms", "history", "notifier", "gateway-1", "gateway-2"}
 
 
 def compose_config(env_file: Path | None = None, **env: str) -> tuple[int, str, str]:
@@ -35,7 +35,10 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     key.write_text("placeholder")
     password.write_text("placeholder")
     code, out, err = compose_config(
-        ROOMCAST_SIGNING_KEY_FILE=str(key), ROOMCAST_GRAFANA_PASSWORD_FILE=str(password)
+        ROOMCAST_SIGNING_KEY_FILE=str(key),
+        ROOMCAST_GRAFANA_PASSWORD_FILE=str(password),
+        ROOMCAST_NOTIFIER_SERVICE_PASSWORD="placeholder",
+        ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY="placeholder",
     )
     assert code == 0, err
     return json.loads(out)  # type: ignore[no-any-return]
@@ -238,6 +241,11 @@ def test_gen_compose_env_creates_a_usable_environment(tmp_path: Path) -> None:
     )
     assert dotenv["ROOMCAST_SIGNING_KEY_FILE"] == ".roomcast/compose/auth-signing-key.pem"
     assert (tmp_path / dotenv["ROOMCAST_GRAFANA_PASSWORD_FILE"]).read_text().strip()
+    # The notifier's secrets: a password its settings accept and a VAPID key it loads.
+    from roomcast.notifier.webpush import load_vapid
+
+    assert len(dotenv["ROOMCAST_NOTIFIER_SERVICE_PASSWORD"]) >= 12
+    load_vapid(dotenv["ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY"])
 
     original = key.read_bytes()
     again = run([tool("bash"), str(script)], cwd=tmp_path, env=env)
@@ -252,6 +260,8 @@ def test_gen_compose_env_creates_a_usable_environment(tmp_path: Path) -> None:
     absolute.write_text(
         f"ROOMCAST_SIGNING_KEY_FILE={key}\n"
         f"ROOMCAST_GRAFANA_PASSWORD_FILE={tmp_path / dotenv['ROOMCAST_GRAFANA_PASSWORD_FILE']}\n"
+        f"ROOMCAST_NOTIFIER_SERVICE_PASSWORD={dotenv['ROOMCAST_NOTIFIER_SERVICE_PASSWORD']}\n"
+        f"ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY={dotenv['ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY']}\n"
     )
     code, out, err = compose_config(env_file=absolute)
     assert code == 0, err
