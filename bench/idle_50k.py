@@ -39,7 +39,11 @@ import httpx
 import uvloop
 
 from roomcast.load import wire
-from roomcast.load.backoff import ReconnectPolicy
+from roomcast.load.backoff import (
+    SDK_BACKOFF_INITIAL_SECONDS,
+    SDK_BACKOFF_MAX_SECONDS,
+    ReconnectPolicy,
+)
 from roomcast.load.benchkit import BENCH_STACK_ENV, RawServer, proc_rss_bytes
 from roomcast.load.fleet import Fleet, per_second, spread
 from roomcast.load.idlefleet import TICK_SECONDS, raise_fd_limit
@@ -237,7 +241,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info() | limits,
         "commit": git_commit(),
         "config": {k: v for k, v in vars(args).items() if k != "json"},
-        "policy": vars(ReconnectPolicy()),
+        "policy": vars(policy_of(args)),
     }
     result["raw"] = await raw_baseline(args, ips)
     log(f"raw: {result['raw']}")
@@ -265,6 +269,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             [u.token for u in users],
             workers=args.workers,
             connect_rate=args.connect_rate,
+            policy=policy_of(args),
         )
         t0 = time.time()
         overflows = listen_overflows()
@@ -375,6 +380,10 @@ def tables(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def policy_of(args: argparse.Namespace) -> ReconnectPolicy:
+    return ReconnectPolicy(initial=args.backoff_initial, maximum=args.backoff_max)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sockets", type=int, default=50_000)
@@ -384,6 +393,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--devices-per-user", type=int, default=20, help="sockets per token")
     p.add_argument("--connect-rate", type=float, default=1000.0, help="first connects/s")
     p.add_argument("--settle", type=float, default=5.0, help="seconds before reading RSS")
+    p.add_argument(
+        "--backoff-initial",
+        type=float,
+        default=SDK_BACKOFF_INITIAL_SECONDS,
+        help="the clients' first backoff cap, s (default: the SDKs')",
+    )
+    p.add_argument(
+        "--backoff-max",
+        type=float,
+        default=SDK_BACKOFF_MAX_SECONDS,
+        help="the clients' largest backoff cap, s (default: the SDKs')",
+    )
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
 
