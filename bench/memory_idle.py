@@ -75,7 +75,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     # The raw server twice: with picows' defaults, and with the gateway's 4 KiB initial
-    # read buffer (roomcast.gateway.multiplexer.WS_READ_BUFFER_BYTES), the like-for-like
+    # read buffer (roomcast.gateway.edge.multiplexer.WS_READ_BUFFER_BYTES), the like-for-like
     # baseline the ratio is computed against.
     for key, extra in (("raw_default", ()), ("raw", ("--read-buffer-bytes", "4096"))):
         with RawServer(*extra) as raw:

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 
 from roomcast.common.accounts import LoginRequest, PrivateUser, PublicUser, RegisterRequest
 from roomcast.common.accounts import TokenPair as AuthTokenPair
-from roomcast.gateway.rest_auth import PublicUserEnvelope
-from roomcast.gateway.rest_models import (
+from roomcast.gateway.rest.auth import PublicUserEnvelope
+from roomcast.gateway.rest.models import (
     CreateRoomBody,
     ErrorEnvelope,
     InviteCode,
@@ -31,8 +31,8 @@ from roomcast.gateway.rest_models import (
     Room,
     RoomEnvelope,
 )
-from roomcast.gateway.rest_rooms import ListedRoomPage
-from roomcast.gateway.rest_users import ListedMemberPage
+from roomcast.gateway.rest.rooms import ListedRoomPage
+from roomcast.gateway.rest.users import ListedMemberPage
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "clients" / "typescript" / "schema"
 

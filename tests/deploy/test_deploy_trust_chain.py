@@ -27,9 +27,9 @@ from starlette.requests import Request
 
 from roomcast.auth.limits import client_ip
 from roomcast.auth.settings import Settings as AuthSettings
-from roomcast.gateway.rest_upstream import forwarded_for
+from roomcast.gateway.realtime.socketcaps import SocketCaps
+from roomcast.gateway.rest.upstream import forwarded_for
 from roomcast.gateway.settings import Settings as GatewaySettings
-from roomcast.gateway.socketcaps import SocketCaps
 
 CLIENT = "203.0.113.7"
 # What a client may put in its own X-Forwarded-For to dodge its login bucket.

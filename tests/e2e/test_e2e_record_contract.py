@@ -36,7 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from roomcast.common.chatrecord import MAX_TEXT_CHARS, is_client_id
 from roomcast.common.errors import RoomcastError
 from roomcast.common.tokens import AccessClaims
-from roomcast.gateway.protocol import FrameError, Send, message_record, parse_frame
+from roomcast.gateway.realtime.protocol import FrameError, Send, message_record, parse_frame
 from roomcast.history.records import ChatMessage, InvalidRecord, parse_record
 from roomcast.history.store import message_doc, to_item
 from roomcast.testing.stack import Stack

@@ -22,7 +22,7 @@ from nats.aio.client import Client as NatsClient
 
 from roomcast.common.tokens import TokenSigner, TokenVerifier
 from roomcast.testing.fakes import FakeRooms, JwksServer
-from roomcast.testing.processes import NatsServer
+from roomcast.testing.processes import MongoServer, NatsServer
 
 # The fake rooms gRPC server lives in this process, which also starts gateway
 # processes: gRPC's core logs a line per fork at INFO. Errors only.
@@ -42,6 +42,8 @@ from gateway_testkit import (
     WsClient,
     base_env,
 )
+from test_gateway_rest_kit import Gateway as RestGateway
+from test_gateway_rest_kit import RestStack, gateway_opener
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +131,26 @@ async def open_ws() -> AsyncIterator[OpenWs]:
     yield open_client
     for client in opened:
         await client.close()
+
+
+# --- the REST edge (test_gateway_rest_*.py; helpers in test_gateway_rest_kit.py) ------
+
+
+@pytest.fixture(scope="module")
+def stack(
+    request: pytest.FixtureRequest, mongo_server: MongoServer, signing_key_pem: bytes
+) -> Iterator[RestStack]:
+    """The real auth and rooms processes of one REST test module, and history when the
+    module sets ``REST_STACK_HISTORY = True`` (a module may define its own ``stack``)."""
+    running = RestStack(mongo_server.url, signing_key_pem)
+    try:
+        yield running.start(history=getattr(request.module, "REST_STACK_HISTORY", False))
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def gw(stack: RestStack) -> AsyncIterator[RestGateway]:
+    """A fresh gateway REST app on the module's ``stack``, with an httpx client."""
+    async with gateway_opener(stack)() as gateway:
+        yield gateway

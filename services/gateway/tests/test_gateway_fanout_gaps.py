@@ -7,8 +7,8 @@ import asyncio
 import json
 from typing import Any, cast
 
-from roomcast.gateway.fanout import Fanout, RoomChannel, Subscriber
-from roomcast.gateway.stream import ChatStream, StoredMessage
+from roomcast.gateway.realtime.fanout import Fanout, RoomChannel, Subscriber
+from roomcast.gateway.realtime.stream import ChatStream, StoredMessage
 
 
 def _record(seq: int) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from roomcast.gateway.presence_view import MAX_LISTED, Change, RoomView, UserInfo
+from roomcast.gateway.ephemeral.presence_view import MAX_LISTED, Change, RoomView, UserInfo
 
 ROOM = "a" * 24
 

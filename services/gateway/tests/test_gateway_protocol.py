@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from roomcast.common.tokens import AccessClaims
-from roomcast.gateway.multiplexer import is_websocket_upgrade
-from roomcast.gateway.protocol import (
+from roomcast.gateway.edge.multiplexer import is_websocket_upgrade
+from roomcast.gateway.realtime.protocol import (
     HDR_SENDER,
     HDR_TO,
     Auth,

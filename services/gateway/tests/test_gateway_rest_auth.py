@@ -40,12 +40,6 @@ def stack(mongo_server: MongoServer, signing_key_pem: bytes) -> Iterator[RestSta
         running.stop()
 
 
-@pytest.fixture
-async def gw(stack: RestStack) -> AsyncIterator[Gateway]:
-    async with gateway_opener(stack)() as gateway:
-        yield gateway
-
-
 async def test_account_lifecycle_through_the_gateway(gw: Gateway) -> None:
     c = gw.client
     name = f"u{uuid.uuid4().hex[:10]}"

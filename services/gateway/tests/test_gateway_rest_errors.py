@@ -5,10 +5,9 @@ CORS allowlist. Always the error envelope, never a 500."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import pytest
 from test_gateway_rest_kit import (
     Gateway,
     RestStack,
@@ -43,21 +42,6 @@ SECURED: list[tuple[str, str, Any]] = [
     ("GET", "/v1/users/me", None),
     ("PATCH", "/v1/users/me", {"display_name": "x"}),
 ]
-
-
-@pytest.fixture(scope="module")
-def stack(mongo_server: MongoServer, signing_key_pem: bytes) -> Iterator[RestStack]:
-    running = RestStack(mongo_server.url, signing_key_pem)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def gw(stack: RestStack) -> AsyncIterator[Gateway]:
-    async with gateway_opener(stack)() as gateway:
-        yield gateway
 
 
 async def test_every_secured_route_is_401_without_a_valid_token(

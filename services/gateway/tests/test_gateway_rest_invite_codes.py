@@ -6,7 +6,7 @@ wrong type is 400, and a kick makes the kicked member's code useless."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +18,15 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from test_gateway_rest_kit import (
     Gateway,
-    RestStack,
     assert_error,
     bearer,
-    gateway_opener,
     new_id,
 )
 
-from roomcast.gateway.rest_models import MAX_INVITE_CODE_CHARS
-from roomcast.testing.processes import MongoServer
+from roomcast.gateway.rest.models import MAX_INVITE_CODE_CHARS
 
 # Odd codes tried per run; each costs two joins through the gateway.
 MAX_CODE_EXAMPLES = 50
-
-
-@pytest.fixture(scope="module")
-def stack(mongo_server: MongoServer, signing_key_pem: bytes) -> Iterator[RestStack]:
-    running = RestStack(mongo_server.url, signing_key_pem)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def gw(stack: RestStack) -> AsyncIterator[Gateway]:
-    async with gateway_opener(stack)() as gateway:
-        yield gateway
 
 
 async def join(gw: Gateway, room_id: str, token: str, body: Any) -> httpx.Response:

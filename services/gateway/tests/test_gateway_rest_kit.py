@@ -26,9 +26,9 @@ from pymongo import MongoClient
 
 from roomcast.common.httpapp import create_service_app
 from roomcast.common.tokens import TokenVerifier
-from roomcast.gateway.http_app import MAX_REST_BODY_BYTES
-from roomcast.gateway.rest_api import install_rest
-from roomcast.gateway.rest_deps import RestDeps
+from roomcast.gateway.edge.http_app import MAX_REST_BODY_BYTES
+from roomcast.gateway.rest.api import install_rest
+from roomcast.gateway.rest.deps import RestDeps
 from roomcast.gateway.settings import Settings
 from roomcast.testing.processes import NatsServer, ServiceProcess, free_port
 

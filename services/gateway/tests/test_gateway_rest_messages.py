@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import nats
 import orjson
-import pytest
 from test_gateway_rest_kit import (
     Gateway,
     RestStack,
@@ -23,24 +21,13 @@ from test_gateway_rest_kit import (
 
 from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.subjects import room_subject
-from roomcast.testing.processes import MongoServer, free_port
+from roomcast.testing.processes import free_port
 
 IssueToken = Any
 
 
-@pytest.fixture(scope="module")
-def stack(mongo_server: MongoServer, signing_key_pem: bytes) -> Iterator[RestStack]:
-    running = RestStack(mongo_server.url, signing_key_pem)
-    try:
-        yield running.start(history=True)
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def gw(stack: RestStack) -> AsyncIterator[Gateway]:
-    async with gateway_opener(stack)() as gateway:
-        yield gateway
+# The module's stack (conftest.py) runs history too.
+REST_STACK_HISTORY = True
 
 
 def record(room_id: str, user_id: str, content: str) -> bytes:

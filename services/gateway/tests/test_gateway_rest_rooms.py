@@ -7,38 +7,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
 from test_gateway_rest_kit import (
     Gateway,
-    RestStack,
     assert_error,
     bearer,
-    gateway_opener,
     new_id,
 )
 
-from roomcast.testing.processes import MongoServer
-
 IssueToken = Any
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
-
-
-@pytest.fixture(scope="module")
-def stack(mongo_server: MongoServer, signing_key_pem: bytes) -> Iterator[RestStack]:
-    running = RestStack(mongo_server.url, signing_key_pem)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def gw(stack: RestStack) -> AsyncIterator[Gateway]:
-    async with gateway_opener(stack)() as gateway:
-        yield gateway
 
 
 def assert_room_shape(room: dict[str, Any]) -> None:

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
-from test_gateway_rest_kit import Gateway, RestStack, gateway_opener
+from test_gateway_rest_kit import Gateway
 
-from roomcast.testing.processes import MongoServer, free_port
+from roomcast.testing.processes import free_port
 
 # (method, path) of every REST row of the public contract.
 CONTRACT = {
@@ -54,19 +54,8 @@ CONTRACT = {
 MAX_EXAMPLES = 6
 
 
-@pytest.fixture(scope="module")
-def stack(mongo_server: MongoServer, signing_key_pem: bytes) -> Iterator[RestStack]:
-    running = RestStack(mongo_server.url, signing_key_pem)
-    try:
-        yield running.start(history=True)
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def gw(stack: RestStack) -> AsyncIterator[Gateway]:
-    async with gateway_opener(stack)() as gateway:
-        yield gateway
+# The module's stack (conftest.py) runs history too.
+REST_STACK_HISTORY = True
 
 
 async def test_openapi_document_covers_the_contract(gw: Gateway) -> None:

@@ -4,9 +4,6 @@ a user by exact name (public profile only)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
 from test_gateway_rest_kit import (
     Gateway,
     RestStack,
@@ -17,21 +14,6 @@ from test_gateway_rest_kit import (
 )
 
 from roomcast.testing.processes import MongoServer
-
-
-@pytest.fixture(scope="module")
-def stack(mongo_server: MongoServer, signing_key_pem: bytes) -> Iterator[RestStack]:
-    running = RestStack(mongo_server.url, signing_key_pem)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-async def gw(stack: RestStack) -> AsyncIterator[Gateway]:
-    async with gateway_opener(stack)() as gateway:
-        yield gateway
 
 
 async def test_members_listing_names_every_member(gw: Gateway) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from roomcast.gateway.errors import Unavailable
-from roomcast.gateway.roomcache import MAX_LOOKUP_ATTEMPTS, RoomAnswerCache
+from roomcast.gateway.realtime.roomcache import MAX_LOOKUP_ATTEMPTS, RoomAnswerCache
 
 ROOM, OTHER_ROOM = "r1", "r2"
 ALICE, BOB = "alice", "bob"

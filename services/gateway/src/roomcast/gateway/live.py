@@ -18,20 +18,20 @@ from nats.aio.client import Client as NatsClient
 from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.subjects import ROOM_EVENTS_PREFIX, USER_EVENTS_PREFIX
 from roomcast.common.tokens import TokenVerifier
-from roomcast.gateway.changes import ChangePublisher
-from roomcast.gateway.connection import SocketServices
-from roomcast.gateway.drain import Drain
-from roomcast.gateway.events import EventRouter
-from roomcast.gateway.fanout import Fanout
-from roomcast.gateway.membership import MembershipCache
-from roomcast.gateway.presence import Presence
-from roomcast.gateway.presence_wire import new_gateway_id
-from roomcast.gateway.receipts import ReadReceipts
-from roomcast.gateway.recipients import RecipientCache
-from roomcast.gateway.revalidation import MembershipRevalidator
+from roomcast.gateway.ephemeral.presence import Presence
+from roomcast.gateway.ephemeral.presence_wire import new_gateway_id
+from roomcast.gateway.ephemeral.receipts import ReadReceipts
+from roomcast.gateway.realtime.changes import ChangePublisher
+from roomcast.gateway.realtime.connection import SocketServices
+from roomcast.gateway.realtime.drain import Drain
+from roomcast.gateway.realtime.events import EventRouter
+from roomcast.gateway.realtime.fanout import Fanout
+from roomcast.gateway.realtime.membership import MembershipCache
+from roomcast.gateway.realtime.recipients import RecipientCache
+from roomcast.gateway.realtime.revalidation import MembershipRevalidator
+from roomcast.gateway.realtime.sockets import SocketRegistry
+from roomcast.gateway.realtime.stream import ChatStream
 from roomcast.gateway.settings import Settings
-from roomcast.gateway.sockets import SocketRegistry
-from roomcast.gateway.stream import ChatStream
 
 
 class Live:

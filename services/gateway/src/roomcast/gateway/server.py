@@ -30,22 +30,22 @@ from roomcast.common.chatstream import ensure_chat_stream
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.subjects import STREAM_NAME
 from roomcast.gateway import metrics
-from roomcast.gateway.drain import Drain
+from roomcast.gateway.edge.handshake import Handshakes
+from roomcast.gateway.edge.http_app import create_http_app
+from roomcast.gateway.edge.multiplexer import PortMultiplexer
 from roomcast.gateway.errors import CloseCode
-from roomcast.gateway.handshake import Handshakes
-from roomcast.gateway.http_app import create_http_app
 from roomcast.gateway.keys import build_verifier
 from roomcast.gateway.live import Live
-from roomcast.gateway.membership import MembershipCache, RoomsClient
-from roomcast.gateway.multiplexer import PortMultiplexer
-from roomcast.gateway.recipients import RecipientCache
-from roomcast.gateway.rest_api import install_rest
-from roomcast.gateway.rest_deps import RestDeps
+from roomcast.gateway.realtime.drain import Drain
+from roomcast.gateway.realtime.membership import MembershipCache, RoomsClient
+from roomcast.gateway.realtime.recipients import RecipientCache
+from roomcast.gateway.realtime.socketcaps import SocketCaps
+from roomcast.gateway.realtime.sockets import SocketRegistry
+from roomcast.gateway.realtime.stream import ChatStream
+from roomcast.gateway.rest.api import install_rest
+from roomcast.gateway.rest.deps import RestDeps
 from roomcast.gateway.revocations import revoked_sessions
 from roomcast.gateway.settings import Settings
-from roomcast.gateway.socketcaps import SocketCaps
-from roomcast.gateway.sockets import SocketRegistry
-from roomcast.gateway.stream import ChatStream
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from roomcast.common.subjects import (
     presence_query_subject,
 )
 
-# The gateways' heartbeat subject (roomcast.gateway.presence.HEARTBEAT_SUBJECT).
+# The gateways' heartbeat subject (roomcast.gateway.ephemeral.presence.HEARTBEAT_SUBJECT).
 HEARTBEAT_SUBJECT = "presence.heartbeat"
 # A gateway unheard for this long is not waited for (gateways beat every 2 s and are
 # declared dead by their peers after 6 s; same bound).

@@ -32,8 +32,8 @@ from roomcast.common.subjects import ephemeral_subject, is_object_id
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import Unavailable
-from roomcast.gateway.fanout import Fanout
-from roomcast.gateway.protocol import error_frame
+from roomcast.gateway.realtime.fanout import Fanout
+from roomcast.gateway.realtime.protocol import error_frame
 
 log = logging.getLogger(__name__)
 

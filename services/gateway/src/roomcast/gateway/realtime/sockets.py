@@ -18,8 +18,8 @@ from picows import WSTransport
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import CloseCode, TooManySockets
-from roomcast.gateway.protocol import error_frame
-from roomcast.gateway.socketcaps import SocketCaps
+from roomcast.gateway.realtime.protocol import error_frame
+from roomcast.gateway.realtime.socketcaps import SocketCaps
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A user is online in a room while at least one of their sockets, on any gateway, is
 subscribed to it. Each gateway keeps, for every room that has local subscribers, a
-:class:`~roomcast.gateway.presence_view.RoomView` (user → the gateways reporting them)
+:class:`~roomcast.gateway.ephemeral.presence_view.RoomView` (user → the gateways reporting them)
 fed by three things, all on core NATS:
 
 1. **Deltas** on ``ephemeral.room.<room>``: ``{"kind":"presence","gateway","seq","user",
@@ -62,10 +62,8 @@ from roomcast.common.subjects import (
     room_id_from_subject,
 )
 from roomcast.gateway import metrics
-from roomcast.gateway.errors import Unavailable
-from roomcast.gateway.fanout import Fanout
-from roomcast.gateway.presence_view import Change, RoomView, UserInfo
-from roomcast.gateway.presence_wire import (
+from roomcast.gateway.ephemeral.presence_view import Change, RoomView, UserInfo
+from roomcast.gateway.ephemeral.presence_wire import (
     decode,
     gateway_of,
     int_of,
@@ -73,9 +71,16 @@ from roomcast.gateway.presence_wire import (
     snapshot_parts,
     user_of,
 )
-from roomcast.gateway.receipts import ReadReceipts
+from roomcast.gateway.ephemeral.receipts import ReadReceipts
+from roomcast.gateway.ephemeral.typing_relay import (
+    NotSubscribed,
+    TypingRelay,
+    Typist,
+    typing_message,
+)
+from roomcast.gateway.errors import Unavailable
+from roomcast.gateway.realtime.fanout import Fanout
 from roomcast.gateway.settings import Settings
-from roomcast.gateway.typing_relay import NotSubscribed, TypingRelay, Typist, typing_message
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from roomcast.gateway.rest_auth import create_auth_router
-from roomcast.gateway.rest_deps import RestDeps
-from roomcast.gateway.rest_messages import create_messages_router
-from roomcast.gateway.rest_rooms import create_rooms_router
+from roomcast.gateway.rest.auth import create_auth_router
+from roomcast.gateway.rest.deps import RestDeps
+from roomcast.gateway.rest.messages import create_messages_router
+from roomcast.gateway.rest.rooms import create_rooms_router
 
 # Browsers cache a CORS preflight answer this long (seconds): 10 minutes saves a
 # preflight per request without pinning a changed allowlist for long.

@@ -20,10 +20,10 @@ from pydantic import BaseModel, Field
 
 from roomcast.common.errors import DependencyUnavailable, InvalidInput, NotFound
 from roomcast.common.subjects import is_object_id
-from roomcast.gateway.rest_auth import USER_NOT_FOUND
-from roomcast.gateway.rest_deps import Caller, RestDeps, caller_dependency
-from roomcast.gateway.rest_docs import errors
-from roomcast.gateway.rest_models import (
+from roomcast.gateway.rest.auth import USER_NOT_FOUND
+from roomcast.gateway.rest.deps import Caller, RestDeps, caller_dependency
+from roomcast.gateway.rest.docs import errors
+from roomcast.gateway.rest.models import (
     DEFAULT_PAGE_SIZE,
     MAX_CURSOR_CHARS,
     MAX_NAME_CHARS,
@@ -44,13 +44,13 @@ from roomcast.gateway.rest_models import (
     member_json,
     room_json,
 )
-from roomcast.gateway.rest_upstream import (
+from roomcast.gateway.rest.upstream import (
     call_rooms,
     history_summaries,
     send,
     upstream_headers,
 )
-from roomcast.gateway.rest_users import ListedMemberPage, MemberNames
+from roomcast.gateway.rest.users import ListedMemberPage, MemberNames
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 # The messages rooms gives for these, so a malformed id is indistinguishable from an

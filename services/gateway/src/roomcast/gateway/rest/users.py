@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 
 from roomcast.common.errors import RoomcastError
 from roomcast.common.logging import request_id_var
-from roomcast.gateway.rest_deps import RestDeps
-from roomcast.gateway.rest_models import Member
-from roomcast.gateway.rest_upstream import send
+from roomcast.gateway.rest.deps import RestDeps
+from roomcast.gateway.rest.models import Member
+from roomcast.gateway.rest.upstream import send
 
 log = logging.getLogger(__name__)
 

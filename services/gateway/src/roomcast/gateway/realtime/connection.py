@@ -46,8 +46,8 @@ from roomcast.gateway.errors import (
     Unavailable,
     close_code_for,
 )
-from roomcast.gateway.fanout import RoomChannel
-from roomcast.gateway.protocol import (
+from roomcast.gateway.realtime.fanout import RoomChannel
+from roomcast.gateway.realtime.protocol import (
     PONG_FRAME,
     Auth,
     Command,
@@ -71,8 +71,8 @@ from roomcast.gateway.protocol import (
     unsubscribed_frame,
     ws_text,
 )
+from roomcast.gateway.realtime.stream import PublishResult
 from roomcast.gateway.settings import Settings
-from roomcast.gateway.stream import PublishResult
 
 log = logging.getLogger(__name__)
 

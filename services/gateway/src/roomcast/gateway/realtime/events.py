@@ -29,9 +29,9 @@ from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.subjects import SESSION_REVOKED, RoomEvent, is_object_id
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import CloseCode
-from roomcast.gateway.fanout import Fanout
-from roomcast.gateway.protocol import event_frame
-from roomcast.gateway.sockets import SocketRegistry
+from roomcast.gateway.realtime.fanout import Fanout
+from roomcast.gateway.realtime.protocol import event_frame
+from roomcast.gateway.realtime.sockets import SocketRegistry
 
 log = logging.getLogger(__name__)
 

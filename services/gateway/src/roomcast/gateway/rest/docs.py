@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from roomcast.gateway.rest_models import ErrorEnvelope
+from roomcast.gateway.rest.models import ErrorEnvelope
 
 _DESCRIPTIONS = {
     400: "invalid request: malformed JSON, unknown field, wrong type, out-of-range value",

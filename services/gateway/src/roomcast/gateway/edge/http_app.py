@@ -21,7 +21,7 @@ from roomcast.common.httpapp import ReadinessCheck, create_service_app
 # REST request bodies are small JSON documents (a room, a profile, credentials).
 MAX_REST_BODY_BYTES = 64 * 1024
 # The web chat app (clients/web, built by `make js`): served at /app/ when it is built.
-WEB_APP_DIR = Path(__file__).resolve().parents[5] / "clients" / "web" / "dist"
+WEB_APP_DIR = Path(__file__).resolve().parents[6] / "clients" / "web" / "dist"
 
 
 def create_http_app(readiness: ReadinessCheck) -> FastAPI:

@@ -26,8 +26,8 @@ from roomcast.common.errors import PreconditionFailed
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
-from roomcast.gateway.fanout import Fanout
-from roomcast.gateway.presence_view import UserInfo
+from roomcast.gateway.ephemeral.presence_view import UserInfo
+from roomcast.gateway.realtime.fanout import Fanout
 
 log = logging.getLogger(__name__)
 

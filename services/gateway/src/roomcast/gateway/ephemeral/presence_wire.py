@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from roomcast.common.subjects import is_object_id
-from roomcast.gateway.presence_view import UserInfo
+from roomcast.gateway.ephemeral.presence_view import UserInfo
 
 # Users per snapshot message: ~90 bytes each, so a part stays ~100 KB, far below NATS'
 # default 1 MB max payload. A gateway with more local users in one room sends parts.

@@ -34,7 +34,7 @@ from roomcast.gateway.errors import (
     RoomNotFound,
     Unavailable,
 )
-from roomcast.gateway.roomcache import RoomAnswerCache
+from roomcast.gateway.realtime.roomcache import RoomAnswerCache
 from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 
 

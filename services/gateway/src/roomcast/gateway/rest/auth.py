@@ -28,10 +28,10 @@ from roomcast.auth.models import (
 )
 from roomcast.common.errors import NotFound
 from roomcast.common.subjects import is_object_id
-from roomcast.gateway.rest_deps import RestDeps, bearer_scheme
-from roomcast.gateway.rest_docs import errors
-from roomcast.gateway.rest_models import Jwks
-from roomcast.gateway.rest_upstream import forward
+from roomcast.gateway.rest.deps import RestDeps, bearer_scheme
+from roomcast.gateway.rest.docs import errors
+from roomcast.gateway.rest.models import Jwks
+from roomcast.gateway.rest.upstream import forward
 
 
 class PublicUserEnvelope(BaseModel):

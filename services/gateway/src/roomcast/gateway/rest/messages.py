@@ -14,11 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from roomcast.gateway.rest_deps import Caller, RestDeps, caller_dependency
-from roomcast.gateway.rest_docs import errors
-from roomcast.gateway.rest_models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEQ, MessagePage
-from roomcast.gateway.rest_rooms import room_id_of
-from roomcast.gateway.rest_upstream import forward
+from roomcast.gateway.rest.deps import Caller, RestDeps, caller_dependency
+from roomcast.gateway.rest.docs import errors
+from roomcast.gateway.rest.models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEQ, MessagePage
+from roomcast.gateway.rest.rooms import room_id_of
+from roomcast.gateway.rest.upstream import forward
 
 
 def create_messages_router(deps: RestDeps) -> APIRouter:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from roomcast.common.errors import NotFound
 from roomcast.common.tokens import AccessClaims
-from roomcast.gateway.membership import RoomsClient
-from roomcast.gateway.roomcache import RoomAnswerCache
+from roomcast.gateway.realtime.membership import RoomsClient
+from roomcast.gateway.realtime.roomcache import RoomAnswerCache
 
 
 class RecipientNotMember(NotFound):

@@ -12,10 +12,10 @@ from __future__ import annotations
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from roomcast.gateway import metrics
-from roomcast.gateway.connection import Connection, SocketServices
-from roomcast.gateway.drain import Drain
+from roomcast.gateway.realtime.connection import Connection, SocketServices
+from roomcast.gateway.realtime.drain import Drain
+from roomcast.gateway.realtime.sockets import SocketRegistry
 from roomcast.gateway.settings import Settings
-from roomcast.gateway.sockets import SocketRegistry
 
 
 def _refuse(status: int, code: str, message: str) -> WSUpgradeResponseWithListener:

@@ -36,7 +36,7 @@ from nats.aio.subscription import Subscription
 from roomcast.common.subjects import live_subject
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import Unavailable
-from roomcast.gateway.protocol import (
+from roomcast.gateway.realtime.protocol import (
     is_record,
     private_recipients,
     record_frame,
@@ -45,7 +45,7 @@ from roomcast.gateway.protocol import (
     unsubscribed_frame,
     ws_text,
 )
-from roomcast.gateway.stream import ChatStream, StoredMessage
+from roomcast.gateway.realtime.stream import ChatStream, StoredMessage
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from roomcast.common.subjects import STREAM_NAME, room_subject
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import ClientIdReused, Draining, Unavailable
-from roomcast.gateway.protocol import (
+from roomcast.gateway.realtime.protocol import (
     HDR_KIND,
     HDR_MSG_ID,
     HDR_SENDER,
@@ -44,7 +44,7 @@ from roomcast.gateway.protocol import (
     Edit,
     change_record,
 )
-from roomcast.gateway.stream import ChatStream, PublishResult
+from roomcast.gateway.realtime.stream import ChatStream, PublishResult
 from roomcast.rpc.rooms.v1 import rooms_pb2
 
 # Roles that may delete other members' messages.

@@ -33,10 +33,10 @@ from roomcast.common.errors import RoomcastError
 from roomcast.common.subjects import RoomEvent
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
-from roomcast.gateway.fanout import Fanout
-from roomcast.gateway.membership import MembershipCache
-from roomcast.gateway.recipients import RecipientCache
-from roomcast.gateway.sockets import SocketRegistry
+from roomcast.gateway.realtime.fanout import Fanout
+from roomcast.gateway.realtime.membership import MembershipCache
+from roomcast.gateway.realtime.recipients import RecipientCache
+from roomcast.gateway.realtime.sockets import SocketRegistry
 
 log = logging.getLogger(__name__)
 
