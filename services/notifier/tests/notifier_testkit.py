@@ -24,7 +24,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from roomcast.common.chatrecord import Sender, encode_message, utc_timestamp
+from roomcast.common.chatrecord import Sender, encode_change, encode_message, utc_timestamp
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.common.subjects import room_subject
 from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
@@ -201,6 +201,19 @@ class World:
             sent_at=utc_timestamp(),
         )
         return orjson.dumps({**orjson.loads(raw), **extra}) if extra else raw
+
+    @staticmethod
+    def change(room: str, sender: User, target_seq: int, content: str | None) -> bytes:
+        """An edit (``content``) or a delete (None) of message ``target_seq``."""
+        return encode_change(
+            kind="edit" if content is not None else "delete",
+            room=room,
+            target_seq=target_seq,
+            sender=Sender(sender.id, sender.username, sender.username.title(), None),
+            content=content,
+            client_id=uuid.uuid4().hex,
+            at=utc_timestamp(),
+        )
 
     async def publish(self, room: str, *records: bytes) -> list[int]:
         """Publish records in order; their stream sequences."""

@@ -51,6 +51,27 @@ async def test_a_dm_reaches_only_the_other_member_newest_first_with_read_state(
     page = await inbox(base, bob)
     assert [n["read"] for n in page["items"]] == [False, True, True]
 
+    # The author edits the first message and takes back the last: the inbox follows.
+    # Bob's own edit of alice's message is not alice's word and changes nothing.
+    await world.publish(
+        dm,
+        world.change(dm, alice, seqs[0], "hello 0, edited"),
+        world.change(dm, alice, seqs[2], None),
+        world.change(dm, bob, seqs[1], "not bob's to change"),
+    )
+    (ping,) = await world.publish(dm, world.record(dm, alice, "still there?"))
+
+    async def bob_got_the_ping() -> bool:
+        return (await inbox(base, bob))["items"][0]["seq"] == ping
+
+    await eventually(bob_got_the_ping, "the message after the changes")
+    page = await inbox(base, bob)
+    assert [(n["seq"], n["preview"]) for n in page["items"]] == [
+        (ping, "still there?"),
+        (seqs[1], "hello 1"),
+        (seqs[0], "hello 0, edited"),
+    ]
+
 
 async def test_replies_and_mentions_respect_membership_and_private_messages(
     world: World, notifier_env: Callable[..., dict[str, str]], start_notifier: StartNotifier

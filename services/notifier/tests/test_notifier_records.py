@@ -6,8 +6,8 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from roomcast.common.chatrecord import InvalidRecord, Sender, encode_message
-from roomcast.notifier.records import parse, recipients
+from roomcast.common.chatrecord import EditRecord, InvalidRecord, Sender, encode_message
+from roomcast.notifier.records import Incoming, change_preview, parse, recipients
 from roomcast.notifier.settings import Settings
 
 ROOM = "a" * 24
@@ -28,7 +28,7 @@ def record(sender: str, *, to: str | None = None, **extra: object) -> bytes:
 
 def test_a_dm_notifies_the_other_member_and_never_the_author() -> None:
     message = parse(10, f"chat.room.{ROOM}", record(ALICE))
-    assert message is not None
+    assert isinstance(message, Incoming)
     found = recipients(message, direct_user_ids=(ALICE, BOB), reply_author=None, members=None)
     assert found == {BOB: "dm"}
 
@@ -37,7 +37,7 @@ def test_reply_and_mentions_notify_members_only_and_reply_wins() -> None:
     message = parse(
         10, f"chat.room.{ROOM}", record(ALICE, reply_to=4, mentions=[BOB, CAROL, DAVE, ALICE])
     )
-    assert message is not None
+    assert isinstance(message, Incoming)
     assert message.reply_to == 4
     members = frozenset({ALICE, BOB, CAROL})
     found = recipients(message, direct_user_ids=(), reply_author=BOB, members=members)
@@ -47,7 +47,7 @@ def test_reply_and_mentions_notify_members_only_and_reply_wins() -> None:
 
 def test_a_private_message_notifies_only_its_recipient() -> None:
     message = parse(10, f"chat.room.{ROOM}", record(ALICE, to=CAROL, mentions=[BOB, CAROL]))
-    assert message is not None
+    assert isinstance(message, Incoming)
     found = recipients(
         message, direct_user_ids=(), reply_author=BOB, members=frozenset({ALICE, BOB, CAROL})
     )
@@ -58,12 +58,12 @@ def test_malformed_reply_and_mentions_are_ignored_not_trusted() -> None:
     message = parse(
         10, f"chat.room.{ROOM}", record(ALICE, reply_to=10, mentions=["$where", BOB, BOB, 7])
     )
-    assert message is not None
+    assert isinstance(message, Incoming)
     assert message.reply_to is None  # a reply always follows its target
     assert message.mentions == (BOB,)
 
 
-def test_edits_notify_nobody_and_garbage_is_an_invalid_record() -> None:
+def test_edits_are_changes_not_messages_and_garbage_is_an_invalid_record() -> None:
     edit = orjson.dumps(
         {
             "room": ROOM,
@@ -75,7 +75,9 @@ def test_edits_notify_nobody_and_garbage_is_an_invalid_record() -> None:
             "kind": "edit",
         }
     )
-    assert parse(5, f"chat.room.{ROOM}", edit) is None
+    change = parse(5, f"chat.room.{ROOM}", edit)
+    assert isinstance(change, EditRecord)
+    assert change_preview(change) == "x"
     with pytest.raises(InvalidRecord):
         parse(5, f"chat.room.{ROOM}", b"{not json")
 

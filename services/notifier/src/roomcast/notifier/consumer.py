@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
 
-from roomcast.common.chatrecord import ChatMessage, InvalidRecord, decode_record
+from roomcast.common.chatrecord import Change, ChatMessage, InvalidRecord, decode_record
 from roomcast.common.chatstream import ensure_chat_stream
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
 from roomcast.common.natsconn import connect_nats
@@ -41,6 +41,7 @@ from roomcast.notifier.directory import RoomDirectory
 from roomcast.notifier.errors import RoomsUnavailable
 from roomcast.notifier.records import (
     Incoming,
+    change_preview,
     needs_members,
     notification_doc,
     parse,
@@ -245,6 +246,7 @@ class NotifierConsumer:
     async def _process(self, msgs: Sequence[Msg]) -> int:
         now = dt.datetime.now(dt.UTC)
         docs: list[dict[str, Any]] = []
+        changes: list[Change] = []
         dead: list[dict[str, Any]] = []
         for msg in msgs:
             md = msg.metadata
@@ -257,7 +259,8 @@ class NotifierConsumer:
                 log.error("unparsable chat record at seq %d, dead-lettered: %s", seq, exc)
                 dead.append(dead_letter_doc(msg, seq, exc, now))
                 continue
-            if message is None:
+            if not isinstance(message, Incoming):
+                changes.append(message)
                 continue
             for user, kind in (await self._recipients(message)).items():
                 doc = notification_doc(message, user, kind)
@@ -270,6 +273,11 @@ class NotifierConsumer:
             doc["push"] = "pending" if doc["user"] in with_subscriptions else "none"
         deliveries = [d for doc in docs for d in self._deliveries(doc, now)]
         inserted = await self.store.write_batch(docs, deliveries, dead)
+        # After the inserts: an edit or delete in the same batch as its message applies.
+        for change in changes:
+            await self.store.apply_change(
+                change.room_id, change.target_seq, change.sender.id, change_preview(change)
+            )
         for doc in inserted:
             metrics.NOTIFICATIONS.labels(doc["kind"]).inc()
         for doc in dead:

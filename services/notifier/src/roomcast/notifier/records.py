@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from roomcast.common.chatrecord import ChatMessage, Sender, decode_record
+from roomcast.common.chatrecord import Change, ChatMessage, EditRecord, Sender, decode_record
 from roomcast.common.subjects import is_object_id
 
 # Mentions read per message: more than anyone types; a record listing thousands of
@@ -47,20 +47,15 @@ class Incoming:
 
     @property
     def preview(self) -> str:
-        if self.body.get("type") == "text":
-            content = str(self.body.get("content", ""))
-            return content if len(content) <= PREVIEW_CHARS else content[: PREVIEW_CHARS - 1] + "…"
-        if self.body.get("type") == "file":
-            return "sent a file"
-        return "sent a message"
+        return preview_of(self.body)
 
 
-def parse(seq: int, subject: str, data: bytes) -> Incoming | None:
-    """The message at ``seq``, None for a record that is not a message (edit, delete);
-    raises InvalidRecord for anything the contract refuses."""
+def parse(seq: int, subject: str, data: bytes) -> Incoming | Change:
+    """The message at ``seq`` with what notifications need, or the edit or delete as
+    decoded; raises InvalidRecord for anything the contract refuses."""
     record = decode_record(seq, subject, data)
     if not isinstance(record, ChatMessage):
-        return None
+        return record
     raw = orjson.loads(data)  # valid: decode_record parsed it
     reply_to = raw.get("reply_to")
     if type(reply_to) is not int or not 1 <= reply_to < seq:
@@ -81,6 +76,22 @@ def parse(seq: int, subject: str, data: bytes) -> Incoming | None:
         reply_to=reply_to,
         mentions=tuple(mentions),
     )
+
+
+def preview_of(body: dict[str, Any]) -> str:
+    if body.get("type") == "text":
+        content = str(body.get("content", ""))
+        return content if len(content) <= PREVIEW_CHARS else content[: PREVIEW_CHARS - 1] + "…"
+    if body.get("type") == "file":
+        return "sent a file"
+    return "sent a message"
+
+
+def change_preview(change: Change) -> str | None:
+    """The preview a change leaves on the notifications of its message: the new text of
+    an edit, None for a delete (the notifications go: nobody is told about a message
+    its author took back)."""
+    return preview_of(change.body) if isinstance(change, EditRecord) else None
 
 
 def recipients(

@@ -92,6 +92,19 @@ class NotifierStore:
             existing = _duplicates(exc)
             return [doc for i, doc in enumerate(notifications) if i not in existing]
 
+    async def apply_change(
+        self, room: str, target_seq: int, author: str, preview: str | None
+    ) -> None:
+        """An edit (new ``preview``) or a delete (None) by the message's own author:
+        the message's notifications show the new text, or are removed. Idempotent, so a
+        redelivered change changes nothing more. Changes by others (moderators) leave
+        the notifications as they are: only the author's own word is taken here."""
+        query = {"room": room, "seq": target_seq, "sender.id": author}
+        if preview is None:
+            await self.notifications.delete_many(query)
+        else:
+            await self.notifications.update_many(query, {"$set": {"preview": preview}})
+
     async def users_with_subscriptions(self, users: Sequence[str]) -> set[str]:
         if not users:
             return set()
