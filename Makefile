@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The nats-server that tests use; CI also runs the NATS tests against a current release.
 CURRENT_NATS_SERVER := $(VENV)/bin/nats-server
 
-.PHONY: help reset-state setup up test test-nats-current lint fmt proto proto-check bench soak clean images test-containers
+.PHONY: help reset-state setup up test test-nats-current lint fmt proto proto-check bench soak clean images test-containers test-kube
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,10 +34,11 @@ test: setup ## Run the test suite (real nats-server and SecantusDB, started on f
 test-nats-current: setup ## Run the NATS-backed tests against a current nats-server release
 	ROOMCAST_NATS_SERVER=$(CURRENT_NATS_SERVER) $(PY) -m pytest -m nats
 
-lint: setup ## ruff (format check + lint) and mypy
+lint: setup ## ruff (format check + lint), mypy and the import-linter contracts (pyproject.toml)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 fmt: setup ## Format the code
 	$(PY) -m ruff format .
@@ -58,6 +59,9 @@ images: setup ## Build the four service images (podman, or docker where that is 
 
 test-containers: images ## The compose stack in containers, with end-to-end tests against it
 	$(PY) -m pytest tests/containers/test_compose_stack.py -m containers --timeout 900
+
+test-kube: images ## The dev overlay run with podman kube play (bootstrap included), with a chat smoke test
+	$(PY) -m pytest tests/containers/test_kube_play.py -m containers --timeout 900
 
 soak: setup ## Long-running load and soak tests (not part of `make test`)
 	$(PY) -m pytest -m soak --timeout 3600
