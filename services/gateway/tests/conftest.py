@@ -144,7 +144,10 @@ def stack(
     module sets ``REST_STACK_HISTORY = True`` (a module may define its own ``stack``)."""
     running = RestStack(mongo_server.url, signing_key_pem)
     try:
-        yield running.start(history=getattr(request.module, "REST_STACK_HISTORY", False))
+        yield running.start(
+            history=getattr(request.module, "REST_STACK_HISTORY", False),
+            notifier=getattr(request.module, "REST_STACK_NOTIFIER", False),
+        )
     finally:
         running.stop()
 

@@ -12,6 +12,7 @@ need no registration.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 import uuid
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 from pymongo import MongoClient
 
@@ -59,9 +61,11 @@ class RestStack:
     auth: ServiceProcess | None = None
     rooms: ServiceProcess | None = None
     history: ServiceProcess | None = None
+    notifier: ServiceProcess | None = None
     auth_port: int = 0
     rooms_port: int = 0
     history_port: int = 0
+    notifier_port: int = 0
 
     @property
     def auth_url(self) -> str:
@@ -80,16 +84,47 @@ class RestStack:
         return f"http://127.0.0.1:{self.history_port}"
 
     @property
-    def databases(self) -> list[str]:
-        return [f"rest_{svc}_{self.tag}" for svc in ("auth", "rooms", "history")]
+    def notifier_url(self) -> str:
+        return f"http://127.0.0.1:{self.notifier_port}"
 
-    def start(self, *, history: bool = False, **env: str) -> RestStack:
+    @property
+    def databases(self) -> list[str]:
+        return [f"rest_{svc}_{self.tag}" for svc in ("auth", "rooms", "history", "notifier")]
+
+    def start(self, *, history: bool = False, notifier: bool = False, **env: str) -> RestStack:
         self.nats.start()
         self.auth = self.start_auth(**env)
         self.rooms = self.start_rooms(**env)
         if history:
             self.history = self.start_history(**env)
+        if notifier:
+            self.notifier = self.start_notifier(**env)
         return self
+
+    def start_notifier(self, **env: str) -> ServiceProcess:
+        """The notifier's API (its consumer has no records to turn into notifications
+        here, so its rooms service account never logs in)."""
+        self.notifier_port = self.notifier_port or free_port()
+        raw = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+        return self._spawn(
+            "notifier",
+            {
+                "ROOMCAST_NOTIFIER_HOST": "127.0.0.1",
+                "ROOMCAST_NOTIFIER_PORT": str(self.notifier_port),
+                "ROOMCAST_NOTIFIER_MONGO_URL": self.mongo_url,
+                "ROOMCAST_NOTIFIER_MONGO_DB": self.databases[3],
+                "ROOMCAST_NOTIFIER_NATS_URL": self.nats.url,
+                "ROOMCAST_NOTIFIER_JWKS_URL": self.jwks_url,
+                "ROOMCAST_NOTIFIER_ROOMS_TARGET": self.rooms_target,
+                "ROOMCAST_NOTIFIER_AUTH_URL": self.auth_url,
+                "ROOMCAST_NOTIFIER_SERVICE_PASSWORD": uuid.uuid4().hex,
+                "ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY": base64.urlsafe_b64encode(
+                    raw.to_bytes(32, "big")
+                ).decode(),
+                **self._extra("ROOMCAST_NOTIFIER_", env),
+            },
+            f"{self.notifier_url}/readyz",
+        )
 
     def _spawn(self, service: str, env: dict[str, str], ready_url: str) -> ServiceProcess:
         proc = ServiceProcess(service, env, ready_url=ready_url, name=f"rest-{service}")
@@ -239,6 +274,7 @@ def gateway_opener(
         values: dict[str, Any] = {
             "auth_url": stack.auth_url,
             "history_url": stack.history_url if stack.history_port else "http://127.0.0.1:9",
+            "notifier_url": stack.notifier_url if stack.notifier_port else "http://127.0.0.1:9",
             "rooms_target": stack.rooms_target,
             "jwks_url": stack.jwks_url,
             "rooms_timeout_seconds": 3.0,

@@ -47,6 +47,11 @@ CONTRACT = {
     ("post", "/v1/rooms/{room_id}/invite-code"),
     ("post", "/v1/dms"),
     ("get", "/v1/rooms/{room_id}/messages"),
+    ("get", "/v1/notifications"),
+    ("post", "/v1/notifications/read"),
+    ("get", "/v1/push/vapid-key"),
+    ("post", "/v1/push/subscriptions"),
+    ("delete", "/v1/push/subscriptions"),
 }
 # Examples per operation and generation mode: ~21 operations x 2 modes x 6 keeps the
 # run around 15-30 s on a shared 2-core machine while still sending every operation
@@ -54,8 +59,12 @@ CONTRACT = {
 MAX_EXAMPLES = 6
 
 
-# The module's stack (conftest.py) runs history too.
+# The module's stack (conftest.py) runs history and the notifier too.
 REST_STACK_HISTORY = True
+REST_STACK_NOTIFIER = True
+# The module's stack starts with its first test and stops with its last: five
+# processes' start and stop on a loaded 2-core machine count against them.
+pytestmark = pytest.mark.timeout(300)
 
 
 async def test_openapi_document_covers_the_contract(gw: Gateway) -> None:

@@ -1,12 +1,13 @@
-"""Through the whole stack (two gateways): a DM sent over a socket notifies the other
-member; a member whose socket is subscribed to the room on a gateway saw it live and
-gets no push, a member without one gets the push."""
+"""Through the whole stack (two gateways and the stack's own notifier, reached only
+through the gateways' REST API): a DM sent over a socket notifies the other member; a
+member whose socket is subscribed to the room on a gateway saw it live and gets no
+push, a member without one gets the push."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import http_ece
@@ -14,7 +15,7 @@ import httpx
 import orjson
 import pytest
 from e2e_helpers import new_user, open_socket
-from notifier_testkit import SERVICE_USER, BrowserKeys, Receiver, StartNotifier, eventually, metric
+from notifier_testkit import BrowserKeys, Receiver, eventually, metric
 
 from roomcast.client import RoomcastHttp
 from roomcast.testing.stack import NOTIFIER_SERVICE_USER, Stack, StackPorts
@@ -33,7 +34,11 @@ def stack() -> Iterator[Stack]:
         extra_env={
             "ROOMCAST_AUTH_LOGIN_RATE_LIMIT": "1000",
             "ROOMCAST_AUTH_REGISTER_RATE_LIMIT": "1000",
-            "ROOMCAST_AUTH_ADMIN_USERNAMES": f"{SERVICE_USER},{NOTIFIER_SERVICE_USER}",
+            "ROOMCAST_AUTH_ADMIN_USERNAMES": NOTIFIER_SERVICE_USER,
+            # The test's push service listens on 127.0.0.1 over plain HTTP.
+            "ROOMCAST_NOTIFIER_PUSH_ENDPOINT_HOSTS": "127.0.0.1",
+            "ROOMCAST_NOTIFIER_PUSH_ALLOW_HTTP": "true",
+            "ROOMCAST_NOTIFIER_PUSH_COALESCE_SECONDS": "1",
         },
     )
     s.start()
@@ -47,12 +52,9 @@ def user_id(user: RoomcastHttp) -> str:
 
 
 async def test_a_member_watching_the_room_gets_no_push_and_one_away_does(
-    stack: Stack,
-    receiver: Receiver,
-    notifier_env: Callable[..., dict[str, str]],
-    start_notifier: StartNotifier,
+    stack: Stack, receiver: Receiver
 ) -> None:
-    _, base = await start_notifier(notifier_env())
+    base = f"http://127.0.0.1:{stack.ports.notifier}"  # its /metrics only
     gw_a, gw_b = stack.gateway_urls
     alice, bob, carol = [await new_user(gw_a, n) for n in ("alice", "bob", "carol")]
     with_bob = await alice.open_dm(user_id(bob))
@@ -60,7 +62,10 @@ async def test_a_member_watching_the_room_gets_no_push_and_one_away_does(
     keys = {"bob": BrowserKeys(), "carol": BrowserKeys()}
     for name, user in (("bob", bob), ("carol", carol)):
         token = await user.fresh_access_token()
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=gw_a) as http:
+            assert (
+                await http.get("/v1/push/vapid-key", headers={"Authorization": f"Bearer {token}"})
+            ).json()["key"]
             r = await http.post(
                 "/v1/push/subscriptions",
                 json=keys[name].subscription(f"{receiver.url}/push/{name}"),
@@ -103,7 +108,7 @@ async def test_a_member_watching_the_room_gets_no_push_and_one_away_does(
     assert receiver.received("/push/bob") == []
     # Bob's inbox still has it: the push was skipped, not the notification.
     token = await bob.fresh_access_token()
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=gw_b) as http:
         page = (
             await http.get("/v1/notifications", headers={"Authorization": f"Bearer {token}"})
         ).json()

@@ -171,6 +171,7 @@ class Stack:
             "ROOMCAST_GATEWAY_ROOMS_TARGET": rooms_target,
             "ROOMCAST_GATEWAY_AUTH_URL": f"http://127.0.0.1:{p.auth}",
             "ROOMCAST_GATEWAY_HISTORY_URL": f"http://127.0.0.1:{p.history}",
+            "ROOMCAST_GATEWAY_NOTIFIER_URL": f"http://127.0.0.1:{p.notifier}",
         }
 
     def _dev_secret(self, name: str, make: Callable[[], str]) -> str:

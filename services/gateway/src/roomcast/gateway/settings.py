@@ -32,6 +32,8 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     rooms_target: str = "127.0.0.1:50051"
     auth_url: str = "http://127.0.0.1:8081"
     history_url: str = "http://127.0.0.1:8083"
+    # The notifier (inbox and Web Push subscriptions, docs/notifications.md).
+    notifier_url: str = "http://127.0.0.1:8084"
     # Comma-separated browser origins allowed to open a WebSocket ("*" = any). A request
     # without an Origin header (a non-browser client) is always allowed: Origin only
     # protects browsers' ambient credentials, and Roomcast tokens travel in a frame.
@@ -157,6 +159,9 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # A history page is one indexed MongoDB read plus a cached membership check
     # (history gives rooms 2 s); 5 s means history is overloaded or gone.
     history_request_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # An inbox page is one indexed MongoDB read and a count, with no rooms call: 5 s
+    # means the notifier is overloaded or gone, as for history.
+    notifier_request_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     # Connecting to a service on the cluster network takes about a millisecond; 2 s
     # covers one lost SYN (retransmitted after 1 s) and fails fast when it is down.
     upstream_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)

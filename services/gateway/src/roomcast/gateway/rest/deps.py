@@ -48,6 +48,8 @@ class RestDeps:
     history_timeout: float
     trusted_proxies: tuple[IpNetwork, ...] = ()
     cors_allowed_origins: tuple[str, ...] = ()
+    notifier_url: str = "http://127.0.0.1:8084"
+    notifier_timeout: float = 5.0
 
     @classmethod
     def create(
@@ -86,6 +88,8 @@ class RestDeps:
             history_timeout=settings.history_request_timeout_seconds,
             trusted_proxies=settings.trusted_proxies,
             cors_allowed_origins=settings.cors_allowed_origins,
+            notifier_url=settings.notifier_url.rstrip("/"),
+            notifier_timeout=settings.notifier_request_timeout_seconds,
         )
 
     async def aclose(self) -> None:
