@@ -33,6 +33,8 @@ def assert_room_shape(room: dict[str, Any]) -> None:
         "my_role",
         "invite_code",
         "direct_user_ids",
+        "slow_mode_seconds",
+        "retention_days",
     }, room
     assert OBJECT_ID.match(room["id"])
     created = dt.datetime.fromisoformat(room["created_at"])

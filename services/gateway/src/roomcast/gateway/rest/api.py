@@ -20,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from roomcast.gateway.rest.auth import create_auth_router
 from roomcast.gateway.rest.deps import RestDeps
 from roomcast.gateway.rest.messages import create_messages_router
+from roomcast.gateway.rest.moderation import create_moderation_router
 from roomcast.gateway.rest.notifications import create_notifications_router
 from roomcast.gateway.rest.rooms import create_rooms_router
 
@@ -34,6 +35,7 @@ def create_rest_router(deps: RestDeps) -> APIRouter:
     router.include_router(create_auth_router(deps))
     router.include_router(create_rooms_router(deps))
     router.include_router(create_messages_router(deps))
+    router.include_router(create_moderation_router(deps))
     router.include_router(create_notifications_router(deps))
     return router
 

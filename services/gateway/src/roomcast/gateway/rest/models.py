@@ -28,6 +28,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 # Sequences are int64 in history's store.
 MAX_SEQ = 2**63 - 1
+# Room policy bounds (rooms: roomcast.rooms.validation; docs/moderation.md): slow mode
+# up to 6 hours (longer is a mute), retention up to 10 years; 0 turns either off.
+MAX_SLOW_MODE_SECONDS = 6 * 3600
+MAX_RETENTION_DAYS = 3650
 
 VisibilityIn = Literal["public", "private"]
 VisibilityOut = Literal["public", "private", "direct"]
@@ -103,6 +107,8 @@ class UpdateRoomBody(NoNulls):
     name: RoomName | None = None
     topic: Topic | None = None
     visibility: VisibilityIn | None = None
+    slow_mode_seconds: Annotated[int, Field(ge=0, le=MAX_SLOW_MODE_SECONDS)] | None = None
+    retention_days: Annotated[int, Field(ge=0, le=MAX_RETENTION_DAYS)] | None = None
 
 
 class JoinRoomBody(NoNulls):
@@ -145,6 +151,12 @@ class Room(BaseModel):
     my_role: RoleName | None = Field(description="the caller's role; null when not a member")
     invite_code: str | None = Field(description="only for the room's owner and admins")
     direct_user_ids: list[str] | None = Field(description="the two members of a direct room")
+    slow_mode_seconds: int = Field(
+        default=0, description="one message per this many seconds per member (0: off)"
+    )
+    retention_days: int = Field(
+        default=0, description="messages older than this many days leave history (0: never)"
+    )
 
 
 class Member(BaseModel):
@@ -213,6 +225,8 @@ def room_json(room: pb.Room) -> Room:
         my_role=_ROLE_OUT.get(room.my_role),
         invite_code=room.invite_code or None,
         direct_user_ids=list(room.direct_user_ids) if visibility == "direct" else None,
+        slow_mode_seconds=room.slow_mode_seconds,
+        retention_days=room.retention_days,
     )
 
 

@@ -191,7 +191,7 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
     @router.patch(
         "/v1/rooms/{room_id}",
         responses=errors(400, 401, 403, 404, 409, 413, 503),
-        summary="Change name, topic or visibility (owner and admins)",
+        summary="Change name, topic, visibility, slow mode or retention (owner and admins)",
     )
     async def update_room(room_id: str, body: UpdateRoomBody, caller: Auth) -> RoomEnvelope:
         request = pb.UpdateRoomRequest(room_id=room_id_of(room_id))
@@ -201,6 +201,10 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
             request.topic = body.topic
         if body.visibility is not None:
             request.visibility = VISIBILITY_IN[body.visibility]
+        if body.slow_mode_seconds is not None:
+            request.slow_mode_seconds = body.slow_mode_seconds
+        if body.retention_days is not None:
+            request.retention_days = body.retention_days
         reply = await call_rooms(stub.UpdateRoom, request, caller.token, time_limit=timeout)
         return RoomEnvelope(room=room_json(reply.room))
 
