@@ -87,6 +87,12 @@ SINGLE_NODE = {
     "ROOMCAST_BOOTSTRAP_STREAM_REPLICAS": "1",
     "ROOMCAST_BOOTSTRAP_REVOCATIONS_REPLICAS": "1",
 }
+# Deployments not played, with the reason; each is a follow-up for this test.
+UNPLAYED = {
+    # Needs its service account in auth, a VAPID key and a MongoDB user the bootstrap
+    # does not create yet; not on the chat path the smoke test covers.
+    "notifier": "Deployment",
+}
 # Pods' addresses on the run's network: <subnet>.<FIRST_HOST + i>, in play order.
 FIRST_HOST = 10
 # What the smoke test needs; any other Deployment of the overlay is played as well.
@@ -270,7 +276,7 @@ class KubePlay:
             kind, name = doc["kind"], doc["metadata"]["name"]
             doc = copy.deepcopy(doc)
             doc["metadata"].pop("namespace", None)
-            if kind in IGNORED_KINDS:
+            if kind in IGNORED_KINDS or UNPLAYED.get(name) == kind:
                 self.dropped.setdefault(kind, []).append(name)
             elif kind == "ConfigMap":
                 data = doc.get("data", {})

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import TAG, free_port, require_images, write_secrets
 from e2e_helpers import eventually, new_user, open_socket
-from kube_play import IGNORED_KINDS, KubePlay, render
+from kube_play import IGNORED_KINDS, UNPLAYED, KubePlay, render
 
 pytestmark = pytest.mark.containers
 
@@ -60,8 +60,9 @@ def kube() -> Iterator[KubePlay]:
 def test_kube_play_ignores_only_kinds_validated_offline(kube: KubePlay) -> None:
     # Everything the harness leaves out is a kind kube play skips; tests/deploy checks
     # those offline (Services' selectors and ports, HPA, PDBs, policies, Ingress).
-    assert set(kube.dropped) <= IGNORED_KINDS | {"Job"}
+    assert set(kube.dropped) <= IGNORED_KINDS | {"Job", "Deployment"}
     assert kube.dropped["Job"] == ["roomcast-load"]
+    assert set(kube.dropped.get("Deployment", [])) <= set(UNPLAYED)
     assert {"Service", "NetworkPolicy", "PodDisruptionBudget"} <= set(kube.dropped)
 
 
