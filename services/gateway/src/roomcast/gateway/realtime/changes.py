@@ -22,6 +22,7 @@ default); an older message answers ``not_found``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -83,13 +84,26 @@ class DrainGate(Protocol):
     def publishing(self) -> AbstractContextManager[None]: ...
 
 
+ModeratorDeleteHook = Callable[[AccessClaims, str, int, str], Awaitable[None]]
+
+
 class ChangePublisher:
     """Authorizes and stores edits and deletes (one per gateway)."""
 
-    def __init__(self, stream: ChatStream, membership: RoleCheck, drain: DrainGate) -> None:
+    def __init__(
+        self,
+        stream: ChatStream,
+        membership: RoleCheck,
+        drain: DrainGate,
+        *,
+        on_moderator_delete: ModeratorDeleteHook | None = None,
+    ) -> None:
         self.stream = stream
         self.membership = membership
         self.drain = drain
+        # Reports an admin's delete of someone else's message to the audit log
+        # (moderation.py).
+        self.on_moderator_delete = on_moderator_delete
 
     async def target_message(self, room: str, seq: int) -> dict[str, Any]:
         """The stored message ``seq`` of ``room`` (its decoded record), or MessageNotFound."""
@@ -149,6 +163,9 @@ class ChangePublisher:
                 if published.duplicate and not await stream.is_stored(command.room, published.seq):
                     raise ClientIdReused("client_id already used for another message")
             result = "duplicate" if published.duplicate else "ok"
+            moderated = kind == KIND_DELETE and author != claims.user_id
+            if moderated and not published.duplicate and self.on_moderator_delete is not None:
+                await self.on_moderator_delete(claims, command.room, command.seq, author)
             return published
         except Exception as exc:
             result = getattr(exc, "code", "error")

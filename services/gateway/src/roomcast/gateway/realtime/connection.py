@@ -42,6 +42,7 @@ from roomcast.gateway.errors import (
     FrameRateLimited,
     InvalidFrame,
     SessionUserMismatch,
+    SlowModeRefused,
     TooManySubscriptions,
     Unavailable,
     close_code_for,
@@ -173,6 +174,15 @@ class ChangeService(Protocol):
     async def publish(self, claims: AccessClaims, command: Edit | Delete) -> PublishResult: ...
 
 
+class PostingCheck(Protocol):
+    """A room's moderation applied to what a socket posts: mutes, slow mode
+    (moderation.py)."""
+
+    async def check_send(self, claims: AccessClaims, room: str, client_id: str) -> None: ...
+
+    async def check_post(self, claims: AccessClaims, room: str) -> object: ...
+
+
 class DrainGate(Protocol):
     """Whether the gateway is draining; publishes in flight (drain.py)."""
 
@@ -197,6 +207,7 @@ class SocketServices:
     presence: PresenceTracker
     receipts: ReadMarker
     changes: ChangeService
+    moderation: PostingCheck
 
 
 class Connection(WSListener):
@@ -388,6 +399,8 @@ class Connection(WSListener):
             await self._authenticate(command.token)
         elif isinstance(command, Edit | Delete):
             assert self.claims is not None
+            if isinstance(command, Edit):
+                await self.services.moderation.check_post(self.claims, command.room)
             published = await self.services.changes.publish(self.claims, command)
             self.send_payload(
                 ack_frame(command.client_id, published.seq, duplicate=published.duplicate)
@@ -395,6 +408,8 @@ class Connection(WSListener):
         elif isinstance(command, Read):
             await self.services.receipts.mark(self, command.room, command.seq)
         elif isinstance(command, Typing):
+            assert self.claims is not None
+            await self.services.moderation.check_post(self.claims, command.room)
             self.services.presence.typing(self, command.room)
         elif isinstance(command, Presence):
             await self.services.presence.query(self, command.room)
@@ -469,6 +484,7 @@ class Connection(WSListener):
                 raise Draining("gateway restarting")
             stream = services.stream
             await services.membership.require_member(self.claims, command.room)
+            await services.moderation.check_send(self.claims, command.room, command.client_id)
             if command.to is not None:
                 await services.recipients.require_member(self.claims, command.room, command.to)
             record = message_record(
@@ -539,7 +555,8 @@ class Connection(WSListener):
             return
 
     def _error(self, error: RoomcastError, ref: str | None) -> None:
-        self.send_payload(error_frame(error.code, error.message, ref))
+        retry_after = error.retry_after if isinstance(error, SlowModeRefused) else None
+        self.send_payload(error_frame(error.code, error.message, ref, retry_after=retry_after))
 
     def _fail(self, error: RoomcastError, ref: str | None) -> None:
         self._error(error, ref)

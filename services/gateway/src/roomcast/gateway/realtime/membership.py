@@ -43,6 +43,10 @@ class Membership:
     member: bool
     role: int  # rooms_pb2.Role value
     visibility: int  # rooms_pb2.Visibility value
+    # Moderation (docs/moderation.md): the mute's end (epoch ms, 0 = none) and the
+    # room's slow mode, cached with the answer (as roomcast.common.membership does).
+    muted_until_ms: int = 0
+    slow_mode_seconds: int = 0
 
 
 # A room that does not exist, or is private and the caller is not in it.
@@ -75,7 +79,13 @@ class RoomsClient:
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidFrame(exc.details() or "invalid room id") from exc
             raise Unavailable("membership check unavailable, retry") from exc
-        return Membership(bool(reply.member), int(reply.role), int(reply.visibility))
+        return Membership(
+            bool(reply.member),
+            int(reply.role),
+            int(reply.visibility),
+            muted_until_ms=int(reply.muted_until_ms),
+            slow_mode_seconds=int(reply.slow_mode_seconds),
+        )
 
     async def check_other(self, token: str, room_id: str, user_id: str) -> bool:
         """Is ``user_id`` a member? Asked by a member (rooms answers members only)."""

@@ -398,10 +398,14 @@ def ack_frame(client_id: str, seq: int, *, duplicate: bool) -> bytes:
     return orjson.dumps(frame)
 
 
-def error_frame(code: str, message: str, ref: str | None = None) -> bytes:
+def error_frame(
+    code: str, message: str, ref: str | None = None, *, retry_after: float | None = None
+) -> bytes:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if ref is not None:
         frame["ref"] = ref
+    if retry_after is not None:  # slow_mode: seconds until the next send is accepted
+        frame["retry_after"] = retry_after
     return orjson.dumps(frame)
 
 
