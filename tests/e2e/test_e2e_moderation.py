@@ -103,7 +103,7 @@ async def test_a_muted_member_is_refused_on_every_gateway_but_still_reads(
     try:
         room = (await owner.create_room("quiet", visibility="public"))["id"]
         await carol.join_room(room)
-        so, co = await open_socket([url_a], owner)
+        so, _ = await open_socket([url_a], owner)
         sa, ca = await open_socket([url_a], carol)
         sb, cb = await open_socket([url_b], carol)
         socks = [so, sa, sb]
