@@ -391,7 +391,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=4, help="client processes")
     p.add_argument("--source-ips", default=DEFAULT_SOURCE_IPS, help="comma-separated")
     p.add_argument("--devices-per-user", type=int, default=20, help="sockets per token")
-    p.add_argument("--connect-rate", type=float, default=1000.0, help="first connects/s")
+    # 300/s: what 4 gateways on 2 shared cores authenticate within their 5 s deadline
+    # (at 1000/s under load, sockets timed out and the connect phase did not converge).
+    p.add_argument("--connect-rate", type=float, default=300.0, help="first connects/s")
     p.add_argument("--settle", type=float, default=5.0, help="seconds before reading RSS")
     p.add_argument(
         "--backoff-initial",
