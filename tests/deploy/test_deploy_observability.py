@@ -35,6 +35,8 @@ CONTRACT = {
     "roomcast_history_redeliveries_total",
     "roomcast_history_dead_letters_total",
     "roomcast_notifier_consumer_lag_messages",
+    "roomcast_notifier_notifications_total",
+    "roomcast_notifier_pushes_total",
     "roomcast_notifier_webhook_attempts_total",
     "roomcast_notifier_webhook_dead_letters_total",
     "roomcast_rooms_grpc_requests_total",

@@ -33,6 +33,7 @@ LOCAL_DEFAULT_PORTS = {
     8081: "auth",
     8082: "rooms_http",
     8083: "history",
+    8084: "notifier",
 }
 LOCAL_PROMETHEUS_PORT = 9090
 LOCAL_NATS_PROBE_PORT = 7777
@@ -45,6 +46,10 @@ LOCAL_NATS_PROBE_PORT = 7777
 TEST_LIMITS = {
     "ROOMCAST_AUTH_HASH_CONCURRENCY": "1",
     "ROOMCAST_AUTH_MAX_PENDING_HASHES": "1",
+    # One webhook endpoint (nothing listens there), so the notifier exports the webhook
+    # series the dashboard and the alerts query (per configured endpoint, at zero).
+    "ROOMCAST_NOTIFIER_WEBHOOKS": '[{"name": "obs", "url": "http://127.0.0.1:9/hook", '
+    '"secret": "observability-test-secret"}]',
 }
 
 

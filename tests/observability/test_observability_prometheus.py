@@ -32,7 +32,15 @@ TARGETS_UP_TIMEOUT_SECONDS = 20.0
 # Counters need two scrapes after they appear before rate() has two points; histograms
 # and labelled counters appear at the first scrape after their first event.
 FRESH_DATA_TIMEOUT_SECONDS = 25.0
-EXPECTED_JOBS = {"gateway": 2, "auth": 1, "rooms": 1, "history": 1, "nats": 1, "prometheus": 1}
+EXPECTED_JOBS = {
+    "gateway": 2,
+    "auth": 1,
+    "rooms": 1,
+    "history": 1,
+    "notifier": 1,
+    "nats": 1,
+    "prometheus": 1,
+}
 
 
 def scalar(api: PrometheusApi, expr: str) -> float:
