@@ -3,18 +3,21 @@
 A record is the JSON payload of one message on ``chat.room.<room_id>`` in the ``CHAT``
 stream:
 
-- ``{"room", "sender", "body", "sent_at", "to"?, "client_id", "kind": "message"}``
+- ``{"room", "sender", "body", "sent_at", "to"?, "reply_to"?, "mentions"?, "client_id",
+  "kind": "message"}``
 - ``{"room", "target_seq", "sender", "body", "edited_at", "sent_at", "client_id",
   "kind": "edit"}``
 - ``{"room", "target_seq", "sender", "deleted_at", "sent_at", "client_id",
   "kind": "delete"}``
+- ``{"room", "target_seq", "sender", "emoji", "op": "add"|"remove", "sent_at",
+  "client_id", "kind": "reaction"}``
 
 ``sender`` is ``{"id", "username", "display_name", "avatar_url"}``; a record without
 ``kind`` is a message. The gateway encodes with :func:`encode_message` /
 :func:`encode_change` and history decodes with :func:`decode_record`, so one set of
 rules decides what is a record: whatever the gateway acknowledges, history can store,
 and anything else is an :class:`InvalidRecord`. A later kind (reaction, reply, file)
-adds a dataclass, an encoder and one entry in ``_DECODERS``.
+adds a dataclass, an encoder and one entry in ``_DECODERS`` (the reaction did).
 
 Text rule (docs/protocol.md): a text body is any non-blank sequence of Unicode scalar
 values of at most :data:`MAX_TEXT_CHARS` code points, except U+0000. NUL is refused
@@ -31,6 +34,7 @@ import datetime as dt
 import functools
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -53,6 +57,13 @@ MAX_URL_CHARS = 2048
 MAX_TIMESTAMP_CHARS = 64
 # Nesting allowed inside ``body`` (text bodies are flat; attachments may nest a bit).
 MAX_BODY_DEPTH = 4
+# Mentions one message may carry: more than anyone types in one message; a message that
+# names more people than this is a broadcast, which rooms have other means for, and a
+# bound keeps one record from fanning out to thousands of notifications.
+MAX_MENTIONS = 50
+# A reaction's emoji in code points: an emoji with skin tone and ZWJ sequence is up to
+# ~10; 32 leaves room for short text reactions (":+1:", "lol") without becoming a message.
+MAX_EMOJI_CHARS = 32
 # client_id: chosen by the client to deduplicate retries; short and plain so it can sit
 # in a NATS header (Nats-Msg-Id) and in logs.
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -61,13 +72,15 @@ _BODY_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 KIND_MESSAGE: Final = "message"
 KIND_EDIT: Final = "edit"
 KIND_DELETE: Final = "delete"
+KIND_REACTION: Final = "reaction"
+ReactionOp = Literal["add", "remove"]
 ChangeKind = Literal["edit", "delete"]
 
 # The Nats-Msg-Id namespace letter of each kind but the message (whose id stays
 # ``<sender>:<client_id>``, the format of every send stored before namespaces existed, so
 # a send retried across a deploy is still deduplicated). A client_id has no ':', so
 # ``<sender>:e:<id>`` can never equal any send's id.
-_MSG_ID_NAMESPACE = {KIND_EDIT: "e", KIND_DELETE: "d"}
+_MSG_ID_NAMESPACE = {KIND_EDIT: "e", KIND_DELETE: "d", KIND_REACTION: "r"}
 
 
 # Every ``InvalidRecord.reason`` (a bounded metric label): services export each with a
@@ -127,6 +140,10 @@ class ChatMessage:
     sent_at: str
     to: str | None
     client_id: str | None
+    # The seq of the message of the same room this one replies to (checked by history
+    # against the stored parent), and the user ids the text mentions.
+    reply_to: int | None = None
+    mentions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +165,22 @@ class DeleteRecord:
     sent_at: str
 
 
-Record = ChatMessage | EditRecord | DeleteRecord
+@dataclass(frozen=True, slots=True)
+class ReactionRecord:
+    """One user adding or removing one emoji on message ``target_seq``. Exactly once
+    per (user, message, emoji): history keeps the state of that triple set by the
+    newest record, so a retried or redelivered reaction changes nothing."""
+
+    seq: int
+    room_id: str
+    target_seq: int
+    sender: Sender
+    emoji: str
+    op: ReactionOp
+    sent_at: str
+
+
+Record = ChatMessage | EditRecord | DeleteRecord | ReactionRecord
 Change = EditRecord | DeleteRecord
 
 
@@ -167,6 +199,43 @@ def check_text(content: object, max_chars: int = MAX_TEXT_CHARS) -> str:
     if "\x00" in content:
         raise InvalidText("body.content must not contain U+0000 (NUL)")
     return content
+
+
+def check_emoji(value: object) -> str:
+    """``value`` if it is a storable reaction: 1-MAX_EMOJI_CHARS code points, an emoji
+    (ZWJ sequences, skin tones and variation selectors included) or short text, without
+    surrounding blanks and without control characters (C0/C1, line and paragraph
+    separators) or lone surrogates; else InvalidRecord ``bad_field`` with a detail fit
+    for the client."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_EMOJI_CHARS:
+        raise InvalidRecord("bad_field", f"emoji must be 1-{MAX_EMOJI_CHARS} characters")
+    if value != value.strip():
+        raise InvalidRecord("bad_field", "emoji must not start or end with blanks")
+    for char in value:
+        if unicodedata.category(char) in _REFUSED_EMOJI_CATEGORIES:
+            raise InvalidRecord("bad_field", "emoji must not contain control characters")
+    return value
+
+
+# Cc: C0/C1 controls (NUL, newline, ESC...); Zl/Zp: line and paragraph separators;
+# Cs: lone surrogates. Cf stays allowed (emoji need ZWJ, U+200D), and so does Cn:
+# emoji newer than this Python's Unicode tables are unassigned to it.
+_REFUSED_EMOJI_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+
+
+def valid_mentions(value: object) -> tuple[str, ...]:
+    """The distinct user ids of a record's ``mentions``, in order, at most MAX_MENTIONS;
+    anything else in the list is left out."""
+    if not isinstance(value, list):
+        return ()
+    ids: list[str] = []
+    for item in value:
+        if len(ids) == MAX_MENTIONS:
+            break
+        if is_object_id(item) and item not in ids:
+            assert isinstance(item, str)
+            ids.append(item)
+    return tuple(ids)
 
 
 def is_client_id(value: object) -> bool:
@@ -258,7 +327,15 @@ def _dumps(record: dict[str, Any]) -> bytes:
 
 
 def encode_message(
-    *, room: str, sender: Sender, content: str, to: str | None, client_id: str, sent_at: str
+    *,
+    room: str,
+    sender: Sender,
+    content: str,
+    to: str | None,
+    client_id: str,
+    sent_at: str,
+    reply_to: int | None = None,
+    mentions: tuple[str, ...] = (),
 ) -> bytes:
     """The record of one text message: what is known before the stream assigns its
     sequence (the gateway adds ``seq``/``prev``/``id`` when relaying, history stores
@@ -271,6 +348,10 @@ def encode_message(
     }
     if to is not None:
         record["to"] = to
+    if reply_to is not None:
+        record["reply_to"] = reply_to
+    if mentions:
+        record["mentions"] = list(mentions)
     record["client_id"] = client_id
     record["kind"] = KIND_MESSAGE
     return _dumps(record)
@@ -297,6 +378,31 @@ def encode_change(
     record["sent_at"] = at
     record["client_id"] = client_id
     record["kind"] = kind
+    return _dumps(record)
+
+
+def encode_reaction(
+    *,
+    room: str,
+    target_seq: int,
+    sender: Sender,
+    emoji: str,
+    op: ReactionOp,
+    client_id: str,
+    at: str,
+) -> bytes:
+    """The record of a reaction added or removed; ``emoji`` has passed
+    :func:`check_emoji` already."""
+    record: dict[str, Any] = {
+        "room": room,
+        "target_seq": target_seq,
+        "sender": sender.to_doc(),
+        "emoji": emoji,
+        "op": op,
+        "sent_at": at,
+        "client_id": client_id,
+        "kind": KIND_REACTION,
+    }
     return _dumps(record)
 
 
@@ -337,7 +443,22 @@ def _decode_message(seq: int, room_id: str, raw: dict[str, Any], sender: Sender,
     client_id = raw.get("client_id")
     if client_id is not None and not is_client_id(client_id):
         raise InvalidRecord("bad_field", "client_id")
-    return ChatMessage(seq, room_id, sender, _body(raw.get("body")), at, to, client_id)
+    # reply_to and mentions only add to a message: a malformed one is dropped (never
+    # stored, never trusted) rather than losing the message itself to dead_letters.
+    reply_to = raw.get("reply_to")
+    if type(reply_to) is not int or not 1 <= reply_to < seq:
+        reply_to = None
+    return ChatMessage(
+        seq,
+        room_id,
+        sender,
+        _body(raw.get("body")),
+        at,
+        to,
+        client_id,
+        reply_to,
+        valid_mentions(raw.get("mentions")),
+    )
 
 
 def _decode_edit(seq: int, room_id: str, raw: dict[str, Any], sender: Sender, at: str) -> Record:
@@ -349,10 +470,21 @@ def _decode_delete(seq: int, room_id: str, raw: dict[str, Any], sender: Sender, 
     return DeleteRecord(seq, room_id, _target(raw.get("target_seq"), seq), sender, at)
 
 
+def _decode_reaction(
+    seq: int, room_id: str, raw: dict[str, Any], sender: Sender, at: str
+) -> Record:
+    op = raw.get("op")
+    if op not in ("add", "remove"):
+        raise InvalidRecord("bad_field", "op")
+    target = _target(raw.get("target_seq"), seq)
+    return ReactionRecord(seq, room_id, target, sender, check_emoji(raw.get("emoji")), op, at)
+
+
 _DECODERS: dict[object, Callable[[int, str, dict[str, Any], Sender, str], Record]] = {
     KIND_MESSAGE: _decode_message,
     KIND_EDIT: _decode_edit,
     KIND_DELETE: _decode_delete,
+    KIND_REACTION: _decode_reaction,
 }
 
 
@@ -371,10 +503,10 @@ def _timestamp(value: object) -> str:
     return value
 
 
-def _target(value: object, own_seq: int) -> int:
-    # An edit or delete always follows the message it changes in the stream.
+def _target(value: object, own_seq: int, name: str = "target_seq") -> int:
+    # An edit, delete, reaction or reply always follows the message it refers to.
     if type(value) is not int or not 1 <= value < own_seq:
-        raise InvalidRecord("bad_field", "target_seq")
+        raise InvalidRecord("bad_field", name)
     return value
 
 

@@ -259,6 +259,8 @@ class NotifierConsumer:
                 log.error("unparsable chat record at seq %d, dead-lettered: %s", seq, exc)
                 dead.append(dead_letter_doc(msg, seq, exc, now))
                 continue
+            if message is None:  # a reaction
+                continue
             if not isinstance(message, Incoming):
                 changes.append(message)
                 continue

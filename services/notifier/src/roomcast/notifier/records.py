@@ -22,7 +22,14 @@ from typing import Any
 
 import orjson
 
-from roomcast.common.chatrecord import Change, ChatMessage, EditRecord, Sender, decode_record
+from roomcast.common.chatrecord import (
+    Change,
+    ChatMessage,
+    EditRecord,
+    ReactionRecord,
+    Sender,
+    decode_record,
+)
 from roomcast.common.subjects import is_object_id
 
 # Mentions read per message: more than anyone types; a record listing thousands of
@@ -50,10 +57,13 @@ class Incoming:
         return preview_of(self.body)
 
 
-def parse(seq: int, subject: str, data: bytes) -> Incoming | Change:
-    """The message at ``seq`` with what notifications need, or the edit or delete as
-    decoded; raises InvalidRecord for anything the contract refuses."""
+def parse(seq: int, subject: str, data: bytes) -> Incoming | Change | None:
+    """The message at ``seq`` with what notifications need, the edit or delete as
+    decoded, or None for a reaction (nobody is notified of those); raises InvalidRecord
+    for anything the contract refuses."""
     record = decode_record(seq, subject, data)
+    if isinstance(record, ReactionRecord):
+        return None
     if not isinstance(record, ChatMessage):
         return record
     raw = orjson.loads(data)  # valid: decode_record parsed it
