@@ -179,6 +179,7 @@ async def raw_baseline(args: argparse.Namespace, ips: list[str]) -> dict[str, An
 
 
 def attempt_profile(fleet: Fleet, start: float, end: float) -> dict[str, Any]:
+    lags = [v for t, v in fleet.lag_max.items() if start <= t <= end + 1]
     attempts = per_second(fleet.attempts, start, end)
     readies = per_second(fleet.readies, start, end)
     inside = [n for t, n in fleet.attempts.items() if start <= t * TICK_SECONDS <= end]
@@ -188,6 +189,7 @@ def attempt_profile(fleet: Fleet, start: float, end: float) -> dict[str, Any]:
         "attempts": sum(attempts),
         "peak_attempts_per_s": max(attempts),
         "peak_attempts_per_100ms": max(inside, default=0),
+        "client_loop_lag_max_s": round(max(lags, default=0.0), 2),
     }
 
 
@@ -369,7 +371,8 @@ def tables(r: dict[str, Any]) -> str:
             f"{rs['attempts']} attempts ({rs['attempts_per_socket']} per socket), peak "
             f"{rs['peak_attempts_per_s']}/s ({rs['peak_attempts_per_100ms']} in 100 ms), "
             f"{rs['peak_attempts_per_s_after_ready']}/s once the new process was ready; "
-            f"{rs['listen_overflows']} accept-queue overflows; "
+            f"{rs['listen_overflows']} accept-queue overflows; client loop lag up to "
+            f"{rs['client_loop_lag_max_s']} s; "
             f"other gateways' lowest live {rs['other_gateways_lowest_live']} of "
             f"{rs['other_gateways_expected']}",
             "attempts per second from 1 s before SIGTERM: "

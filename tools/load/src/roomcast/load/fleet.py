@@ -119,6 +119,7 @@ class Fleet:
         self.errors: dict[str, int] = {}
         self.examples: dict[str, str] = {}
         self.dead: list[int] = []
+        self.lag_max: dict[int, float] = {}  # wall second -> the workers' worst loop lag
 
     @property
     def total(self) -> int:
@@ -163,6 +164,8 @@ class Fleet:
             self.errors[kind] = self.errors.get(kind, 0) + n
         for kind, text in snap["examples"].items():
             self.examples.setdefault(kind, text)
+        second = math.floor(snap["t"])
+        self.lag_max[second] = max(self.lag_max.get(second, 0.0), snap.get("lag_max", 0.0))
 
     async def wait(self, condition: Callable[[Fleet], bool], within: float) -> float | None:
         """Seconds until ``condition(self)`` held (None if not within ``within`` s); a

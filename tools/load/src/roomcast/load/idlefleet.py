@@ -81,6 +81,7 @@ class Counters:
         self.closes: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.examples: dict[str, str] = {}
+        self.lag_max = 0.0  # the longest the event loop was late for a tick, s
 
     def attempt(self) -> None:
         t = tick_of(time.time())
@@ -106,8 +107,10 @@ class Counters:
             "closes": self.closes,
             "errors": self.errors,
             "examples": self.examples,
+            "lag_max": self.lag_max,
         }
         self.attempts, self.readies, self.closes, self.errors = {}, {}, {}, {}
+        self.lag_max = 0.0
         return snap
 
 
@@ -247,14 +250,25 @@ class FleetWorker:
         for i, s in enumerate(self.sockets):
             s.start(i / rate)
         stats = loop.create_task(self._stats_loop())
+        lag = loop.create_task(self._lag_loop())
         try:
             await self._done.wait()
         finally:
             self.stopping = True
             stats.cancel()
+            lag.cancel()
             for s in self.sockets:
                 s.close()
             await asyncio.sleep(0.2)  # let the close frames go out
+
+    async def _lag_loop(self) -> None:
+        """How late the loop runs a TICK_SECONDS sleep: a process too busy (or blocked
+        in the kernel) to read its sockets shows here, not in the gateways' figures."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + TICK_SECONDS
+            await asyncio.sleep(TICK_SECONDS)
+            self.counters.lag_max = max(self.counters.lag_max, loop.time() - due)
 
     async def _stats_loop(self) -> None:
         while True:
