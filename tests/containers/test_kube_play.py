@@ -1,4 +1,4 @@
-"""The Kubernetes dev overlay run with `podman kube play` (tests/containers/kube_play.py
+"""The Kubernetes dev overlay run with `podman kube play` (tests/containers/kube_play.py and kube_rewrite.py
 says what is rewritten and why): the bootstrap runs from our image (the NATS Job as a
 Pod, the MongoDB sidecar beside the stand-in), every container passes its readiness
 probe, and users chat through the two played gateways."""
