@@ -1,7 +1,8 @@
-"""The Kubernetes dev overlay run with `podman kube play` (tests/containers/kube_play.py and kube_rewrite.py
-says what is rewritten and why): the bootstrap runs from our image (the NATS Job as a
-Pod, the MongoDB sidecar beside the stand-in), every container passes its readiness
-probe, and users chat through the two played gateways."""
+"""The Kubernetes dev overlay run with `podman kube play` (kube_rewrite.py says what is
+rewritten and why, kube_play.py plays it): the bootstrap runs from our image (the NATS
+Job as a Pod, the MongoDB sidecar beside the stand-in), every container passes its
+readiness probe, a second bootstrap run changes nothing, and users chat through the
+two played gateways."""
 
 from __future__ import annotations
 
