@@ -44,6 +44,8 @@ from roomcast.history import metrics
 from roomcast.history.records import (
     Change,
     ChatMessage,
+    DeleteRecord,
+    EditRecord,
     InvalidRecord,
     parse_record,
 )
@@ -163,8 +165,16 @@ def parse_batch(msgs: Sequence[Msg]) -> ParsedBatch:
             continue
         if isinstance(record, ChatMessage):
             batch.messages.append(record)
-        else:
+        elif isinstance(record, EditRecord | DeleteRecord):
             batch.changes.append(record)
+        else:
+            # A reaction: history does not store reactions yet. Kept in dead_letters
+            # (and alerted on) for a replay once it does, never dropped, and never
+            # passed to apply_changes, which knows only edits and deletes.
+            unstored = InvalidRecord(
+                "unknown_kind", "reaction records are not stored by history yet"
+            )
+            batch.dead.append(dead_letter_doc(msg, seq, unstored))
     return batch
 
 
