@@ -312,11 +312,21 @@ def test_prod_network_policies(rendered: Render) -> None:
         if name not in ("default-deny-ingress", "gateway"):
             assert "ns:ingress-nginx" not in sources(name), name
     assert "ns:ingress-nginx" in sources("gateway")
-    assert sources("mongodb") == {"auth", "rooms", "history", "mongodb", "mongodb-backup"}
-    nats_clients = {"gateway", "history", "rooms", "auth", "nats-stream-setup"}
+    assert sources("mongodb") == {
+        "auth",
+        "rooms",
+        "history",
+        "notifier",
+        "mongodb",
+        "mongodb-backup",
+    }
+    nats_clients = {"gateway", "history", "notifier", "rooms", "auth", "nats-stream-setup"}
     assert sources("nats") == nats_clients | {"nats", "ns:monitoring"}
-    for name in ("gateway", "auth", "rooms", "history"):
+    for name in ("gateway", "auth", "rooms", "history", "notifier"):
         assert "ns:monitoring" in sources(name), f"Prometheus cannot scrape {name}"
+    assert sources("notifier") == {"gateway", "ns:monitoring"}
+    assert "notifier" in sources("rooms")
+    assert "notifier" in sources("auth")
 
 
 def test_images(rendered: Render) -> None:
