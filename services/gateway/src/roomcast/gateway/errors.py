@@ -21,6 +21,7 @@ from roomcast.common.errors import (
     RoomcastError,
     Unauthenticated,
 )
+from roomcast.common.membership import RoomsErrors
 
 
 class CloseCode(enum.IntEnum):
@@ -137,20 +138,6 @@ class Unavailable(DependencyUnavailable):
     code = "unavailable"
 
 
-class Muted(Forbidden):
-    """A moderator muted the caller in this room until a time: no send, edit, react or
-    typing until then (docs/moderation.md). Reading goes on."""
-
-    code = "muted"
-
-
-class SlowModeRefused(RateLimited):
-    """A send inside the room's slow-mode interval; the frame carries ``retry_after``
-    (seconds). The socket stays open."""
-
-    code = "slow_mode"
-
-
 class Draining(DependencyUnavailable):
     """This gateway is restarting; reconnect to another and resume."""
 
@@ -168,3 +155,15 @@ def close_code_for(error: RoomcastError) -> CloseCode | None:
     if isinstance(error, TooManySockets):
         return CloseCode.RATE_LIMITED
     return None
+
+
+def rooms_errors() -> RoomsErrors:
+    """The gateway's own error for each refusal of rooms' ``CheckMembership`` (the shared
+    membership client, roomcast.common.membership, raises what this builds)."""
+    return RoomsErrors(
+        not_found=RoomNotFound,
+        not_member=NotMember,
+        unauthenticated=AuthRequired,
+        invalid=InvalidFrame,
+        unavailable=Unavailable,
+    )

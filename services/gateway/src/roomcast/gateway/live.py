@@ -15,6 +15,7 @@ import contextlib
 
 from nats.aio.client import Client as NatsClient
 
+from roomcast.common.membership import MembershipCache
 from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.subjects import ROOM_EVENTS_PREFIX, USER_EVENTS_PREFIX
 from roomcast.common.tokens import TokenVerifier
@@ -26,11 +27,8 @@ from roomcast.gateway.realtime.connection import SocketServices
 from roomcast.gateway.realtime.drain import Drain
 from roomcast.gateway.realtime.events import EventRouter
 from roomcast.gateway.realtime.fanout import Fanout
-from roomcast.gateway.realtime.moderation import PostingRules
-from roomcast.gateway.realtime.membership import MembershipCache
 from roomcast.gateway.realtime.recipients import RecipientCache
 from roomcast.gateway.realtime.revalidation import MembershipRevalidator
-from roomcast.gateway.realtime.slowmode import SlowMode
 from roomcast.gateway.realtime.sockets import SocketRegistry
 from roomcast.gateway.realtime.stream import ChatStream
 from roomcast.gateway.settings import Settings
@@ -107,13 +105,6 @@ class Live:
             presence=presence,
             interval=settings.membership_revalidate_interval_seconds,
         )
-        # Mutes and slow mode on the socket path; the pace is shared through NATS
-        # key-value with the CHAT stream's replica count (moderation.py, slowmode.py).
-        moderation = PostingRules(
-            membership,
-            SlowMode(nc, replicas=settings.stream_replicas),
-            membership.client.stub,
-        )
         services = SocketServices(
             settings=settings,
             sockets=sockets,
@@ -125,10 +116,7 @@ class Live:
             rooms=fanout,
             presence=presence,
             receipts=receipts,
-            changes=ChangePublisher(
-                stream, membership, drain, on_moderator_delete=moderation.record_deletion
-            ),
-            moderation=moderation,
+            changes=ChangePublisher(stream, membership, drain),
         )
         return cls(
             nc=nc,

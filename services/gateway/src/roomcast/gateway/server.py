@@ -27,17 +27,18 @@ from nats.aio.client import Client as NatsClient
 from uvicorn.lifespan.on import LifespanOn
 
 from roomcast.common.chatstream import ensure_chat_stream
+from roomcast.common.membership import MembershipCache, RoomsClient
 from roomcast.common.natsconn import connect_nats
+from roomcast.common.retry import Backoff, retry_until_ready
 from roomcast.common.subjects import STREAM_NAME
 from roomcast.gateway import metrics
 from roomcast.gateway.edge.handshake import Handshakes
 from roomcast.gateway.edge.http_app import create_http_app
 from roomcast.gateway.edge.multiplexer import PortMultiplexer
-from roomcast.gateway.errors import CloseCode
+from roomcast.gateway.errors import CloseCode, rooms_errors
 from roomcast.gateway.keys import build_verifier
 from roomcast.gateway.live import Live
 from roomcast.gateway.realtime.drain import Drain
-from roomcast.gateway.realtime.membership import MembershipCache, RoomsClient
 from roomcast.gateway.realtime.recipients import RecipientCache
 from roomcast.gateway.realtime.socketcaps import SocketCaps
 from roomcast.gateway.realtime.sockets import SocketRegistry
@@ -49,7 +50,9 @@ from roomcast.gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Pause between attempts to reach NATS / set up the stream at start.
+# Pause between attempts to reach NATS / set up the stream at start (the shared retry
+# helper, fixed): a gateway is not ready until both succeed, so NATS coming up is
+# noticed within half a second; an attempt and a log line per 0.5 s cost nothing.
 STARTUP_RETRY_SECONDS = 0.5
 # Share of the grace period spent waiting for publishes in flight; the rest closes
 # sockets, HTTP and NATS.
@@ -66,12 +69,15 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.verifier, self.jwks = build_verifier(settings)
-        self.rooms = RoomsClient(settings.rooms_target, timeout=settings.rooms_timeout_seconds)
+        self.rooms = RoomsClient(
+            settings.rooms_target, timeout=settings.rooms_timeout_seconds, errors=rooms_errors()
+        )
         self.membership = MembershipCache(
             self.rooms,
             ttl=settings.membership_cache_ttl_seconds,
             negative_ttl=settings.membership_negative_ttl_seconds,
             max_entries=settings.membership_cache_size,
+            observe=lambda outcome: metrics.MEMBERSHIP_LOOKUPS.labels(outcome).inc(),
         )
         # Private messages' recipients (recipients.py), on the same rooms channel.
         self.recipients = RecipientCache(
@@ -156,29 +162,38 @@ class Gateway:
 
     async def _connect(self) -> None:
         settings = self.settings
-        while True:
-            try:
-                nc = await connect_nats(
-                    settings.nats_url,
-                    name=f"roomcast-{settings.instance_name}",
-                    on_reconnected=self._on_reconnected,
-                )
-                break
-            except Exception as exc:
-                log.warning("cannot reach NATS yet", extra={"error": repr(exc)})
-                await asyncio.sleep(STARTUP_RETRY_SECONDS)
+
+        async def connect() -> NatsClient:
+            return await connect_nats(
+                settings.nats_url,
+                name=f"roomcast-{settings.instance_name}",
+                on_reconnected=self._on_reconnected,
+            )
+
+        async def ensure_stream() -> None:
+            if settings.stream_manage:
+                await ensure_chat_stream(stream.js, settings, update=True)
+            else:
+                await stream.js.stream_info(STREAM_NAME)
+
+        # No stop event: retried until it succeeds, or cancelled by stop().
+        nc = await retry_until_ready(
+            "NATS",
+            connect,
+            errors=(Exception,),
+            backoff=Backoff.fixed(STARTUP_RETRY_SECONDS),
+            log=log,
+        )
+        assert nc is not None
         self.nc = nc
         stream = ChatStream(nc, settings)
-        while True:
-            try:
-                if settings.stream_manage:
-                    await ensure_chat_stream(stream.js, settings, update=True)
-                else:
-                    await stream.js.stream_info(STREAM_NAME)
-                break
-            except Exception as exc:
-                log.warning("stream not ready yet", extra={"error": repr(exc)})
-                await asyncio.sleep(STARTUP_RETRY_SECONDS)
+        await retry_until_ready(
+            "the CHAT stream",
+            ensure_stream,
+            errors=(Exception,),
+            backoff=Backoff.fixed(STARTUP_RETRY_SECONDS),
+            log=log,
+        )
         self.live = await Live.start(
             nc,
             stream,

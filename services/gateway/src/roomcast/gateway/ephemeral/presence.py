@@ -44,12 +44,12 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from cachetools import LRUCache
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -178,7 +178,8 @@ class Presence:
         self.rooms: dict[str, RoomState] = {}
         self.peers: dict[str, float] = {}  # live peer → when it counts as dead (monotonic)
         self.grace: dict[str, float] = {}  # peer → the silence it declared fatal for itself
-        self.dead: OrderedDict[str, None] = OrderedDict()
+        # Most recently declared dead last; the oldest forgotten past the bound.
+        self.dead: LRUCache[str, None] = LRUCache(MAX_DEAD_REMEMBERED)
         self.gateway_rooms: dict[str, set[str]] = {}  # peer → rooms where it reported
         self.inbox = nc.new_inbox()
         self._subs: list[Subscription] = []
@@ -608,9 +609,6 @@ class Presence:
         self.grace.pop(gateway, None)
         metrics.PRESENCE_GATEWAYS.set(len(self.peers))
         self.dead[gateway] = None
-        self.dead.move_to_end(gateway)
-        while len(self.dead) > MAX_DEAD_REMEMBERED:
-            self.dead.popitem(last=False)
         for room in self.gateway_rooms.pop(gateway, ()):
             state = self.rooms.get(room)
             if state is not None:

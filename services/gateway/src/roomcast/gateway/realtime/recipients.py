@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 
 from roomcast.common.errors import NotFound
+from roomcast.common.membership import RoomsClient
+from roomcast.common.roomcache import RoomAnswerCache
 from roomcast.common.tokens import AccessClaims
-from roomcast.gateway.realtime.membership import RoomsClient
-from roomcast.gateway.realtime.roomcache import RoomAnswerCache
 
 
 class RecipientNotMember(NotFound):
@@ -45,6 +45,7 @@ class RecipientCache:
             ttl_for=lambda member: ttl if member else negative_ttl,
             max_entries=max_entries,
             clock=clock,
+            overtaken=client.errors.unavailable,
         )
 
     async def require_member(self, claims: AccessClaims, room_id: str, user_id: str) -> None:

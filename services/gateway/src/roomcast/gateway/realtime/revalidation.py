@@ -30,11 +30,11 @@ import logging
 from typing import Protocol
 
 from roomcast.common.errors import RoomcastError
+from roomcast.common.membership import MembershipCache
 from roomcast.common.subjects import RoomEvent
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
 from roomcast.gateway.realtime.fanout import Fanout
-from roomcast.gateway.realtime.membership import MembershipCache
 from roomcast.gateway.realtime.recipients import RecipientCache
 from roomcast.gateway.realtime.sockets import SocketRegistry
 

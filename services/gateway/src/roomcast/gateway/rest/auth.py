@@ -1,7 +1,7 @@
 """The auth rows of the public contract, relayed to the auth service over HTTP.
 
 The gateway declares each route with auth's own request model (one source of truth:
-``roomcast.auth.models``), so the OpenAPI document is complete and malformed bodies
+``roomcast.common.accounts``), so the OpenAPI document is complete and malformed bodies
 are refused at the edge (400, same envelope as auth's) without a hop. A valid request
 is relayed byte for byte: auth sees exactly what the client sent, and its answer
 (status, body, Content-Type, Retry-After, Cache-Control) comes back unchanged. Token
@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from roomcast.auth.models import (
+from roomcast.common.accounts import (
     USERNAME_PATTERN,
     LoginRequest,
     ProfilePatch,
