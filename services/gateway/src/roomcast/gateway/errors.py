@@ -138,6 +138,20 @@ class Unavailable(DependencyUnavailable):
     code = "unavailable"
 
 
+class Muted(Forbidden):
+    """A moderator muted the caller in this room until a time: no send, edit, react or
+    typing until then (docs/moderation.md). Reading goes on."""
+
+    code = "muted"
+
+
+class SlowModeRefused(RateLimited):
+    """A send inside the room's slow-mode interval; the frame carries ``retry_after``
+    (seconds). The socket stays open."""
+
+    code = "slow_mode"
+
+
 class Draining(DependencyUnavailable):
     """This gateway is restarting; reconnect to another and resume."""
 

@@ -27,8 +27,10 @@ from roomcast.gateway.realtime.connection import SocketServices
 from roomcast.gateway.realtime.drain import Drain
 from roomcast.gateway.realtime.events import EventRouter
 from roomcast.gateway.realtime.fanout import Fanout
+from roomcast.gateway.realtime.moderation import PostingRules
 from roomcast.gateway.realtime.recipients import RecipientCache
 from roomcast.gateway.realtime.revalidation import MembershipRevalidator
+from roomcast.gateway.realtime.slowmode import SlowMode
 from roomcast.gateway.realtime.sockets import SocketRegistry
 from roomcast.gateway.realtime.stream import ChatStream
 from roomcast.gateway.settings import Settings
@@ -105,6 +107,13 @@ class Live:
             presence=presence,
             interval=settings.membership_revalidate_interval_seconds,
         )
+        # Mutes and slow mode on the socket path; the pace is shared through NATS
+        # key-value with the CHAT stream's replica count (moderation.py, slowmode.py).
+        moderation = PostingRules(
+            membership,
+            SlowMode(nc, replicas=settings.stream_replicas),
+            membership.client.stub,
+        )
         services = SocketServices(
             settings=settings,
             sockets=sockets,
@@ -116,7 +125,10 @@ class Live:
             rooms=fanout,
             presence=presence,
             receipts=receipts,
-            changes=ChangePublisher(stream, membership, drain),
+            changes=ChangePublisher(
+                stream, membership, drain, on_moderator_delete=moderation.record_deletion
+            ),
+            moderation=moderation,
         )
         return cls(
             nc=nc,
