@@ -5,7 +5,7 @@ Both nats.conf files (compose and the Kubernetes cluster component) must set
 messages on a power cut. Checked with the real server: each file's ``jetstream`` block
 runs in a nats-server 2.10+ on free ports, and the server's own /varz must report
 ``sync_always``. The production overlay's CHAT stream has 3 replicas, whichever service
-creates it.
+creates it, and so do the key-value buckets beside it.
 """
 
 from __future__ import annotations
@@ -77,3 +77,25 @@ def test_prod_stream_has_three_replicas_whoever_creates_it(rendered: Any) -> Non
     for service in ("gateway", "history"):
         data = configmap_data(resources, f"roomcast-{service}-config")
         assert data[f"ROOMCAST_{service.upper()}_STREAM_REPLICAS"] == "3", service
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_buckets_have_three_replicas_on_the_cluster(rendered: Any, overlay: str) -> None:
+    """Both overlays run the 3-node cluster: revoked sessions, retention periods (rooms)
+    and the slow-mode pace (the gateway's, sized by its stream setting) survive the loss
+    of one node."""
+    resources = rendered(overlay)
+    settings = {
+        "auth": "ROOMCAST_AUTH_REVOCATIONS_REPLICAS",
+        "rooms": "ROOMCAST_ROOMS_RETENTION_BUCKET_REPLICAS",
+        "gateway": "ROOMCAST_GATEWAY_STREAM_REPLICAS",
+    }
+    for service, name in settings.items():
+        assert configmap_data(resources, f"roomcast-{service}-config").get(name) == "3", name
+
+
+def test_base_leaves_the_default_of_one_replica(rendered: Any) -> None:
+    """The 3-replica settings come with the cluster component only: a base applied with a
+    single NATS server could not place 3 replicas and rooms would fail to make its bucket."""
+    data = configmap_data(rendered("base"), "roomcast-rooms-config")
+    assert "ROOMCAST_ROOMS_RETENTION_BUCKET_REPLICAS" not in data
