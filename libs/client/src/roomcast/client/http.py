@@ -26,8 +26,12 @@ from .models import (
     AuditPage,
     Ban,
     HistoryPage,
+    InboxState,
     Member,
     Mute,
+    NotificationPage,
+    PushRegistration,
+    PushSubscriptionJSON,
     Room,
     RoomPage,
     TokenPair,
@@ -396,3 +400,40 @@ class RoomcastHttp:
         params = {"before": before, "limit": limit}
         body = await self.request("GET", f"/v1/rooms/{_seg(room_id)}/messages", params=params)
         return HistoryPage(items=body.get("items", []), next_before=body.get("next_before"))
+
+    # ------------------------------------------------------------ notifications
+
+    async def notifications(
+        self, *, cursor: str | None = None, limit: int | None = None
+    ) -> NotificationPage:
+        """One page of the caller's inbox (mentions, replies, DMs), newest first, with
+        the unread count; pass ``next_cursor`` to go further back."""
+        params = {"cursor": cursor, "limit": limit}
+        body = await self.request("GET", "/v1/notifications", params=params)
+        return NotificationPage(
+            items=body.get("items", []),
+            next_cursor=body.get("next_cursor"),
+            unread=int(body.get("unread", 0)),
+        )
+
+    async def mark_notifications_read(self, up_to: int) -> InboxState:
+        """Mark every notification up to the stream sequence ``up_to`` read (the read
+        position never moves back: a smaller ``up_to`` leaves it where it is)."""
+        body = await self.request("POST", "/v1/notifications/read", json={"up_to": up_to})
+        return cast(InboxState, body)
+
+    async def push_vapid_key(self) -> str:
+        """The VAPID public key: the ``applicationServerKey`` to subscribe a browser with."""
+        body = await self.request("GET", "/v1/push/vapid-key")
+        return str(body["key"])
+
+    async def register_push(self, subscription: PushSubscriptionJSON) -> PushRegistration:
+        """Register a browser's ``PushSubscription.toJSON()`` for Web Push (the same
+        endpoint again replaces its entry); 400 ``invalid_subscription`` when the
+        endpoint is not https on a known push service or the keys are malformed."""
+        body = await self.request("POST", "/v1/push/subscriptions", json=subscription)
+        return cast(PushRegistration, body)
+
+    async def unregister_push(self, endpoint: str) -> None:
+        """Forget the subscription with this endpoint (no error when already gone)."""
+        await self.request("DELETE", "/v1/push/subscriptions", json={"endpoint": endpoint})

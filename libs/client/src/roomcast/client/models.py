@@ -290,3 +290,63 @@ class HistoryPage(TypedDict):
     #: Message rows, newest first (same fields as a ``message`` frame).
     items: list[dict[str, Any]]
     next_before: int | None
+
+
+NotificationKind = Literal["dm", "mention", "reply"]
+
+
+class NotificationSender(TypedDict):
+    id: str
+    username: str
+    display_name: NotRequired[str | None]
+    avatar_url: NotRequired[str | None]
+
+
+class Notification(TypedDict):
+    """One inbox row (docs/notifications.md): ``id`` is ``"<seq>:<user>"``."""
+
+    id: str
+    kind: NotificationKind
+    room: str
+    #: The message's stream sequence: what ``mark_notifications_read(up_to)`` takes.
+    seq: int
+    sender: NotificationSender
+    #: The message's first 140 characters.
+    preview: str
+    #: When the message was sent (ISO 8601).
+    sent_at: str
+    #: A private message (``to``) addressed to the caller.
+    private: bool
+    read: bool
+
+
+class NotificationPage(TypedDict):
+    #: Newest first.
+    items: list[Notification]
+    #: Pass to ``notifications(cursor=...)`` for older ones; None on the last page.
+    next_cursor: str | None
+    #: Notifications after the read position, capped at 999.
+    unread: int
+
+
+class InboxState(TypedDict):
+    read_up_to: int
+    unread: int
+
+
+class PushKeys(TypedDict):
+    p256dh: str
+    auth: str
+
+
+class PushSubscriptionJSON(TypedDict):
+    """A browser's ``PushSubscription.toJSON()``."""
+
+    endpoint: str
+    expirationTime: NotRequired[int | None]
+    keys: PushKeys
+
+
+class PushRegistration(TypedDict):
+    id: str
+    endpoint: str
