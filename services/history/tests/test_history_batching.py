@@ -11,7 +11,6 @@ import random
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import nats
 from pymongo import AsyncMongoClient
 
 from roomcast.common.mongo import connect_mongo
@@ -152,43 +151,3 @@ async def test_read_positions_batched_only_move_forward(
     assert final == highest
     assert writes <= len(receipts) / 10, f"{writes} writes for {len(receipts)} receipts"
 
-
-async def test_a_reaction_in_a_batch_is_kept_aside_and_the_rest_is_stored(
-    publisher: Publisher,
-    make_settings: Callable[..., Settings],
-    mongo: Mongo,
-    mongo_db_name: str,
-    kit: type[Kit],
-) -> None:
-    """history does not store reactions yet: one in the middle of a batch is kept in
-    dead_letters (for a replay), the messages around it are stored and every record
-    is acknowledged, instead of the batch's write failing forever."""
-    room, alice = kit.oid(), kit.oid()
-    before = await publisher.publish(room, kit.message(room, alice, "before"))
-    reaction = {
-        "kind": "reaction",
-        "room": room,
-        "target_seq": before,
-        "sender": kit.sender(alice),
-        "emoji": "👍",
-        "op": "add",
-        "sent_at": kit.now_iso(),
-    }
-    reacted = await publisher.publish(room, reaction)
-    after = await publisher.publish(room, kit.message(room, alice, "after"))
-    settings = make_settings()
-    async with durable_consumer(settings):
-
-        async def all_acked() -> bool:
-            try:
-                info = await publisher.js.consumer_info(STREAM_NAME, settings.consumer_name)
-            except nats.js.errors.NotFoundError:
-                return False  # not created yet
-            return bool(info.ack_floor.stream_seq == after and info.num_ack_pending == 0)
-
-        await kit.eventually(all_acked, within=30, what="every record acknowledged")
-    ids = sorted([d["_id"] async for d in mongo[mongo_db_name].messages.find({}, {"_id": 1})])
-    assert ids == [before, after]
-    dead = [d async for d in mongo[mongo_db_name].dead_letters.find({})]
-    assert [d["_id"] for d in dead] == [reacted]
-    assert dead[0]["reason"] == "unknown_kind"

@@ -108,7 +108,7 @@ async def test_summaries_count_unread_visible_messages(
     await kit.eventually(settled, within=30, what="all records applied", poll=0.3)
     body = await summaries()
     assert set(body) == {room, quiet}  # not a member of foreign: left out
-    assert body[quiet] == {"last_seq": 0, "unread": 0, "last_message": None}
+    assert body[quiet] == {"last_seq": 0, "unread": 0, "mentions": 0, "last_message": None}
     assert body[room]["last_message"]["seq"] == last
     assert body[room]["last_message"]["body"]["content"] == "latest"
 

@@ -73,7 +73,8 @@ def test_history_record_without_kind_is_a_message_and_display_name_defaults() ->
         (b"not json", "malformed_json"),
         (b"[1, 2]", "not_an_object"),
         (payload(room="d" * 24), "room_mismatch"),
-        (payload(kind="reaction"), "unknown_kind"),
+        (payload(kind="poll"), "unknown_kind"),
+        (payload(kind="reaction"), "bad_field"),  # no op, target_seq or emoji
         (payload(sender={"id": "not-an-id", "username": "x"}), "bad_field"),
         (payload(sender={"id": {"$gt": ""}, "username": "x"}), "bad_field"),
         (payload(sender="ann"), "bad_field"),

@@ -18,6 +18,7 @@ from roomcast.history.errors import (
     InvalidBody,
     InvalidPageParameter,
     InvalidRoomId,
+    MessageNotFound,
     MissingToken,
     ReadsRateLimited,
 )
@@ -115,6 +116,23 @@ def create_app(
         before = _int_param(request, "before", low=1, high=MAX_SEQ)
         await membership.require_member(claims, room_id)
         page = await store.page(room_id, claims.user_id, before=before, limit=limit)
+        return _json({"items": page.items, "next_before": page.next_before})
+
+    @app.get("/v1/rooms/{room_id}/messages/{seq}/replies")
+    async def list_replies(room_id: str, seq: str, request: Request) -> Response:
+        """The thread of message ``seq``: its replies the caller sees, newest first."""
+        claims = await authorize(request, room_id)
+        if not (0 < len(seq) <= MAX_NUMBER_CHARS and seq.isascii() and seq.isdigit()):
+            raise InvalidPageParameter(f"seq: must be an integer from 1 to {MAX_SEQ}")
+        parent = int(seq)
+        if not 1 <= parent <= MAX_SEQ:
+            raise InvalidPageParameter(f"seq: must be an integer from 1 to {MAX_SEQ}")
+        limit = _int_param(request, "limit", low=1, high=MAX_LIMIT) or DEFAULT_LIMIT
+        before = _int_param(request, "before", low=1, high=MAX_SEQ)
+        await membership.require_member(claims, room_id)
+        page = await store.replies(room_id, parent, claims.user_id, before=before, limit=limit)
+        if page is None:
+            raise MessageNotFound("no such message in this room")
         return _json({"items": page.items, "next_before": page.next_before})
 
     @app.get("/v1/rooms/{room_id}/summary")

@@ -41,12 +41,14 @@ from roomcast.common.mongo import UNAVAILABLE_ERRORS
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.subjects import ROOM_SUBJECT_PREFIX, STREAM_NAME
 from roomcast.history import metrics
+from roomcast.history.reactions import RejectedReaction
 from roomcast.history.records import (
     Change,
     ChatMessage,
     DeleteRecord,
     EditRecord,
     InvalidRecord,
+    ReactionRecord,
     parse_record,
 )
 from roomcast.history.settings import Settings
@@ -144,6 +146,8 @@ class ParsedBatch:
     messages: list[ChatMessage] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
+    # Aggregated per target message when written (reactions.py).
+    reactions: list[ReactionRecord] = field(default_factory=list)
     last_seq: int = 0
 
 
@@ -167,14 +171,8 @@ def parse_batch(msgs: Sequence[Msg]) -> ParsedBatch:
             batch.messages.append(record)
         elif isinstance(record, EditRecord | DeleteRecord):
             batch.changes.append(record)
-        else:
-            # A reaction: history does not store reactions yet. Kept in dead_letters
-            # (and alerted on) for a replay once it does, never dropped, and never
-            # passed to apply_changes, which knows only edits and deletes.
-            unstored = InvalidRecord(
-                "unknown_kind", "reaction records are not stored by history yet"
-            )
-            batch.dead.append(dead_letter_doc(msg, seq, unstored))
+        elif isinstance(record, ReactionRecord):
+            batch.reactions.append(record)
     return batch
 
 
@@ -363,7 +361,7 @@ class HistoryConsumer:
         messages, changes, dead, msgs = batch.messages, batch.changes, batch.dead, batch.msgs
         last_seq = batch.last_seq
         invalid: list[str] = []
-        rejected = await self._write(messages, changes, dead, msgs, stop)
+        rejected = await self._write(messages, changes, dead, msgs, stop, batch.reactions)
         if rejected is None:
             # Stopping and MongoDB is still down: hand the batch back right away
             # instead of waiting for the ack timeout.
@@ -372,9 +370,8 @@ class HistoryConsumer:
                     await msg.nak()
             return
         for item in rejected:
-            log.warning(
-                "ignored %s at seq %d: %s", type(item.change).__name__, item.change.seq, item.reason
-            )
+            record = item.change if isinstance(item, Rejected) else item.reaction
+            log.warning("ignored %s at seq %d: %s", type(record).__name__, record.seq, item.reason)
             invalid.append(item.reason)
         for reason in invalid:
             metrics.INVALID_RECORDS.labels(reason).inc()
@@ -398,7 +395,8 @@ class HistoryConsumer:
         dead: Sequence[dict[str, Any]],
         msgs: Sequence[Msg],
         stop: asyncio.Event,
-    ) -> list[Rejected] | None:
+        reactions: Sequence[ReactionRecord] = (),
+    ) -> list[Rejected | RejectedReaction] | None:
         """Write until it works; None if stopping and the grace period ran out."""
         backoff = Backoff()
         while True:
@@ -406,9 +404,18 @@ class HistoryConsumer:
                 now = dt.datetime.now(dt.UTC)
                 # Kept before the ack, like a message: the ack must never drop a record.
                 await self.store.write_dead_letters([{**d, "at": now} for d in dead])
-                inserted = await self.store.write_messages(messages, now=now)
-                rejected = await self.store.apply_changes(
+                inserted = await self.store.write_messages(
+                    messages, now=now, load_target=self._load_target
+                )
+                rejected: list[Rejected | RejectedReaction] = []
+                rejected += await self.store.apply_changes(
                     changes, load_target=self._load_target, now=now
+                )
+                rejected += await self.store.apply_reactions(
+                    reactions,
+                    load_target=self._load_target,
+                    now=now,
+                    max_emoji=self.settings.max_reaction_emoji,
                 )
                 metrics.STORED.inc(inserted)
                 return rejected

@@ -48,6 +48,12 @@ class RoomNotFound(NotFound):
     code = "room_not_found"
 
 
+class MessageNotFound(NotFound):
+    """No message with this seq in the room that the caller may see."""
+
+    code = "message_not_found"
+
+
 class ReadsRateLimited(RateLimited):
     """Too many history reads by this user."""
 

@@ -60,6 +60,12 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
     # acks, so this only matters for a replica that died).
     ack_wait_seconds: float = Field(default=30.0, gt=0, le=3600)
 
+    # Distinct emoji one message may show (reactions.py): a row of 20 chips is about
+    # two lines on a phone, enough for any real conversation; a bound keeps the
+    # message's aggregate small and stops one user spraying hundreds of distinct
+    # emoji on a message everybody loads.
+    max_reaction_emoji: int = Field(default=20, ge=1, le=200)
+
     # Retention (retention.py): how often a round purges messages older than their
     # room's retention_days. Periods are whole days, so five minutes late is nothing.
     retention_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)

@@ -7,11 +7,15 @@ Collections (database ``ROOMCAST_HISTORY_MONGO_DB``):
     {_id: <seq>, room_id, sender: {id, username, display_name, avatar_url},
      body, sent_at, to?, client_id?, stored_at,
      edited_at?, edit_seq?,                      # after an edit
-     deleted?: true, deleted_at?, delete_seq?}   # a tombstone: body and client_id gone
+     deleted?: true, deleted_at?, delete_seq?,   # a tombstone: body and client_id gone
+     reply_to?, mentions?,                       # a reply; the users it mentions
+     reply_count?, last_reply_at?,               # a parent (threads.py)
+     reactions?: [{emoji, count}]}               # reactions.py
 
 ``_id`` is the sequence, so uniqueness needs no extra index and a redelivered message
 can never become a second document. Index ``room_seq`` = ``(room_id 1, _id -1)`` serves
-pages.
+pages; ``room_reply`` = ``(room_id 1, reply_to 1, _id -1)`` serves thread pages and
+reply counts. Reactions live in their own collection (``reactions.py``).
 
 ``rooms``, one small document per room: ``{_id: room_id, first_seq}``, the room's
 lowest stored sequence, so a page knows where a room's history begins (written once
@@ -55,9 +59,17 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
+from roomcast.history import metrics, threads
 from roomcast.history.errors import StoreUnavailable
+from roomcast.history.reactions import REACTIONS, Reactions, RejectedReaction
 from roomcast.history.readpositions import ReadPositionBatcher
-from roomcast.history.records import Change, ChatMessage, DeleteRecord, EditRecord
+from roomcast.history.records import (
+    Change,
+    ChatMessage,
+    DeleteRecord,
+    EditRecord,
+    ReactionRecord,
+)
 
 Doc = dict[str, Any]
 
@@ -101,7 +113,10 @@ MAX_UNREAD = 1000
 # private messages of others are skipped, so a few more than MAX_UNREAD are read; past
 # this the count is a lower bound (still capped at MAX_UNREAD).
 UNREAD_SCAN_LIMIT = 5000
-_UNREAD_FIELDS = {"sender.id": 1, "to": 1, "deleted": 1}
+_UNREAD_FIELDS = {"sender.id": 1, "to": 1, "deleted": 1, "mentions": 1}
+# Replies read per thread-page query: a page skips replies private to others, so it
+# reads a few more than it returns; bounded like SCAN_BATCH_MAX.
+THREAD_SCAN_MAX = 500
 
 # Fields stored for bookkeeping that readers never see.
 _HIDDEN_FIELDS = {"stored_at": 0, "client_id": 0, "edit_seq": 0, "delete_seq": 0}
@@ -142,6 +157,10 @@ def message_doc(message: ChatMessage, stored_at: dt.datetime) -> Doc:
         doc["to"] = message.to
     if message.client_id is not None:
         doc["client_id"] = message.client_id
+    if message.reply_to is not None:
+        doc["reply_to"] = message.reply_to
+    if message.mentions:
+        doc["mentions"] = list(message.mentions)
     return doc
 
 
@@ -163,6 +182,11 @@ def to_item(doc: Doc) -> Doc:
     }
     if doc.get("to") is not None:
         item["to"] = doc["to"]
+    if doc.get("reply_to") is not None:
+        item["reply_to"] = doc["reply_to"]
+    if doc.get("reply_count"):
+        item["reply_count"] = doc["reply_count"]
+        item["last_reply_at"] = doc.get("last_reply_at")
     if doc.get("deleted"):
         item["deleted"] = True
         item["deleted_at"] = doc.get("deleted_at")
@@ -170,6 +194,11 @@ def to_item(doc: Doc) -> Doc:
         item["body"] = doc.get("body")
         if doc.get("edited_at") is not None:
             item["edited_at"] = doc["edited_at"]
+        if doc.get("mentions"):
+            item["mentions"] = doc["mentions"]
+        if doc.get("reactions"):
+            # Copied: ``me`` is added per reader.
+            item["reactions"] = [dict(r) for r in doc["reactions"]]
     return item
 
 
@@ -182,23 +211,41 @@ class HistoryStore:
         self.reads: AsyncCollection[Doc] = db[READS]
         self.dead_letters: AsyncCollection[Doc] = db[DEAD_LETTERS]
         self._reads_batcher = ReadPositionBatcher(self.reads)
+        self.reactions = Reactions(db[REACTIONS], self.messages)
         # room id -> the lowest sequence already recorded as its first_seq.
         self._known_first: OrderedDict[str, int] = OrderedDict()
 
     async def ensure_indexes(self) -> None:
         await self.messages.create_index([("room_id", 1), ("_id", -1)], name=ROOM_SEQ_INDEX)
+        await self.messages.create_index(
+            [("room_id", 1), ("reply_to", 1), ("_id", -1)], name=threads.ROOM_REPLY_INDEX
+        )
+        await self.reactions.ensure_indexes()
 
     # ----------------------------------------------------------------- writes
 
-    async def write_messages(self, messages: Sequence[ChatMessage], *, now: dt.datetime) -> int:
+    async def write_messages(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        now: dt.datetime,
+        load_target: TargetLoader | None = None,
+    ) -> int:
         """Insert the messages that are not stored yet and record new rooms (each
         room's ``first_seq`` is written here, before the ack, so it is in place when
-        the ack floor, and so the watermark, covers the message). Returns how many
-        were new. Raises on any failure; calling again is safe."""
+        the ack floor, and so the watermark, covers the message), then recount the
+        threads replied to. Returns how many were new. Raises on any failure; calling
+        again is safe. ``load_target`` reads a parent that is not stored yet."""
         if not messages:
             return 0
+        messages, dropped = await threads.resolve_replies(self.messages, messages, load_target)
+        if dropped:
+            metrics.INVALID_RECORDS.labels("reply_not_allowed").inc(dropped)
         inserted = await self._insert_new(self.messages, [message_doc(m, now) for m in messages])
         await self._record_rooms(messages)
+        await threads.recount(
+            self.messages, ((m.room_id, m.reply_to) for m in messages if m.reply_to is not None)
+        )
         return inserted
 
     @staticmethod
@@ -265,7 +312,7 @@ class HistoryStore:
         found: dict[int, Doc] = {}
         cursor = self.messages.find(
             {"_id": {"$in": targets}},
-            {"room_id": 1, "sender.id": 1, "deleted": 1, "edit_seq": 1},
+            {"room_id": 1, "sender.id": 1, "deleted": 1, "edit_seq": 1, "reply_to": 1},
         )
         async for doc in cursor:
             found[int(doc["_id"])] = doc
@@ -273,14 +320,16 @@ class HistoryStore:
             if seq not in found:
                 message = await load_target(seq)
                 if message is not None:
-                    await self.write_messages([message], now=now)
+                    await self.write_messages([message], now=now, load_target=load_target)
                     found[seq] = {
                         "_id": seq,
                         "room_id": message.room_id,
                         "sender": {"id": message.sender.id},
+                        "reply_to": message.reply_to,
                     }
         rejected: list[Rejected] = []
         ops: list[UpdateOne] = []
+        recount: set[tuple[str, int]] = set()  # threads whose reply was deleted
         for change in sorted(changes, key=lambda c: c.seq):
             target = found.get(change.target_seq)
             if target is None:
@@ -293,6 +342,8 @@ class HistoryStore:
                 if not target.get("deleted"):
                     ops.append(_delete_op(change))
                     target["deleted"] = True
+                if target.get("reply_to") is not None:
+                    recount.add((change.room_id, int(target["reply_to"])))
                 continue
             if target.get("deleted"):
                 rejected.append(Rejected(change, "target_deleted"))
@@ -304,7 +355,33 @@ class HistoryStore:
             # else: this edit was already applied, or a newer one was: nothing to do.
         if ops:
             await self.messages.bulk_write(ops, ordered=True)
+        await threads.recount(self.messages, recount)
         return rejected
+
+    async def apply_reactions(
+        self,
+        reactions: Sequence[ReactionRecord],
+        *,
+        load_target: TargetLoader,
+        now: dt.datetime,
+        max_emoji: int,
+    ) -> list[RejectedReaction]:
+        """Apply the batch's reactions (``reactions.py``); return the ones refused. A
+        target not stored yet is read from the stream and stored first."""
+        if not reactions:
+            return []
+        targets = sorted({r.target_seq for r in reactions})
+        fields = {"room_id": 1, "sender.id": 1, "to": 1, "deleted": 1, "reactions": 1}
+        found = {
+            int(d["_id"]): d async for d in self.messages.find({"_id": {"$in": targets}}, fields)
+        }
+        for seq in targets:
+            if seq not in found:
+                message = await load_target(seq)
+                if message is not None:
+                    await self.write_messages([message], now=now, load_target=load_target)
+                    found[seq] = message_doc(message, now)
+        return await self.reactions.apply(reactions, found, max_emoji=max_emoji)
 
     # ------------------------------------------------------------------ reads
 
@@ -326,11 +403,56 @@ class HistoryStore:
             to_item(d)
             async for d in self._newest_first(room_id, first, hi, limit + 1, viewer_id, scan)
         ]
+        await self._decorate(collected, viewer_id)
         if len(collected) > limit:
             items = collected[:limit]
             return Page(items, items[-1]["seq"])
         # Cut short by the query budget: go on below the last sequence examined.
         return Page(collected, scan.stopped_before)
+
+    async def _decorate(self, items: Sequence[Doc], viewer_id: str) -> None:
+        """The per-reader parts of items: ``me`` on reactions, deleted parents."""
+        await self.reactions.add_me(viewer_id, items)
+        await threads.parents_deleted(self.messages, items)
+
+    async def replies(
+        self, room_id: str, parent_seq: int, viewer_id: str, *, before: int | None, limit: int
+    ) -> Page | None:
+        """The thread page: replies to ``parent_seq`` visible to ``viewer_id``, newest
+        first, below ``before``; None if the parent is not a message of the room the
+        viewer may see (a deleted parent's thread still shows)."""
+        try:
+            parent = await self.messages.find_one(
+                {"_id": parent_seq, "room_id": room_id}, {"sender.id": 1, "to": 1}
+            )
+            bounds = await self._bounds(room_id, before)
+            if parent is None or bounds is None or not visible_to(parent, viewer_id):
+                return None
+            first, hi = bounds
+            items: list[Doc] = []
+            next_before: int | None = None
+            while hi > first and len(items) <= limit:
+                batch = min(THREAD_SCAN_MAX, limit + 1)
+                docs = (
+                    await self.messages.find(
+                        {"room_id": room_id, "reply_to": parent_seq, "_id": {"$lt": hi}},
+                        _HIDDEN_FIELDS,
+                    )
+                    .sort("_id", -1)
+                    .limit(batch)
+                    .to_list()
+                )
+                items.extend(to_item(d) for d in docs if visible_to(d, viewer_id))
+                if len(docs) < batch:
+                    break
+                hi = int(docs[-1]["_id"])
+            if len(items) > limit:
+                items = items[:limit]
+                next_before = items[-1]["seq"]
+            await self._decorate(items, viewer_id)
+            return Page(items, next_before)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable("MongoDB is unavailable") from exc
 
     async def last_seq(self, room_id: str) -> int:
         """The room's newest stored sequence, visible to the caller or not (0 if none)."""
@@ -429,7 +551,7 @@ class HistoryStore:
         and tombstones, capped at MAX_UNREAD."""
         last_seq = await self.last_seq(room_id)
         page = await self.page(room_id, viewer_id, before=None, limit=1)
-        unread = 0
+        unread = mentions = 0
         if last_seq > read_seq:
             try:
                 docs = (
@@ -442,16 +564,19 @@ class HistoryStore:
                 )
             except UNAVAILABLE_ERRORS as exc:
                 raise StoreUnavailable("MongoDB is unavailable") from exc
-            unread = sum(
-                1
+            unseen = [
+                d
                 for d in docs
                 if d["sender"]["id"] != viewer_id
                 and not d.get("deleted")
                 and visible_to(d, viewer_id)
-            )
+            ]
+            unread = len(unseen)
+            mentions = sum(1 for d in unseen if viewer_id in (d.get("mentions") or ()))
         return {
             "last_seq": last_seq,
             "unread": min(unread, MAX_UNREAD),
+            "mentions": min(mentions, MAX_UNREAD),
             "last_message": page.items[0] if page.items else None,
         }
 
