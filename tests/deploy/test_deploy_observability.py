@@ -30,10 +30,15 @@ CONTRACT = {
     "roomcast_gateway_resume_messages",
     "roomcast_gateway_nats_reconnects_total",
     "roomcast_gateway_rate_limited_total",
+    "roomcast_gateway_slow_mode_checks_total",
+    "roomcast_gateway_moderator_deletions_total",
     "roomcast_history_consumer_lag_messages",
     "roomcast_history_ingested_total",
     "roomcast_history_redeliveries_total",
     "roomcast_history_dead_letters_total",
+    "roomcast_history_retention_purged_total",
+    "roomcast_history_retention_round_seconds",
+    "roomcast_history_retention_unfinished_rooms",
     "roomcast_notifier_consumer_lag_messages",
     "roomcast_notifier_notifications_total",
     "roomcast_notifier_pushes_total",
@@ -67,7 +72,7 @@ def source_metric_names(service: str) -> set[str] | None:
     package = REPO / "services" / service / "src" / "roomcast" / service
     if not (package / "metrics.py").exists():
         return None
-    text = "".join(p.read_text() for p in package.glob("*.py"))
+    text = "".join(p.read_text() for p in package.rglob("*.py"))  # subpackages too
     names = set(re.findall(r"\"(roomcast_[a-z0-9_]+)\"", text))
     return names | {
         f"roomcast_{service}_http_requests_total",
@@ -178,6 +183,8 @@ def test_alerts_cover_the_operational_risks() -> None:
     assert "roomcast_rooms_grpc_requests_total" in joined
     assert "roomcast_gateway_nats_reconnects_total" in joined
     assert 'up{job="nats"}' in joined
+    assert "roomcast_history_retention_unfinished_rooms" in joined  # purge falling behind
+    assert 'roomcast_gateway_moderator_deletions_total{outcome="failed"}' in joined
     check_metrics(list(exprs.values()), "alerts.yml")
 
 
@@ -216,6 +223,10 @@ def test_dashboard_shows_what_on_call_opens_first() -> None:
         "roomcast_rooms_grpc_requests_total",
         "roomcast_rooms_grpc_request_duration_seconds_bucket",
         "roomcast_auth_logins_total",
+        "roomcast_gateway_slow_mode_checks_total",
+        "roomcast_gateway_moderator_deletions_total",
+        "roomcast_history_retention_purged_total",
+        "roomcast_history_retention_unfinished_rooms",
     ):
         assert needle in exprs, f"the dashboard lacks {needle}"
     check_metrics(exprs.splitlines(), "the dashboard")
