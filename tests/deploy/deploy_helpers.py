@@ -40,6 +40,14 @@ INSTALL_HINTS = {
 }
 
 
+# docker-compose.yml requires these secrets (``${VAR:?...}``) so that a production stack
+# never starts without them; tests that only render the model pass placeholders.
+COMPOSE_REQUIRED_SECRETS = {
+    "ROOMCAST_NOTIFIER_SERVICE_PASSWORD": "placeholder",
+    "ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY": "placeholder",
+}
+
+
 def _venv_bin() -> Path:
     return Path(sys.executable).parent
 

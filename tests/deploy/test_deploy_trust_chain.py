@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import REPO, configmap_data, run, tool
+from deploy_helpers import COMPOSE_REQUIRED_SECRETS, REPO, configmap_data, run, tool
 from starlette.requests import Request
 
 from roomcast.auth.limits import client_ip
@@ -57,6 +57,7 @@ def compose_deploy(tmp: Path) -> Deploy:
         **clean,
         "ROOMCAST_SIGNING_KEY_FILE": str(key),
         "ROOMCAST_GRAFANA_PASSWORD_FILE": str(key),
+        **COMPOSE_REQUIRED_SECRETS,
     }
     result = run(
         [
