@@ -7,10 +7,14 @@ import { ApiError, SessionEnded } from "./errors.js";
 import type {
   CreateRoomBody,
   HistoryItem,
+  InboxState,
   InviteCode,
   JoinResult,
   MemberPage,
+  NotificationPage,
   PrivateUser,
+  PushRegistration,
+  PushSubscriptionBody,
   Room,
   RoomPage,
   TokenPair,
@@ -194,6 +198,36 @@ export class RoomcastHttp {
     const query = new URLSearchParams({ limit: String(options.limit ?? 50) });
     if (options.before !== undefined) query.set("before", String(options.before));
     return this.call("GET", `/v1/rooms/${seg(roomId)}/messages?${query}`);
+  }
+
+  // ------------------------------------------------------------ notifications
+
+  /** One page of the inbox (mentions, replies, DMs), newest first, with the unread count. */
+  notifications(options: { cursor?: string | null; limit?: number } = {}): Promise<NotificationPage> {
+    const query = new URLSearchParams({ limit: String(options.limit ?? 50) });
+    if (options.cursor) query.set("cursor", options.cursor);
+    return this.call<NotificationPage>("GET", `/v1/notifications?${query}`);
+  }
+
+  /** Marks every notification up to the stream sequence `upTo` read (never moves back). */
+  markNotificationsRead(upTo: number): Promise<InboxState> {
+    return this.call<InboxState>("POST", "/v1/notifications/read", { up_to: upTo });
+  }
+
+  /** The VAPID public key: `applicationServerKey` for `pushManager.subscribe`. */
+  async pushVapidKey(): Promise<string> {
+    return (await this.call<{ key: string }>("GET", "/v1/push/vapid-key")).key;
+  }
+
+  /** Registers a `PushSubscription` (or its `toJSON()`) for Web Push; the same endpoint replaces its entry. */
+  registerPush(subscription: PushSubscriptionBody | { toJSON(): unknown }): Promise<PushRegistration> {
+    const body = "toJSON" in subscription ? subscription.toJSON() : subscription;
+    return this.call<PushRegistration>("POST", "/v1/push/subscriptions", body);
+  }
+
+  /** Forgets the subscription with this endpoint (fine when already gone). */
+  async unregisterPush(endpoint: string): Promise<void> {
+    await this.call("DELETE", "/v1/push/subscriptions", { endpoint });
   }
 
   // ------------------------------------------------------------ transport

@@ -134,6 +134,64 @@ export interface ErrorEnvelope {
   error: ErrorDetail;
 }
 
+// ------------------------------------------------- REST: notifications
+
+/**
+ * The inbox and Web Push rows (docs/notifications.md). The notifier builds them by hand,
+ * not from pydantic models, so there is no exported schema: test/notifications.test.ts
+ * checks these shapes against the real service instead.
+ */
+export type NotificationKind = "dm" | "mention" | "reply";
+
+export interface NotificationSender {
+  id: string;
+  username: string;
+  display_name?: string | null;
+  avatar_url?: string | null;
+}
+
+export interface Notification {
+  /** `"<seq>:<user>"`: stable, one per user and message. */
+  id: string;
+  kind: NotificationKind;
+  room: string;
+  /** The message's stream sequence: what `markNotificationsRead(upTo)` takes. */
+  seq: number;
+  sender: NotificationSender;
+  /** The message's first 140 characters. */
+  preview: string;
+  sent_at: string;
+  /** A private message (`to`) addressed to the caller. */
+  private: boolean;
+  read: boolean;
+}
+
+export interface NotificationPage {
+  /** Newest first. */
+  items: Notification[];
+  /** Pass as `cursor` for older ones; null on the last page. */
+  next_cursor: string | null;
+  /** Notifications after the read position, capped at 999. */
+  unread: number;
+}
+
+export interface InboxState {
+  read_up_to: number;
+  unread: number;
+}
+
+/** A browser's `PushSubscription.toJSON()`. */
+export interface PushSubscriptionBody {
+  endpoint: string;
+  expirationTime?: number | null;
+  keys: { p256dh: string; auth: string };
+}
+
+export interface PushRegistration {
+  id: string;
+  endpoint: string;
+}
+
 // --------------------------------------------------------- frames: shared
 
 export interface TextBody {
