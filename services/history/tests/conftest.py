@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import nats
 import orjson
 import pytest
@@ -24,6 +25,7 @@ from roomcast.common.subjects import STREAM_NAME, room_subject
 from roomcast.history.consumer import HistoryConsumer
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore
+from roomcast.testing.fakes import FakeRooms, JwksServer
 from roomcast.testing.processes import ServiceProcess, free_port
 
 
@@ -228,3 +230,69 @@ def history_proc() -> Iterator[Callable[..., ServiceProcess]]:
     yield make
     for proc in made:
         proc.stop()
+
+
+class History:
+    """A started history process and an HTTP client for it."""
+
+    def __init__(self, proc: ServiceProcess, client: httpx.AsyncClient) -> None:
+        self.proc = proc
+        self.client = client
+
+    async def page(self, room: str, token: str | None, **params: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return await self.client.get(f"/v1/rooms/{room}/messages", params=params, headers=headers)
+
+    async def all_pages(self, room: str, token: str, limit: int) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": limit}
+        while True:
+            response = await self.page(room, token, **params)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert len(body["items"]) <= limit
+            items.extend(body["items"])
+            if body["next_before"] is None:
+                return items
+            assert body["next_before"] == body["items"][-1]["seq"]
+            params["before"] = body["next_before"]
+
+    async def wait_stored(self, kit: type[Kit], room: str, token: str, seq: int) -> None:
+        async def stored() -> bool:
+            response = await self.client.get(
+                f"/v1/rooms/{room}/summary", headers={"Authorization": f"Bearer {token}"}
+            )
+            return response.status_code == 200 and response.json()["last_seq"] >= seq
+
+        await kit.eventually(stored, within=30, what=f"seq {seq} stored")
+
+
+@pytest.fixture
+async def start_history(
+    history_proc: Callable[..., ServiceProcess],
+    nats_url: str,
+    mongo_url: str,
+    mongo_db_name: str,
+    jwks_server: JwksServer,
+    fake_rooms: FakeRooms,
+) -> AsyncIterator[Callable[..., Any]]:
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(**overrides: str) -> History:
+        settings = {
+            "nats_url": nats_url,
+            "mongo_url": mongo_url,
+            "mongo_db": mongo_db_name,
+            "jwks_url": jwks_server.url,
+            "rooms_target": fake_rooms.target,
+        }
+        settings.update(overrides)
+        proc = history_proc(**settings)
+        await asyncio.to_thread(proc.start)
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{proc.port}", timeout=10)
+        clients.append(client)
+        return History(proc, client)
+
+    yield start
+    for client in clients:
+        await client.aclose()

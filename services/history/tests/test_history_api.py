@@ -5,84 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import pytest
-
 from roomcast.rpc.rooms.v1 import rooms_pb2
-from roomcast.testing.fakes import FakeRoom, FakeRooms, JwksServer
-from roomcast.testing.processes import MongoServer, ServiceProcess
+from roomcast.testing.fakes import FakeRoom, FakeRooms
+from roomcast.testing.processes import MongoServer
 
 if TYPE_CHECKING:
     from conftest import Kit, Publisher
-
-
-class History:
-    """A started history process and an HTTP client for it."""
-
-    def __init__(self, proc: ServiceProcess, client: httpx.AsyncClient) -> None:
-        self.proc = proc
-        self.client = client
-
-    async def page(self, room: str, token: str | None, **params: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return await self.client.get(f"/v1/rooms/{room}/messages", params=params, headers=headers)
-
-    async def all_pages(self, room: str, token: str, limit: int) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": limit}
-        while True:
-            response = await self.page(room, token, **params)
-            assert response.status_code == 200, response.text
-            body = response.json()
-            assert len(body["items"]) <= limit
-            items.extend(body["items"])
-            if body["next_before"] is None:
-                return items
-            assert body["next_before"] == body["items"][-1]["seq"]
-            params["before"] = body["next_before"]
-
-    async def wait_stored(self, kit: type[Kit], room: str, token: str, seq: int) -> None:
-        async def stored() -> bool:
-            response = await self.client.get(
-                f"/v1/rooms/{room}/summary", headers={"Authorization": f"Bearer {token}"}
-            )
-            return response.status_code == 200 and response.json()["last_seq"] >= seq
-
-        await kit.eventually(stored, within=30, what=f"seq {seq} stored")
-
-
-@pytest.fixture
-async def start_history(
-    history_proc: Callable[..., ServiceProcess],
-    nats_url: str,
-    mongo_url: str,
-    mongo_db_name: str,
-    jwks_server: JwksServer,
-    fake_rooms: FakeRooms,
-) -> AsyncIterator[Callable[..., Any]]:
-    clients: list[httpx.AsyncClient] = []
-
-    async def start(**overrides: str) -> History:
-        settings = {
-            "nats_url": nats_url,
-            "mongo_url": mongo_url,
-            "mongo_db": mongo_db_name,
-            "jwks_url": jwks_server.url,
-            "rooms_target": fake_rooms.target,
-        }
-        settings.update(overrides)
-        proc = history_proc(**settings)
-        await asyncio.to_thread(proc.start)
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{proc.port}", timeout=10)
-        clients.append(client)
-        return History(proc, client)
-
-    yield start
-    for client in clients:
-        await client.aclose()
 
 
 async def test_history_pages_newest_first_with_before_and_limit(
