@@ -43,11 +43,17 @@ async def test_messages_older_than_the_period_leave_and_the_rest_stay(
 ) -> None:
     kept_room, purged_room, user = kit.oid(), kit.oid(), kit.oid()
     ages = [20, 12, 9, 8.5, 6, 1, 0]  # days; the period is 7
+    seqs: dict[str, list[int]] = {kept_room: [], purged_room: []}
     for room in (kept_room, purged_room):
         for age in ages:
             record = kit.message(room, user, f"{age}d")
             record["sent_at"] = days_ago(age)
-            await publisher.publish(room, record)
+            seqs[room].append(await publisher.publish(room, record))
+    # Everybody's reactions are purged with their message.
+    for seq in seqs[purged_room]:
+        react = {"kind": "reaction", "room": purged_room, "target_seq": seq, "emoji": "+1"}
+        react.update(op="add", sender=kit.sender(user), sent_at=kit.now_iso())
+        await publisher.publish(purged_room, react)
     settings = make_settings(
         retention_batch_size=2, retention_batch_pause_seconds=0, retention_max_per_round=3
     )
@@ -92,3 +98,5 @@ async def test_messages_older_than_the_period_leave_and_the_rest_stay(
     assert room_doc is not None
     assert oldest is not None
     assert room_doc["first_seq"] == oldest["_id"]
+    reacted = [d["target_seq"] async for d in mongo[mongo_db_name].reactions.find({})]
+    assert sorted(reacted) == seqs[purged_room][-3:]

@@ -104,6 +104,7 @@ class RetentionPurger:
         # The collections store.py writes (its docstring has their shape).
         self.messages: AsyncCollection[Doc] = db["messages"]
         self.rooms: AsyncCollection[Doc] = db["rooms"]
+        self.reactions: AsyncCollection[Doc] = db["reactions"]
         self._nats: NatsClient | None = None
 
     async def periods(self) -> dict[str, int]:
@@ -146,6 +147,8 @@ class RetentionPurger:
                 due.append(int(doc["_id"]))
             if due:
                 result = await self.messages.delete_many({"room_id": room_id, "_id": {"$in": due}})
+                # Who reacted to a purged message goes with it (reactions.py).
+                await self.reactions.delete_many({"target_seq": {"$in": due}})
                 deleted += result.deleted_count
                 PURGED.inc(result.deleted_count)
                 after = due[-1]
