@@ -35,6 +35,7 @@ from roomcast.common.chatrecord import Change, ChatMessage, InvalidRecord, decod
 from roomcast.common.chatstream import ensure_chat_stream
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
 from roomcast.common.natsconn import connect_nats
+from roomcast.common.retry import Backoff, sleep_unless
 from roomcast.common.subjects import ROOM_SUBJECT_PREFIX, STREAM_NAME
 from roomcast.notifier import metrics
 from roomcast.notifier.directory import RoomDirectory
@@ -48,7 +49,6 @@ from roomcast.notifier.records import (
     public_item,
     recipients,
 )
-from roomcast.notifier.retry import Backoff, sleep_unless
 from roomcast.notifier.settings import Settings
 from roomcast.notifier.store import NotifierStore
 

@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import orjson
 
+from roomcast.common.retry import Backoff, sleep_unless
 from roomcast.notifier import metrics
 from roomcast.notifier.presence import PresenceProbe
 from roomcast.notifier.records import public_item
-from roomcast.notifier.retry import Backoff, sleep_unless
 from roomcast.notifier.settings import Settings
 from roomcast.notifier.store import NotifierStore
 from roomcast.notifier.webpush import MAX_PAYLOAD_BYTES, PushSubscription, WebPushSender

@@ -31,8 +31,8 @@ from typing import Any
 
 import httpx
 
+from roomcast.common.retry import Backoff, sleep_unless
 from roomcast.notifier import metrics
-from roomcast.notifier.retry import Backoff, sleep_unless
 from roomcast.notifier.settings import Settings, WebhookEndpoint
 from roomcast.notifier.store import NotifierStore
 
