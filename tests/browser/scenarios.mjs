@@ -181,6 +181,46 @@ const scenarios = {
     assert((await item(carol, "just for bob").count()) === 0, "carol's history shows the private message");
   },
 
+  /** Bob's bell counts alice's DMs (written by the notifier), the panel lists them, marks them read, opens the room. */
+  async notifications(browser) {
+    const alice = await openApp(browser, gatewayA, gatewayB);
+    const bob = await openApp(browser, gatewayB, gatewayA);
+    const names = { alice: `alice_${run}`, bob: `bob_${run}` };
+    await register(alice, names.alice);
+    await register(bob, names.bob);
+    const unread = bob.getByTestId("notifications-unread");
+    assert(!(await unread.isVisible()), "a new user's bell shows an unread count");
+    await alice.getByTestId("dm-username").fill(names.bob);
+    await alice.getByTestId("dm-submit").click();
+    await say(alice, "first dm");
+    await say(alice, "second dm");
+    await item(alice, "second dm").filter({ hasNotText: "sending" }).waitFor();
+    // The notifier writes the inbox after the messages are stored and bob's page polls
+    // it (the DM room is new to bob's socket): the reconnect bound covers both.
+    await unread.filter({ hasText: "2" }).waitFor({ timeout: RECONNECT_TIMEOUT_MS });
+    await bob.getByTestId("notifications-bell").click();
+    const items = bob.getByTestId("notification-item");
+    await items.filter({ hasText: "second dm" }).waitFor();
+    const shown = await bob.getByTestId("notification-text").allTextContents();
+    assert(JSON.stringify(shown) === JSON.stringify(["second dm", "first dm"]), `the panel lists ${shown}`);
+    const kinds = await items.evaluateAll((els) => els.map((el) => el.dataset.kind));
+    assert(kinds.every((k) => k === "dm"), `kinds ${kinds}`);
+    assert((await items.filter({ hasText: names.alice }).count()) === 2, "the sender is not named");
+    await bob.getByTestId("notifications-mark-read").click();
+    await unread.waitFor({ state: "hidden" });
+    const read = await items.evaluateAll((els) => els.map((el) => el.dataset.read));
+    assert(JSON.stringify(read) === '["true","true"]', `after mark read: ${read}`);
+    // Read state is the server's: still read after a reload; a new DM counts again.
+    await bob.reload();
+    await bob.getByTestId("connection-status").filter({ hasText: "Online" }).waitFor();
+    await say(alice, "third dm");
+    await unread.filter({ hasText: "1" }).waitFor({ timeout: RECONNECT_TIMEOUT_MS });
+    await bob.getByTestId("notifications-bell").click();
+    await items.filter({ hasText: "third dm" }).getByRole("button").click();
+    await item(bob, "third dm").waitFor();
+    await bob.getByTestId("notifications-panel").waitFor({ state: "hidden" });
+  },
+
   /** The main screens, for the README (docs/img/). */
   async screenshots(browser) {
     const out = join(ROOT, "docs/img");

@@ -1,6 +1,6 @@
 """The web chat app end to end in headless Chromium (Debian's chromium, driven by
 playwright-core from scenarios.mjs) against a real stack: two users on two gateways, a
-reload, a gateway killed mid-chat, a private message."""
+reload, a gateway killed mid-chat, a private message, the notifications panel."""
 
 from __future__ import annotations
 
@@ -79,3 +79,8 @@ def test_a_gateway_killed_mid_chat_loses_and_doubles_nothing(js: Any, stack_line
 
 def test_a_private_message_is_visible_only_to_its_recipient(js: Any, stack_line: str) -> None:
     run_scenario(js, "private", stack_line)
+
+
+def test_the_bell_counts_dms_and_the_panel_marks_them_read(js: Any, stack_line: str) -> None:
+    """Inbox rows written by the notifier, through the gateway, in the page."""
+    run_scenario(js, "notifications", stack_line)

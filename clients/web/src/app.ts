@@ -15,6 +15,7 @@ import {
   type TokenPair,
   type UserRef,
 } from "../../typescript/src/index.js";
+import { notificationsPanel } from "./notifications.js";
 
 const TOKENS_KEY = "roomcast.tokens";
 const GATEWAYS_KEY = "roomcast.gateways";
@@ -147,6 +148,11 @@ async function startChat(): Promise<void> {
   const status = h("span", { id: "connection-status", "data-testid": "connection-status", role: "status" }, "Connecting…");
   const banner = h("div", { class: "banner", role: "alert", hidden: true }, "Connection lost. Reconnecting…");
   const logout = h("button", { type: "button", "data-testid": "logout" }, "Log out");
+  // A notification may name a room not shown yet (a DM someone else opened): add it first.
+  const inbox = notificationsPanel(http, h, (id) => {
+    const ready = views.has(id) ? Promise.resolve() : http.getRoom(id).then((room) => addRoom(room));
+    void ready.then(() => openRoom(id)).catch(showError);
+  });
   const roomList = h("ul", { class: "rooms", "data-testid": "room-list", "aria-label": "Rooms" });
   const createName = h("input", { id: "room-name", "data-testid": "room-create-name", required: true, maxlength: "64" });
   const createForm = h(
@@ -193,7 +199,7 @@ async function startChat(): Promise<void> {
   const receipts = h("p", { class: "muted", "data-testid": "read-receipts", "aria-live": "polite" });
 
   root.replaceChildren(
-    h("header", {}, h("h1", {}, "Roomcast"), h("span", { class: "muted" }, me.username), status, logout),
+    h("header", {}, h("h1", {}, "Roomcast"), h("span", { class: "muted" }, me.username), inbox.element, status, logout),
     banner,
     h(
       "main",
@@ -377,10 +383,12 @@ async function startChat(): Promise<void> {
   });
   socket.on("closed", (error) => {
     socket.close();
+    inbox.stop();
     showLogin(`Session ended: ${error.message}`);
   });
   socket.on("message", (m: Message) => {
     const v = views.get(m.room);
+    if (m.sender.id !== me.id && !m.replayed) inbox.poke();
     if (!v) return;
     v.messages.set(m.seq, { seq: m.seq, sender: m.sender, content: m.body.content, to: m.to });
     for (const [seq, shown] of v.messages) {
@@ -509,6 +517,7 @@ async function startChat(): Promise<void> {
   });
   logout.addEventListener("click", () => {
     socket.close();
+    inbox.stop();
     void http.logout().finally(() => showLogin());
   });
   document.addEventListener("visibilitychange", () => {
