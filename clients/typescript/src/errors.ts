@@ -1,5 +1,17 @@
 /** Errors the SDK raises; branch on `code` (stable), show `message`. */
 
+/**
+ * Moderation codes (docs/moderation.md): `banned` is a REST error (403, joining a room
+ * you are banned from); `muted` and `slow_mode` refuse a socket command
+ * ({@link RequestRejected}), `slow_mode` with `retryAfter`.
+ */
+export const ModerationCode = {
+  banned: "banned",
+  muted: "muted",
+  slowMode: "slow_mode",
+} as const;
+export type ModerationCode = (typeof ModerationCode)[keyof typeof ModerationCode];
+
 /** A REST call answered with an error envelope. */
 export class ApiError extends Error {
   constructor(
@@ -25,12 +37,18 @@ export class SessionEnded extends Error {
   }
 }
 
-/** The gateway refused a command (an `error` frame whose `ref` names it). */
+/**
+ * The gateway refused a command (an `error` frame whose `ref` names it). Not retried by
+ * the SDK: `muted` lasts until the mute ends; `slow_mode` says when to try again in
+ * `retryAfter` (seconds).
+ */
 export class RequestRejected extends Error {
   constructor(
     readonly code: string,
     message: string,
     readonly ref?: string,
+    /** `slow_mode`: seconds until the room accepts this member's next send. */
+    readonly retryAfter?: number,
   ) {
     super(`${code}: ${message}`);
     this.name = "RequestRejected";

@@ -14,5 +14,12 @@ export {
   type TokenCallback,
 } from "./socket.js";
 export { backoffCap, fullJitter, reconnectDelay, type BackoffOptions } from "./backoff.js";
-export { ApiError, ConnectionClosed, RequestRejected, SendUnconfirmed, SessionEnded } from "./errors.js";
+export {
+  ApiError,
+  ConnectionClosed,
+  ModerationCode,
+  RequestRejected,
+  SendUnconfirmed,
+  SessionEnded,
+} from "./errors.js";
 export type * from "./types.js";

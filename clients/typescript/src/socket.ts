@@ -862,7 +862,7 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
           }, delay);
         } else if (!RESEND_CODES.has(frame.code)) {
           this.dropPending(p);
-          p.waiter.reject(new RequestRejected(frame.code, frame.message, ref));
+          p.waiter.reject(new RequestRejected(frame.code, frame.message, ref, frame.retry_after));
         }
         return;
       }

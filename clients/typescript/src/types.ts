@@ -58,6 +58,10 @@ export interface Room {
   my_role: RoleName | null;
   invite_code: string | null;
   direct_user_ids: string[] | null;
+  /** One send per this many seconds per member (0: off); owners and admins are exempt. */
+  slow_mode_seconds?: number;
+  /** Messages older than this many days leave history (0: kept). */
+  retention_days?: number;
 }
 
 /** A room of `GET /v1/rooms`; `unread` and `last_message` only with `scope=joined`. */
@@ -348,6 +352,8 @@ export interface ErrorFrame {
   code: string;
   message: string;
   ref?: string;
+  /** `slow_mode`: seconds until the room accepts this member's next send. */
+  retry_after?: number;
 }
 
 export interface PongFrame {
