@@ -390,3 +390,66 @@ async def test_gateway_rejects_handshakes_before_nats_is_ready(
     finally:
         await gw.astop()
         late_nats.cleanup()
+
+
+class LateJwks:
+    """A JWKS endpoint that answers 503 until ``serve()``, counting requests."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self.body = orjson.dumps(jwks)
+        self.serving = False
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/.well-known/jwks.json"
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                self.requests += 1
+                status, body = (b"200 OK", self.body) if self.serving else (b"503 X", b"{}")
+                writer.write(
+                    b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_gateway_is_ready_only_once_it_has_the_signing_keys(
+    gw_nats: NatsServer, gw_rooms: FakeRooms, signer: TokenSigner
+) -> None:
+    """A restarted gateway takes its sockets' reconnect burst the moment it is ready:
+    it fetches auth's keys first, so no socket of the burst waits on that fetch."""
+    jwks = LateJwks(signer.jwks())
+    url = await jwks.start()
+    gw = GatewayProc(base_env(gw_nats.url, url, gw_rooms.target), name="gw-keys")
+    gw.ready_url = None
+    gw.port = gw.gw_port
+    try:
+        await gw.astart()
+        loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=5) as client:
+            deadline = loop.time() + 20
+            while jwks.requests < 1:  # NATS is up and the keys were asked for
+                assert loop.time() < deadline, "the gateway never asked auth for its keys"
+                await asyncio.sleep(0.05)
+            assert (await client.get("/readyz")).status_code == 503
+            jwks.serving = True
+            deadline = loop.time() + 20
+            while (await client.get("/readyz")).status_code != 200:
+                assert loop.time() < deadline, "gateway never became ready"
+                await asyncio.sleep(0.05)
+    finally:
+        await gw.astop()
+        await jwks.stop()

@@ -254,6 +254,15 @@ class TokenVerifier:
 
         return cls(fetch, issuer=issuer, audience=audience)
 
+    async def prefetch(self) -> None:
+        """Fetch the keys now, before the first token arrives: a service that becomes
+        ready only after this answers a reconnect burst at once, instead of every socket
+        of the burst waiting on (and timing out behind) the first fetch. Raises
+        :class:`DependencyUnavailable` when auth cannot be reached."""
+        await self._refresh(wanted_kid=None)
+        if self._fetched_at is None:
+            raise DependencyUnavailable("JWKS not fetched")
+
     async def _refresh(self, *, wanted_kid: str | None) -> None:
         """Fetch the JWKS once for everyone waiting: a waiter that queued behind a fetch
         re-checks under the lock and returns if that fetch already gave it what it needs."""

@@ -1,9 +1,9 @@
 """Wiring, start and drain of one gateway process.
 
 Start: the HTTP app and the port multiplexer come up first (/healthz answers at once,
-/readyz says 503), then NATS is connected, the CHAT stream ensured and the event
-subscriptions made in the background, retrying until they succeed; only then is the
-gateway ready and WebSocket handshakes accepted.
+/readyz says 503), then NATS is connected, the CHAT stream ensured, auth's signing
+keys fetched and the event subscriptions made in the background, retrying until they
+succeed; only then is the gateway ready and WebSocket handshakes accepted.
 
 Drain (SIGTERM), within ``shutdown_grace_seconds``:
 1. not ready (/readyz 503, new handshakes 503, new sends refused with
@@ -27,6 +27,7 @@ from nats.aio.client import Client as NatsClient
 from uvicorn.lifespan.on import LifespanOn
 
 from roomcast.common.chatstream import ensure_chat_stream
+from roomcast.common.errors import DependencyUnavailable
 from roomcast.common.membership import MembershipCache, RoomsClient
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.retry import Backoff, retry_until_ready
@@ -191,6 +192,16 @@ class Gateway:
             "the CHAT stream",
             ensure_stream,
             errors=(Exception,),
+            backoff=Backoff.fixed(STARTUP_RETRY_SECONDS),
+            log=log,
+        )
+        # The signing keys before readiness: a restarted gateway takes a reconnect burst
+        # of thousands of sockets at once, and each would otherwise wait on the first
+        # fetch, which under that load took longer than the auth deadline.
+        await retry_until_ready(
+            "auth's signing keys",
+            self.verifier.prefetch,
+            errors=(DependencyUnavailable,),
             backoff=Backoff.fixed(STARTUP_RETRY_SECONDS),
             log=log,
         )

@@ -37,6 +37,10 @@ WS_PATH = b"/v1/ws"
 # < 16 KB); the buffer grows by itself for larger ones. picows' default (16 KiB) would
 # cost 320 MB at 20k sockets.
 WS_READ_BUFFER_BYTES = 4096
+# Connections the kernel queues before accept(): asyncio's default of 100 overflowed
+# tens of thousands of times when a restarted gateway took its sockets' reconnect burst
+# (bench/idle_50k.py); 4096 is Linux's default net.core.somaxconn, which caps it anyway.
+LISTEN_BACKLOG = 4096
 # Connections still sending their first request head at once; beyond this new ones are
 # dropped at accept (each holds a buffer and a timer for up to the head timeout, so a
 # slow-loris flood must not grow without bound). Far above any legitimate accept burst.
@@ -106,7 +110,9 @@ class PortMultiplexer:
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: Sniffer(self), host=host, port=port)
+        self.server = await loop.create_server(
+            lambda: Sniffer(self), host=host, port=port, backlog=LISTEN_BACKLOG
+        )
         return self.server
 
     @property
