@@ -5,11 +5,13 @@ every acknowledged message every member."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from roomcast.load.__main__ import START_STACK_ENV
@@ -18,6 +20,10 @@ from roomcast.load.run import RunConfig, run_scenario
 from roomcast.load.scenario import ScenarioError, find_scenario, load_scenario, parse_scenario
 from roomcast.testing.stack import Stack, StackPorts
 
+SLOW_MODE_CHECK = re.compile(
+    r'^roomcast_gateway_slow_mode_checks_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE
+)
+
 
 def test_chat_mix_has_small_and_big_rooms_typing_and_readers() -> None:
     scenario = load_scenario("chat-mix")
@@ -25,14 +31,28 @@ def test_chat_mix_has_small_and_big_rooms_typing_and_readers() -> None:
     sizes = sorted(len(r.members) for r in layout.rooms)
     assert len(layout.sockets) == 2000
     assert sizes[-2:] == [300, 300]
-    assert len(sizes) == 502
+    assert len(sizes) == 522
     assert sizes[0] >= 2
     assert sizes[-3] <= 8
     # Every small-room sender and the big rooms' 4 senders type; 2 readers per small
-    # room and 30 per big room send read receipts.
+    # room (slow-mode ones too) and 30 per big room send read receipts.
     assert sum(len(s.typing) for s in layout.sockets) == 500 + 2 * 4
-    assert sum(len(s.reads) for s in layout.sockets) == 500 * 2 + 2 * 30
+    assert sum(len(s.reads) for s in layout.sockets) == 500 * 2 + 2 * 30 + 20 * 2
     assert scenario.expect.p99_ms == 50
+
+
+def test_chat_mix_slow_mode_rooms_are_created_by_a_member_who_does_not_send() -> None:
+    """Owners are exempt from slow mode: were the sender the creator, no send would go
+    through the shared check the slow-mode rooms are there to load."""
+    layout = build_layout(load_scenario("chat-mix"))
+    slow = [r for r in layout.rooms if r.slow_mode_seconds]
+    assert len(slow) == 20
+    for room in slow:
+        assert room.slow_mode_seconds * room.rate <= 1
+        senders = {layout.sockets[s].user for s in room.members[: room.senders]}
+        assert layout.creator(room.index) not in senders
+    plain = next(r for r in layout.rooms if not r.slow_mode_seconds)
+    assert layout.creator(plain.index) == layout.sockets[plain.members[0]].user
 
 
 @pytest.mark.parametrize(
@@ -41,6 +61,15 @@ def test_chat_mix_has_small_and_big_rooms_typing_and_readers() -> None:
         ({"count": 1, "members": 2, "typing_rate": 1.0}, "typing_rate needs senders"),
         ({"count": 1, "members": 2, "readers": 3, "read_rate": 1.0}, "readers cannot exceed"),
         ({"count": 1, "members": 2, "readers": 1}, "read_rate must be positive"),
+        (
+            {"count": 1, "members": 2, "senders": 2, "rate": 0.1, "slow_mode_seconds": 5},
+            "needs a member who does not send",
+        ),
+        (
+            {"count": 1, "members": 3, "senders": 1, "rate": 1.0, "slow_mode_seconds": 2},
+            r"rate must be at most 1 / slow_mode_seconds",
+        ),
+        ({"count": 1, "members": 2, "slow_mode_seconds": 86_400}, "must be <= 21600"),
     ],
 )
 def test_bad_typing_and_read_settings_are_refused(group: dict[str, Any], message: str) -> None:
@@ -52,9 +81,11 @@ def smoke_variant() -> dict[str, Any]:
     """chat-mix with its groups shrunk to a few sockets and its rates raised, so a few
     seconds carry typing notices and read receipts in every room."""
     data = tomllib.loads(find_scenario("chat-mix").read_text())
-    small, big = data["rooms"]
+    small, big, slow = data["rooms"]
     small |= {"count": 3, "members": 3, "rate": 2.0, "typing_rate": 2.0, "read_rate": 2.0}
     big |= {"count": 1, "members": 6, "senders": 2, "readers": 3, "read_rate": 1.0}
+    # Two sends each in 3 s, 1 s clear of the slow mode.
+    slow |= {"count": 2, "members": 3, "rate": 0.5, "slow_mode_seconds": 1, "read_rate": 1.0}
     return data | {
         "name": "chat-mix-smoke",
         "users": 10,
@@ -94,3 +125,19 @@ async def test_chat_mix_smoke_delivers_messages_typing_and_read_receipts(stack: 
     assert sig["reads_received"] > 0
     assert report["unexpected_messages"] == 0
     assert not any(k.startswith("not_subscribed") for k in report["errors"])
+    # The slow-mode rooms' sends went through the gateways' shared check and passed it.
+    assert "slow_mode" not in acc["errors"]
+    checks = await slow_mode_checks(stack.gateway_urls)
+    assert checks.get("allowed", 0) > 0, checks
+    assert checks.get("refused", 0) == 0, checks
+
+
+async def slow_mode_checks(gateways: list[str]) -> dict[str, float]:
+    """roomcast_gateway_slow_mode_checks_total by outcome, summed over the gateways."""
+    totals: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        for base in gateways:
+            text = (await client.get(base.rstrip("/") + "/metrics")).text
+            for outcome, value in SLOW_MODE_CHECK.findall(text):
+                totals[outcome] = totals.get(outcome, 0.0) + float(value)
+    return totals

@@ -21,6 +21,7 @@ class RoomPlan:
     senders: int
     rate: float  # messages/s per sender
     visibility: str
+    slow_mode_seconds: int = 0
 
 
 @dataclass
@@ -40,8 +41,12 @@ class Layout:
     users: int
 
     def creator(self, room: int) -> int:
-        """The user who creates room ``room`` (the user of its first member socket)."""
-        return self.sockets[self.rooms[room].members[0]].user
+        """The user who creates room ``room``: the user of its first member socket, or
+        of its last in a slow-mode room, where the creator (an owner, exempt from slow
+        mode) must not be one of the senders."""
+        plan = self.rooms[room]
+        first = plan.members[-1] if plan.slow_mode_seconds else plan.members[0]
+        return self.sockets[first].user
 
     def joins(self) -> list[tuple[int, int]]:
         """(user, room) memberships to create by joining (creators are members already)."""
@@ -83,7 +88,7 @@ def build_layout(scenario: Scenario) -> Layout:
     for index, (size, g) in enumerate(sizes):
         members = tuple((slot + k) % n_sockets for k in range(size))
         slot += size
-        rooms.append(RoomPlan(index, members, g.senders, g.rate, g.visibility))
+        rooms.append(RoomPlan(index, members, g.senders, g.rate, g.visibility, g.slow_mode_seconds))
         for k, s in enumerate(members):
             sockets[s].rooms.append(index)
             if k < g.senders:

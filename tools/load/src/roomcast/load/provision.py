@@ -249,6 +249,12 @@ async def create_room(rest: Rest, token: str, name: str) -> str:
     return str(resp.json()["room"]["id"])
 
 
+async def set_slow_mode(rest: Rest, token: str, room_id: str, seconds: int) -> None:
+    resp = await rest.call("PATCH", f"/v1/rooms/{room_id}", {"slow_mode_seconds": seconds}, token)
+    if resp.status_code != 200:
+        raise _fail(resp, f"slow mode of room {room_id}")
+
+
 async def join_room(rest: Rest, token: str, room_id: str) -> None:
     resp = await rest.call("POST", f"/v1/rooms/{room_id}/join", {}, token)
     if resp.status_code not in (200, 201, 204, 409):  # 409: already a member
@@ -268,6 +274,8 @@ async def provision_rooms(
     async def make(i: int) -> None:
         token = users[layout.creator(i)].token
         room_ids[i] = await create_room(rest, token, f"{label} {i}")
+        if layout.rooms[i].slow_mode_seconds:
+            await set_slow_mode(rest, token, room_ids[i], layout.rooms[i].slow_mode_seconds)
 
     def step(name: str, total: int) -> Callable[[int], None] | None:
         return None if progress is None else (lambda n: progress(name, n, total))

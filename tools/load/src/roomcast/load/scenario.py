@@ -28,12 +28,21 @@ class ScenarioError(ValueError):
     """A scenario file that cannot be run as written."""
 
 
+# The gateways' bound on a room's slow mode (6 hours; longer is a mute).
+MAX_SLOW_MODE_SECONDS = 6 * 3600
+
+
 @dataclass(frozen=True)
 class RoomGroup:
     """``count`` rooms of ``members`` member sockets (a fixed size or a [min, max]
     range drawn per room), the first ``senders`` of which each send ``rate`` messages/s
     and ``typing_rate`` typing notices/s; the first ``readers`` members each send
-    ``read_rate`` read receipts/s (up to the last seq they received)."""
+    ``read_rate`` read receipts/s (up to the last seq they received). With
+    ``slow_mode_seconds`` the rooms get that slow mode: the senders pace themselves below
+    it, so every send passes the gateways' shared slow-mode check (a refusal, from a
+    sender that fell behind and caught up in a burst, is a send error of the report),
+    and the rooms' creator is a member who does not send (owners are exempt, and would
+    skip the check)."""
 
     count: int
     members: tuple[int, int]
@@ -43,6 +52,7 @@ class RoomGroup:
     typing_rate: float = 0.0
     readers: int = 0
     read_rate: float = 0.0
+    slow_mode_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,7 @@ def _room_group(data: Any, i: int) -> RoomGroup:
             "typing_rate",
             "readers",
             "read_rate",
+            "slow_mode_seconds",
         },
         where,
     )
@@ -251,7 +262,18 @@ def _room_group(data: Any, i: int) -> RoomGroup:
     read_rate = _num(data, "read_rate", 0.0)
     if readers and read_rate <= 0:
         raise ScenarioError(f"{where}.read_rate must be positive when there are readers")
-    return RoomGroup(count, members, senders, rate, visibility, typing_rate, readers, read_rate)
+    slow_mode = _int(data, "slow_mode_seconds", 0)
+    if slow_mode > MAX_SLOW_MODE_SECONDS:
+        raise ScenarioError(f"{where}.slow_mode_seconds must be <= {MAX_SLOW_MODE_SECONDS}")
+    if slow_mode and senders >= members[0]:
+        raise ScenarioError(
+            f"{where}: a slow-mode room needs a member who does not send (its creator)"
+        )
+    if slow_mode and rate * slow_mode > 1:
+        raise ScenarioError(f"{where}.rate must be at most 1 / slow_mode_seconds")
+    return RoomGroup(
+        count, members, senders, rate, visibility, typing_rate, readers, read_rate, slow_mode
+    )
 
 
 def parse_scenario(data: dict[str, Any]) -> Scenario:
