@@ -34,7 +34,7 @@ def kube() -> Iterator[KubePlay]:
     try:
         play.create_network()
         documents = play.rewrite(render())
-        passwords = {svc: secrets.token_hex(16) for svc in ("auth", "rooms", "history")}
+        passwords = {svc: secrets.token_hex(16) for svc in ("auth", "rooms", "history", "notifier")}
         # SecantusDB is the primary of its own set, not rs0: connect to it directly.
         urls = {
             svc: f"mongodb://roomcast-{svc}:{pw}@mongodb-0.mongodb:27017/roomcast_{svc}"

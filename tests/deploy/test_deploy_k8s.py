@@ -499,15 +499,24 @@ def test_mongodb_component(rendered: Render) -> None:
     databases = {
         db
         for _, _, db in BootstrapSettings(
-            mongo_auth_password="x", mongo_rooms_password="x", mongo_history_password="x"
+            mongo_auth_password="x",
+            mongo_rooms_password="x",
+            mongo_history_password="x",
+            mongo_notifier_password="x",
         ).service_users()
     }
-    for prefix in ("auth", "rooms", "history"):
+    for prefix in ("auth", "rooms", "history", "notifier"):
         assert f"ROOMCAST_BOOTSTRAP_MONGO_{prefix.upper()}_PASSWORD" in env
         db = configmap_data(resources, f"roomcast-{prefix}-config")[
             f"ROOMCAST_{prefix.upper()}_MONGO_DB"
         ]
         assert db in databases, f"no MongoDB user for {prefix}'s database {db}"
+        # The service reads its URL (with that user's credentials) under its own prefix.
+        (service,) = find(resources, "Deployment", prefix)["spec"]["template"]["spec"]["containers"]
+        url = {e["name"]: e.get("valueFrom", {}) for e in service["env"]}
+        assert url.get(f"ROOMCAST_{prefix.upper()}_MONGO_URL") == {
+            "secretKeyRef": {"name": "roomcast-mongodb-urls", "key": prefix}
+        }, f"{prefix} does not read its MongoDB URL from roomcast-mongodb-urls"
 
 
 def test_loadtest_job(rendered: Render) -> None:

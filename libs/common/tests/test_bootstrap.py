@@ -144,6 +144,7 @@ def mongo_settings(server: MongoServer, **overrides: object) -> BootstrapSetting
         "mongo_auth_password": SecretStr("auth-pw"),
         "mongo_rooms_password": SecretStr("rooms-pw"),
         "mongo_history_password": SecretStr("history-pw"),
+        "mongo_notifier_password": SecretStr("notifier-pw"),
     }
     values.update(overrides)
     return BootstrapSettings(**values)  # type: ignore[arg-type]
@@ -175,8 +176,10 @@ def test_mongo_creates_users_then_changes_nothing(restartable_mongo: MongoServer
         "user roomcast-auth created",
         "user roomcast-rooms created",
         "user roomcast-history created",
+        "user roomcast-notifier created",
     ]
     assert can_write(restartable_mongo, "roomcast-rooms", "rooms-pw", "roomcast_rooms")
+    assert can_write(restartable_mongo, "roomcast-notifier", "notifier-pw", "roomcast_notifier")
     assert bootstrap_mongo(mongo_settings(restartable_mongo)) == []
 
 

@@ -56,6 +56,7 @@ class BootstrapSettings(BaseSettings):
     mongo_auth_password: SecretStr = SecretStr("")
     mongo_rooms_password: SecretStr = SecretStr("")
     mongo_history_password: SecretStr = SecretStr("")
+    mongo_notifier_password: SecretStr = SecretStr("")
 
     @property
     def revocations_ttl_seconds(self) -> float:
@@ -71,6 +72,7 @@ class BootstrapSettings(BaseSettings):
             ("roomcast-auth", self.mongo_auth_password, "roomcast_auth"),
             ("roomcast-rooms", self.mongo_rooms_password, "roomcast_rooms"),
             ("roomcast-history", self.mongo_history_password, "roomcast_history"),
+            ("roomcast-notifier", self.mongo_notifier_password, "roomcast_notifier"),
         ]
         return [
             (user, pwd.get_secret_value(), db) for user, pwd, db in wanted if pwd.get_secret_value()
