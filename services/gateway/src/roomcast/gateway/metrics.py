@@ -104,3 +104,19 @@ READS = Counter(
     "Read receipts by result (stored, coalesced, failed).",
     ["result"],
 )
+
+MODERATOR_DELETIONS = Counter(
+    "roomcast_gateway_moderator_deletions_total",
+    "Moderators' deletions of other members' messages reported to rooms' audit log, by outcome.",
+    ["outcome"],
+)
+for _deletion_outcome in ("recorded", "failed"):
+    MODERATOR_DELETIONS.labels(_deletion_outcome)
+
+SLOW_MODE_CHECKS = Counter(
+    "roomcast_gateway_slow_mode_checks_total",
+    "Sends checked against a room's slow mode, by outcome.",
+    ["outcome"],
+)
+for _check_outcome in ("allowed", "refused", "resend", "unavailable"):
+    SLOW_MODE_CHECKS.labels(_check_outcome)

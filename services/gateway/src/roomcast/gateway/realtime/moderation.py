@@ -27,10 +27,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 import grpc
-from prometheus_client import Counter
 
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.common.tokens import AccessClaims
+from roomcast.gateway import metrics
 from roomcast.gateway.errors import Muted
 from roomcast.gateway.realtime.slowmode import SlowMode
 from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
@@ -42,14 +42,6 @@ EXEMPT_ROLES = frozenset({rooms_pb2.ROLE_ADMIN, rooms_pb2.ROLE_OWNER})
 # Reporting a moderator's delete to the audit log waits at most this long: rooms answers
 # in milliseconds; the delete itself is already stored and acked.
 AUDIT_TIMEOUT_SECONDS = 2.0
-
-AUDIT_REPORTS = Counter(
-    "roomcast_gateway_moderator_deletions_total",
-    "Moderators' deletions of other members' messages reported to rooms' audit log, by outcome.",
-    ["outcome"],
-)
-for _outcome in ("recorded", "failed"):
-    AUDIT_REPORTS.labels(_outcome)
 
 
 class Answer(Protocol):
@@ -114,10 +106,10 @@ class PostingRules:
                 timeout=AUDIT_TIMEOUT_SECONDS,
             )
         except (TimeoutError, grpc.aio.AioRpcError) as exc:
-            AUDIT_REPORTS.labels("failed").inc()
+            metrics.MODERATOR_DELETIONS.labels("failed").inc()
             log.warning(
                 "moderator deletion not recorded in the audit log",
                 extra={"room_id": room, "seq": seq, "error": repr(exc)},
             )
             return
-        AUDIT_REPORTS.labels("recorded").inc()
+        metrics.MODERATOR_DELETIONS.labels("recorded").inc()

@@ -39,8 +39,8 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from prometheus_client import Counter
 
+from roomcast.gateway import metrics
 from roomcast.gateway.errors import SlowModeRefused
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,6 @@ KV_TIMEOUT_SECONDS = 1.0
 # winner's send (refused); three rounds lost in a row means a burst of the same user's
 # sends, which is refused too.
 MAX_ATTEMPTS = 3
-
-CHECKS = Counter(
-    "roomcast_gateway_slow_mode_checks_total",
-    "Sends checked against a room's slow mode, by outcome.",
-    ["outcome"],
-)
-for _outcome in ("allowed", "refused", "resend", "unavailable"):
-    CHECKS.labels(_outcome)
 
 
 def _encode(sent_ms: int, client_id: str) -> bytes:
@@ -111,7 +103,7 @@ class SlowMode:
             )
         except (NatsError, OSError, TimeoutError) as exc:
             self._kv = None
-            CHECKS.labels("unavailable").inc()
+            metrics.SLOW_MODE_CHECKS.labels("unavailable").inc()
             log.warning("slow mode bucket unreachable; send let through: %r", exc)
 
     async def _admit(self, room_id: str, user_id: str, client_id: str, interval: int) -> None:
@@ -127,11 +119,11 @@ class SlowMode:
             if entry is not None:
                 sent_ms, last_client = _decode(entry.value)
                 if last_client == client_id:
-                    CHECKS.labels("resend").inc()
+                    metrics.SLOW_MODE_CHECKS.labels("resend").inc()
                     return
                 wait_ms = sent_ms + interval_ms - now
                 if wait_ms > 0:
-                    CHECKS.labels("refused").inc()
+                    metrics.SLOW_MODE_CHECKS.labels("refused").inc()
                     raise SlowModeRefused(
                         f"slow mode: one message per {interval} s in this room",
                         retry_after=math.ceil(wait_ms / 100) / 10,
@@ -143,9 +135,9 @@ class SlowMode:
                     await kv.update(key, _encode(now, client_id), last=entry.revision)
             except KeyWrongLastSequenceError:
                 continue  # another send won the race: read what it wrote
-            CHECKS.labels("allowed").inc()
+            metrics.SLOW_MODE_CHECKS.labels("allowed").inc()
             return
-        CHECKS.labels("refused").inc()
+        metrics.SLOW_MODE_CHECKS.labels("refused").inc()
         raise SlowModeRefused(
             f"slow mode: one message per {interval} s in this room", retry_after=float(interval)
         )
