@@ -280,6 +280,60 @@ async def test_concurrent_lookups_of_one_key_cost_one_rpc(
     assert checks_served() - before == 1
 
 
+# The gateway's default rooms deadline (rooms_timeout_seconds).
+GATEWAY_TIMEOUT_SECONDS = 3.0
+
+
+async def test_a_burst_of_distinct_checks_is_answered_within_the_deadline(
+    rooms: RoomsUnderTest,
+) -> None:
+    # What a gateway sees when thousands of sockets subscribe at connect time: 1,500
+    # distinct (user, room) checks at once. Sent all together, they queued in rooms and
+    # MongoDB with every deadline running and most ended DEADLINE_EXCEEDED; each call's
+    # deadline must cover rooms answering it, not the burst ahead of it.
+    owner = await rooms.person()
+    public = [await rooms.create(owner) for _ in range(10)]
+    people = [await rooms.person() for _ in range(150)]
+    burst = RoomsClient(rooms.target, timeout=GATEWAY_TIMEOUT_SECONDS)
+    try:
+        answers = await asyncio.gather(
+            *(burst.check(p.token, room.id) for p in people for room in public),
+            return_exceptions=True,
+        )
+    finally:
+        await burst.close()
+    failed = [a for a in answers if isinstance(a, BaseException)]
+    assert not failed, f"{len(failed)} of {len(answers)} checks failed, e.g. {failed[0]!r}"
+    assert all(
+        not a.member and a.visibility == pb.VISIBILITY_PUBLIC
+        for a in answers
+        if not isinstance(a, BaseException)
+    )
+
+
+async def test_a_call_that_waits_too_long_for_a_slot_is_unavailable(
+    rooms: RoomsUnderTest,
+) -> None:
+    owner = await rooms.person()
+    room = await rooms.create(owner)
+    # One slot, and no time to wait for it: the second of two concurrent calls is
+    # refused as unavailable (retry) instead of queueing behind the first.
+    narrow = RoomsClient(
+        rooms.target, timeout=RPC_TIMEOUT_SECONDS, max_in_flight=1, max_queue_seconds=0.0
+    )
+    try:
+        answers = await asyncio.gather(
+            narrow.check(owner.token, room.id),
+            narrow.check(owner.token, room.id),
+            return_exceptions=True,
+        )
+    finally:
+        await narrow.close()
+    assert not isinstance(answers[0], BaseException)
+    assert answers[0].member
+    assert isinstance(answers[1], DependencyUnavailable)
+
+
 async def test_past_max_entries_the_least_recently_stored_answer_is_dropped(
     rooms: RoomsUnderTest, client: RoomsClient
 ) -> None:

@@ -24,7 +24,10 @@ API::
     RoomsErrors(not_found=, not_member=, unauthenticated=, invalid=, unavailable=)
         each a callable message -> RoomcastError (an error class fits); the default
         builds the roomcast.common.errors classes
-    RoomsClient(target, *, timeout, errors=RoomsErrors())
+    RoomsClient(target, *, timeout, errors=RoomsErrors(), max_in_flight=32,
+                max_queue_seconds=30.0)
+        at most max_in_flight RPCs at once, the rest wait for a slot (up to
+        max_queue_seconds, then unavailable) before their deadline starts;
         .channel (created on first use, inside the running loop), .stub
         await .check(token, room_id) -> Membership
         await .check_other(token, room_id, user_id) -> bool   (asked by a member)
@@ -40,8 +43,10 @@ API::
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -60,6 +65,19 @@ from roomcast.common.tokens import AccessClaims
 from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 
 MakeError = Callable[[str], RoomcastError]
+
+# CheckMembership calls a client keeps in flight at once; the rest wait for a slot
+# before their deadline starts. rooms answers each with one MongoDB point read, and a
+# burst beyond what the database serves concurrently only queues there with every
+# deadline running: 2,000 sockets subscribing at connect time sent ~3,000 distinct
+# checks at once and most timed out together (then were retried, adding load). 32 keeps
+# rooms' share of MongoDB busy (its pool holds 100) while each call's deadline measures
+# rooms' answer, not the burst ahead of it.
+DEFAULT_MAX_IN_FLIGHT = 32
+# How long a call may wait for a slot: a connect-time burst of a few thousand distinct
+# checks drains well within it at the few milliseconds each costs; longer means rooms
+# is not keeping up and the caller gets "unavailable, retry" instead of waiting on.
+DEFAULT_MAX_QUEUE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +116,20 @@ class RoomsErrors:
 class RoomsClient:
     """A gRPC client of rooms' ``CheckMembership``."""
 
-    def __init__(self, target: str, *, timeout: float, errors: RoomsErrors | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float,
+        errors: RoomsErrors | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_queue_seconds: float = DEFAULT_MAX_QUEUE_SECONDS,
+    ) -> None:
         self.target = target
         self.timeout = timeout
         self.errors = errors or RoomsErrors()
+        self.max_queue_seconds = max_queue_seconds
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._channel: grpc.aio.Channel | None = None
         self._stub: rooms_pb2_grpc.RoomsAsyncStub | None = None
 
@@ -118,14 +146,28 @@ class RoomsClient:
             self._stub = rooms_pb2_grpc.RoomsStub(self.channel)
         return self._stub
 
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of ``max_in_flight`` slots (see DEFAULT_MAX_IN_FLIGHT)."""
+        try:
+            async with asyncio.timeout(self.max_queue_seconds):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise self.errors.unavailable("membership check unavailable, retry") from None
+        try:
+            yield
+        finally:
+            self._slots.release()
+
     async def check(self, token: str, room_id: str) -> Membership:
         """The caller's own membership; NOT_FOUND for an unknown or hidden room."""
         try:
-            reply = await self.stub.CheckMembership(
-                rooms_pb2.CheckMembershipRequest(room_id=room_id),
-                metadata=bearer_metadata(token),
-                timeout=self.timeout,
-            )
+            async with self._slot():
+                reply = await self.stub.CheckMembership(
+                    rooms_pb2.CheckMembershipRequest(room_id=room_id),
+                    metadata=bearer_metadata(token),
+                    timeout=self.timeout,
+                )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.NOT_FOUND:
@@ -144,11 +186,12 @@ class RoomsClient:
     async def check_other(self, token: str, room_id: str, user_id: str) -> bool:
         """Is ``user_id`` a member? Asked by a member (rooms answers members only)."""
         try:
-            reply = await self.stub.CheckMembership(
-                rooms_pb2.CheckMembershipRequest(room_id=room_id, user_id=user_id),
-                metadata=bearer_metadata(token),
-                timeout=self.timeout,
-            )
+            async with self._slot():
+                reply = await self.stub.CheckMembership(
+                    rooms_pb2.CheckMembershipRequest(room_id=room_id, user_id=user_id),
+                    metadata=bearer_metadata(token),
+                    timeout=self.timeout,
+                )
         except grpc.aio.AioRpcError as exc:
             # The asker was a member a moment ago (cached): these mean that changed.
             code = exc.code()
