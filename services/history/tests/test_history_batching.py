@@ -150,4 +150,3 @@ async def test_read_positions_batched_only_move_forward(
     }
     assert final == highest
     assert writes <= len(receipts) / 10, f"{writes} writes for {len(receipts)} receipts"
-
