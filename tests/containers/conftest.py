@@ -88,6 +88,16 @@ def write_secrets(directory: Path) -> tuple[Path, Path]:
     return key, password
 
 
+def vapid_private_key() -> str:
+    """A raw P-256 private key, base64url without padding (ROOMCAST_NOTIFIER_VAPID_...)."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    value = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+    return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
+
+
 def wait_until_ready(stack: PodmanStack, url: str) -> None:
     """Until HAProxy answers /readyz from a gateway through its published port (it
     marks a gateway up after two passing checks, 2 s apart)."""
@@ -124,6 +134,9 @@ def compose_stack() -> Iterator[ComposeStack]:
         "ROOMCAST_TAG": TAG,
         "ROOMCAST_SIGNING_KEY_FILE": str(key),
         "ROOMCAST_GRAFANA_PASSWORD_FILE": str(password),
+        # The notifier's required secrets, made as tools/gen_compose_env.sh makes them.
+        "ROOMCAST_NOTIFIER_SERVICE_PASSWORD": uuid.uuid4().hex,
+        "ROOMCAST_NOTIFIER_VAPID_PRIVATE_KEY": vapid_private_key(),
         **{name: str(port) for name, port in ports.items()},
     }
     project = f"roomcast-ct-{uuid.uuid4().hex[:6]}"
