@@ -127,11 +127,14 @@ class Stack:
             f"{prefix}JWKS_URL": self.jwks_url,
         }
         # As the production overlay's nats-cluster component sets them: every JetStream
-        # asset (the CHAT stream, auth's revocation bucket) on every node of the cluster.
+        # asset (the CHAT stream, auth's revocation bucket, rooms' retention bucket) on
+        # every node of the cluster.
         if prefix in ("ROOMCAST_GATEWAY_", "ROOMCAST_HISTORY_", "ROOMCAST_NOTIFIER_"):
             env[f"{prefix}STREAM_REPLICAS"] = str(self.nats_nodes)
         if prefix == "ROOMCAST_AUTH_":
             env[f"{prefix}REVOCATIONS_REPLICAS"] = str(self.nats_nodes)
+        if prefix == "ROOMCAST_ROOMS_":
+            env[f"{prefix}RETENTION_BUCKET_REPLICAS"] = str(self.nats_nodes)
         env.update({k: v for k, v in self.extra_env.items() if k.startswith(prefix)})
         return env
 
