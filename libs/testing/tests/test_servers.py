@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 import nats
 from pymongo import AsyncMongoClient
 
-from roomcast.testing.processes import MongoServer, NatsServer
+from roomcast.testing.processes import MongoServer, NatsServer, free_port
 
 
 async def test_nats_server_has_jetstream(nats_server: NatsServer) -> None:
@@ -42,3 +44,15 @@ def test_restartable_mongo_keeps_data(restartable_mongo: MongoServer) -> None:
     restartable_mongo.start()
     with client() as c:
         assert c.db.kept.count_documents({}) == 1
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> None:
+    """An outgoing connection takes its source port from the ephemeral range, so a port
+    handed out there can be gone before the server binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(10_000 <= port < low for port in ports), ports
+    for port in ports[:20]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))

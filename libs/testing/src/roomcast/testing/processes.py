@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -64,7 +65,47 @@ def owns_children(thread: threading.Thread) -> bool:
     return thread is threading.main_thread() or bool(getattr(thread, OWNS_CHILDREN, False))
 
 
+# free_port hands out ports BELOW the kernel's ephemeral range. A port from bind(0)
+# comes from that range, and between releasing it and the server binding it any
+# outgoing connection of any process may take it as its source port (seen: auth
+# failing to start with "address already in use"). Below the range only explicit binds
+# take ports, and the bind check sees those. 10000 keeps clear of well-known ports.
+FREE_PORT_FLOOR = 10_000
+# The range below the ephemeral one must be wide enough for random picks to rarely
+# meet; otherwise fall back to bind(0).
+FREE_PORT_MIN_SPAN = 1_000
+FREE_PORT_ATTEMPTS = 200
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+# Not the module-level random: hypothesis seeds that one inside property tests.
+_port_random = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on, that no outgoing connection will take meanwhile, and
+    that this process has not handed out before."""
+    ceiling = _ephemeral_low()
+    if ceiling - FREE_PORT_FLOOR >= FREE_PORT_MIN_SPAN:
+        with _handed_out_lock:
+            for _ in range(FREE_PORT_ATTEMPTS):
+                port = _port_random.randrange(FREE_PORT_FLOOR, ceiling)
+                if port in _handed_out:
+                    continue
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    try:
+                        sock.bind((host, port))
+                    except OSError:
+                        continue
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
