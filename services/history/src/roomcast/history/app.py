@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 
 from roomcast.common.errors import Forbidden, NotFound
 from roomcast.common.httpapp import ReadinessCheck, create_service_app
+from roomcast.common.httpinputs import (
+    MAX_NUMBER_CHARS,
+    bearer_token,
+    int_query_param,
+    json_object_body,
+    json_response,
+)
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.subjects import is_object_id
 from roomcast.common.tokens import AccessClaims, TokenVerifier
@@ -31,39 +37,8 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 # Sequences are uint64 in JetStream; MongoDB stores int64: anything above is invalid.
 MAX_SEQ = 2**63 - 1
-# Digits accepted in a numeric query parameter (int64 has 19).
-MAX_NUMBER_CHARS = 20
 # Rooms per summaries request: one page of the joined-rooms listing (its limit is 100).
 MAX_SUMMARY_ROOMS = 100
-
-
-def _json(body: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
-
-
-def _int_param(request: Request, name: str, *, low: int, high: int) -> int | None:
-    values = request.query_params.getlist(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise InvalidPageParameter(f"{name}: give it once")
-    raw = values[0]
-    if not (0 < len(raw) <= MAX_NUMBER_CHARS and raw.isascii() and raw.isdigit()):
-        raise InvalidPageParameter(f"{name}: must be an integer from {low} to {high}")
-    value = int(raw)
-    if not low <= value <= high:
-        raise InvalidPageParameter(f"{name}: must be an integer from {low} to {high}")
-    return value
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidBody("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidBody("the body must be a JSON object")
-    return body
 
 
 def _read_seq(body: dict[str, Any]) -> int:
@@ -96,11 +71,10 @@ def create_app(
 
     async def authorize(request: Request, room_id: str | None = None) -> AccessClaims:
         """The caller's verified claims, charged one read; the room id checked if given."""
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request)
+        if token is None:
             raise MissingToken("a bearer access token is required")
-        claims = await verifier.verify(token.strip())
+        claims = await verifier.verify(token)
         wait = limiter.hit(claims.user_id)
         if wait > 0:
             raise ReadsRateLimited("too many history reads; slow down", retry_after=wait)
@@ -112,11 +86,14 @@ def create_app(
     async def list_messages(room_id: str, request: Request) -> Response:
         """Messages visible to the caller, newest first; ``before`` pages back."""
         claims = await authorize(request, room_id)
-        limit = _int_param(request, "limit", low=1, high=MAX_LIMIT) or DEFAULT_LIMIT
-        before = _int_param(request, "before", low=1, high=MAX_SEQ)
+        limit = (
+            int_query_param(request, "limit", low=1, high=MAX_LIMIT, error=InvalidPageParameter)
+            or DEFAULT_LIMIT
+        )
+        before = int_query_param(request, "before", low=1, high=MAX_SEQ, error=InvalidPageParameter)
         await membership.require_member(claims, room_id)
         page = await store.page(room_id, claims.user_id, before=before, limit=limit)
-        return _json({"items": page.items, "next_before": page.next_before})
+        return json_response({"items": page.items, "next_before": page.next_before})
 
     @app.get("/v1/rooms/{room_id}/messages/{seq}/replies")
     async def list_replies(room_id: str, seq: str, request: Request) -> Response:
@@ -127,13 +104,16 @@ def create_app(
         parent = int(seq)
         if not 1 <= parent <= MAX_SEQ:
             raise InvalidPageParameter(f"seq: must be an integer from 1 to {MAX_SEQ}")
-        limit = _int_param(request, "limit", low=1, high=MAX_LIMIT) or DEFAULT_LIMIT
-        before = _int_param(request, "before", low=1, high=MAX_SEQ)
+        limit = (
+            int_query_param(request, "limit", low=1, high=MAX_LIMIT, error=InvalidPageParameter)
+            or DEFAULT_LIMIT
+        )
+        before = int_query_param(request, "before", low=1, high=MAX_SEQ, error=InvalidPageParameter)
         await membership.require_member(claims, room_id)
         page = await store.replies(room_id, parent, claims.user_id, before=before, limit=limit)
         if page is None:
             raise MessageNotFound("no such message in this room")
-        return _json({"items": page.items, "next_before": page.next_before})
+        return json_response({"items": page.items, "next_before": page.next_before})
 
     @app.get("/v1/rooms/{room_id}/summary")
     async def room_summary(room_id: str, request: Request) -> Response:
@@ -143,22 +123,24 @@ def create_app(
         await membership.require_member(claims, room_id)
         last_seq = await store.last_seq(room_id)
         page = await store.page(room_id, claims.user_id, before=None, limit=1)
-        return _json({"last_seq": last_seq, "last_message": page.items[0] if page.items else None})
+        return json_response(
+            {"last_seq": last_seq, "last_message": page.items[0] if page.items else None}
+        )
 
     @app.put("/v1/rooms/{room_id}/read")
     async def mark_read(room_id: str, request: Request) -> Response:
         """Move the caller's read position forward (never back); answers the stored one."""
         claims = await authorize(request, room_id)
-        seq = _read_seq(await _json_body(request))
+        seq = _read_seq(await json_object_body(request, error=InvalidBody))
         await membership.require_member(claims, room_id)
-        return _json({"seq": await store.mark_read(room_id, claims.user_id, seq)})
+        return json_response({"seq": await store.mark_read(room_id, claims.user_id, seq)})
 
     @app.post("/v1/summaries")
     async def summaries(request: Request) -> Response:
         """``{room_id: {last_seq, unread, last_message}}`` for the listed rooms the caller
         is a member of (others are left out)."""
         claims = await authorize(request)
-        room_ids = _room_ids(await _json_body(request))
+        room_ids = _room_ids(await json_object_body(request, error=InvalidBody))
 
         async def member(room_id: str) -> bool:
             try:
@@ -173,6 +155,6 @@ def create_app(
         results = await asyncio.gather(
             *(store.summary(r, claims.user_id, positions.get(r, 0)) for r in rooms)
         )
-        return _json(dict(zip(rooms, results, strict=True)))
+        return json_response(dict(zip(rooms, results, strict=True)))
 
     return app

@@ -16,12 +16,16 @@ JWKS like every other service does.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 
 from roomcast.common.httpapp import ReadinessCheck, create_service_app
+from roomcast.common.httpinputs import (
+    bearer_token,
+    int_query_param,
+    json_object_body,
+    json_response,
+)
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.tokens import AccessClaims, TokenVerifier
 from roomcast.notifier.errors import InboxRateLimited, InvalidBody, MissingToken
@@ -35,39 +39,8 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 # Stream sequences are uint64 in JetStream, stored as int64.
 MAX_SEQ = 2**63 - 1
-# Digits accepted in a numeric parameter (int64 has 19).
-MAX_NUMBER_CHARS = 20
 # A subscription's JSON is under 1 KB; bodies of these endpoints are small.
 MAX_BODY_BYTES = 8 * 1024
-
-
-def _json(body: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
-
-
-def _int_param(request: Request, name: str, *, low: int, high: int) -> int | None:
-    values = request.query_params.getlist(name)
-    if not values:
-        return None
-    raw = values[0]
-    if len(values) > 1 or not (
-        0 < len(raw) <= MAX_NUMBER_CHARS and raw.isascii() and raw.isdigit()
-    ):
-        raise InvalidBody(f"{name}: must be an integer from {low} to {high}")
-    value = int(raw)
-    if not low <= value <= high:
-        raise InvalidBody(f"{name}: must be an integer from {low} to {high}")
-    return value
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidBody("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidBody("the body must be a JSON object")
-    return body
 
 
 def create_app(
@@ -82,11 +55,10 @@ def create_app(
     app = create_service_app("notifier", readiness=readiness, max_body_bytes=MAX_BODY_BYTES)
 
     async def caller(request: Request) -> AccessClaims:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request)
+        if token is None:
             raise MissingToken("a bearer access token is required")
-        claims = await verifier.verify(token.strip())
+        claims = await verifier.verify(token)
         wait = limiter.hit(claims.user_id)
         if wait > 0:
             raise InboxRateLimited("too many requests; slow down", retry_after=wait)
@@ -96,12 +68,15 @@ def create_app(
     async def list_notifications(request: Request) -> Response:
         """The caller's notifications, newest first, with the unread count."""
         claims = await caller(request)
-        limit = _int_param(request, "limit", low=1, high=MAX_LIMIT) or DEFAULT_LIMIT
-        cursor = _int_param(request, "cursor", low=1, high=MAX_SEQ)
+        limit = (
+            int_query_param(request, "limit", low=1, high=MAX_LIMIT, error=InvalidBody)
+            or DEFAULT_LIMIT
+        )
+        cursor = int_query_param(request, "cursor", low=1, high=MAX_SEQ, error=InvalidBody)
         read_up_to = await store.read_up_to(claims.user_id)
         docs = await store.page(claims.user_id, before=cursor, limit=limit + 1)
         page = docs[:limit]
-        return _json(
+        return json_response(
             {
                 "items": [public_item(d, read_up_to) for d in page],
                 "next_cursor": str(page[-1]["seq"]) if len(docs) > limit else None,
@@ -113,25 +88,27 @@ def create_app(
     async def mark_read(request: Request) -> Response:
         """Mark every notification up to ``up_to`` (a stream sequence) read."""
         claims = await caller(request)
-        body = await _json_body(request)
+        body = await json_object_body(request, error=InvalidBody)
         up_to = body.get("up_to")
         if set(body) != {"up_to"} or type(up_to) is not int or not 0 <= up_to <= MAX_SEQ:
             raise InvalidBody('the body must be {"up_to": <integer from 0 to 2^63-1>}')
         stored = await store.mark_read(claims.user_id, up_to)
-        return _json({"read_up_to": stored, "unread": await store.unread(claims.user_id, stored)})
+        return json_response(
+            {"read_up_to": stored, "unread": await store.unread(claims.user_id, stored)}
+        )
 
     @app.get("/v1/push/vapid-key")
     async def vapid_key(request: Request) -> Response:
         """The VAPID public key browsers pass as ``applicationServerKey``."""
         await caller(request)
-        return _json({"key": vapid_public_key})
+        return json_response({"key": vapid_public_key})
 
     @app.post("/v1/push/subscriptions")
     async def subscribe(request: Request) -> Response:
         """Register a browser's ``PushSubscription`` for the caller."""
         claims = await caller(request)
         sub = parse_subscription(
-            await _json_body(request),
+            await json_object_body(request, error=InvalidBody),
             allowed_hosts=settings.push_endpoint_hosts,
             allow_http=settings.push_allow_http,
         )
@@ -139,13 +116,13 @@ def create_app(
             sub.to_doc(claims.user_id, dt.datetime.now(dt.UTC)),
             max_per_user=settings.push_max_subscriptions,
         )
-        return _json({"id": sub.id, "endpoint": sub.endpoint}, status_code=201)
+        return json_response({"id": sub.id, "endpoint": sub.endpoint}, status_code=201)
 
     @app.delete("/v1/push/subscriptions")
     async def unsubscribe(request: Request) -> Response:
         """Forget one of the caller's subscriptions, by endpoint."""
         claims = await caller(request)
-        body = await _json_body(request)
+        body = await json_object_body(request, error=InvalidBody)
         if not set(body) <= {"endpoint", "expirationTime", "keys"} or "endpoint" not in body:
             raise InvalidBody('the body must be {"endpoint": <the subscription endpoint>}')
         endpoint = check_endpoint(
