@@ -483,7 +483,7 @@ class Connection(WSListener):
             if services.drain.draining:
                 raise Draining("gateway restarting")
             stream = services.stream
-            await services.membership.require_member(self.claims, command.room)
+            # Membership, mutes and slow mode from one cached membership answer.
             await services.moderation.check_send(self.claims, command.room, command.client_id)
             if command.to is not None:
                 await services.recipients.require_member(self.claims, command.room, command.to)
