@@ -13,9 +13,10 @@ kube play"):
   its HTTP port on its own free loopback port (podman 4.3 publishes every
   ``containerPort`` on the host's same port, so replicas would collide, and would take
   the well-known ports); no other port is published;
-- readiness probes become exec probes (podman converts httpGet to ``curl``, absent from
-  the images, and has no gRPC probe), polled with ``podman healthcheck run`` (podman's
-  own timers need systemd);
+- readiness probes become commands (podman converts httpGet to ``curl``, absent from
+  the images, and has no gRPC probe) run with ``podman exec`` until they pass; not
+  podman health checks, which restart a container whose check fails, so a service
+  still starting would be restarted at every poll;
 - Services become fixed pod addresses on the run's own network plus ``hostAliases`` for
   the Service names; Secrets become podman secrets, named per run.
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kube_rewrite import IGNORED_KINDS, UNPLAYED, KubeRewrite, render
+from kube_rewrite import IGNORED_KINDS, PROBE_TIMEOUT_SECONDS, UNPLAYED, KubeRewrite, render
 from podman_stack import COMMAND_TIMEOUT_SECONDS, POLL_SECONDS, StackError, podman
 
 __all__ = ["IGNORED_KINDS", "UNPLAYED", "KubePlay", "render"]
@@ -151,6 +152,14 @@ class KubePlay(KubeRewrite):
         )
         return result.stdout + result.stderr
 
+    def readiness_command(self, container: str) -> list[str] | None:
+        """The readiness command of a played container (``<pod>-<name>``, a
+        Deployment's ``<pod>-pod-0-<name>``), None if its manifest has no probe."""
+        for (pod, name), command in self.readiness.items():
+            if container in (f"{pod}-{name}", f"{pod}-pod-0-{name}"):
+                return command
+        return None
+
     def wait_ready(self) -> None:
         """Until the bootstrap Pod has succeeded and every container's readiness
         command passes; a container that stops is a failure with its logs."""
@@ -169,15 +178,22 @@ class KubePlay(KubeRewrite):
                     # Restarted by its pod's restartPolicy, as a kubelet would (a service
                     # that started before the bootstrap finished): judged at the deadline.
                     continue
-                checked = subprocess.run(
-                    ["podman", "healthcheck", "run", container],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                    timeout=COMMAND_TIMEOUT_SECONDS,
-                )
-                # No probe in the manifest ("no healthcheck defined"): running is enough.
-                if checked.returncode == 0 or "has no defined healthcheck" in checked.stderr:
+                command = self.readiness_command(container)
+                if command is None:
+                    # No readiness probe in the manifest: running is enough.
+                    pending.discard(container)
+                    continue
+                try:
+                    checked = subprocess.run(
+                        ["podman", "exec", container, *command],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                        timeout=PROBE_TIMEOUT_SECONDS,
+                    )
+                except subprocess.TimeoutExpired:
+                    continue
+                if checked.returncode == 0:
                     pending.discard(container)
             if pending:
                 time.sleep(POLL_SECONDS)

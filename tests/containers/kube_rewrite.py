@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shlex
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -130,6 +129,8 @@ class KubeRewrite:
     secret_keys: dict[str, set[str]] = field(default_factory=dict)
     # Pod name -> the Service names that reach it, in play order (= address order).
     aliases: dict[str, list[str]] = field(default_factory=dict)
+    # (pod, container) -> its readiness probe as a command run in the container.
+    readiness: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def secret_name(self, name: str) -> str:
         return f"{name}-{self.run_id}"
@@ -175,14 +176,10 @@ class KubeRewrite:
         container.pop("lifecycle", None)
         command = _probe_command(readiness, ports) if readiness else None
         if command:
-            # podman joins an exec probe's words with spaces and runs them with sh -c:
-            # one shell-quoted word survives that. A Python start takes more than the
-            # default 1 s timeout on a loaded machine.
-            container["livenessProbe"] = {
-                "exec": {"command": [shlex.join(command)]},
-                "periodSeconds": 3600,
-                "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
-            }
+            # Run by the harness with `podman exec`, never as a podman health check: a
+            # failing kube-play health check restarts its container, so a service still
+            # starting (a gateway waiting for auth's keys) was restarted at every poll.
+            self.readiness[(pod, container["name"])] = command
         for env in container.get("env", []):
             if env["name"] in SINGLE_NODE:
                 env["value"] = SINGLE_NODE[env["name"]]
