@@ -7,6 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The nats-server that tests use; CI also runs the NATS tests against a current release.
 CURRENT_NATS_SERVER := $(VENV)/bin/nats-server
+# Test worker processes. Most of a test's time is spent waiting on the real servers it
+# starts, so two workers halve the run on two cores; a test file stays on one worker
+# (its module fixtures start once). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help reset-state setup up test test-nats-current lint fmt proto proto-check bench soak clean images test-containers test-kube
 
@@ -29,10 +34,10 @@ up: setup ## Run the whole stack on this machine (Ctrl-C stops everything)
 	$(PY) -m roomcast.testing.stack
 
 test: setup ## Run the test suite (real nats-server and SecantusDB, started on free ports)
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_WORKERS)
 
 test-nats-current: setup ## Run the NATS-backed tests against a current nats-server release
-	ROOMCAST_NATS_SERVER=$(CURRENT_NATS_SERVER) $(PY) -m pytest -m nats
+	ROOMCAST_NATS_SERVER=$(CURRENT_NATS_SERVER) $(PY) -m pytest $(PYTEST_WORKERS) -m nats
 
 lint: setup ## ruff (format check + lint), mypy and the import-linter contracts (pyproject.toml)
 	$(PY) -m ruff format --check .

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 from pymongo import AsyncMongoClient
 
 from roomcast.testing.processes import MongoServer, NatsServer, free_port
@@ -56,3 +57,14 @@ def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> N
     for port in ports[:20]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_test_workers_pick_ports_from_disjoint_shares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker of a parallel test run only knows the ports it handed out itself:
+    two workers drawing from the same range could give one port to two servers."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    picked: dict[str, set[int]] = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        picked[worker] = {free_port() for _ in range(100)}
+    assert max(picked["gw0"]) < min(picked["gw1"])

@@ -89,14 +89,28 @@ def _ephemeral_low() -> int:
         return 0
 
 
+def _port_range() -> tuple[int, int]:
+    """Where this process picks ports: below the ephemeral range, and in a test run
+    split across worker processes, only this worker's share of it, so two workers never
+    hand out the same port (each only knows what it handed out itself)."""
+    low, high = FREE_PORT_FLOOR, _ephemeral_low()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or "1")
+    if count > 1 and worker.startswith("gw") and worker[2:].isdigit():
+        share = (high - low) // count
+        low += int(worker[2:]) * share
+        high = low + share
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on, that no outgoing connection will take meanwhile, and
     that this process has not handed out before."""
-    ceiling = _ephemeral_low()
-    if ceiling - FREE_PORT_FLOOR >= FREE_PORT_MIN_SPAN:
+    floor, ceiling = _port_range()
+    if ceiling - floor >= FREE_PORT_MIN_SPAN:
         with _handed_out_lock:
             for _ in range(FREE_PORT_ATTEMPTS):
-                port = _port_random.randrange(FREE_PORT_FLOOR, ceiling)
+                port = _port_random.randrange(floor, ceiling)
                 if port in _handed_out:
                     continue
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
