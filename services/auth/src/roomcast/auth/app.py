@@ -39,12 +39,9 @@ from roomcast.common.accounts import (
 )
 from roomcast.common.errors import DependencyUnavailable, Unauthenticated
 from roomcast.common.httpapp import create_service_app, error_response
+from roomcast.common.httpinputs import MAX_AUTHORIZATION_LENGTH, bearer_token
 from roomcast.common.mongo import UNAVAILABLE_ERRORS, ping
 from roomcast.common.tokens import AccessClaims, TokenSigner, TokenVerifier
-
-# Longest Authorization header value considered: an access token is well under 1 KiB,
-# and the verifier refuses anything over 4 KiB anyway.
-MAX_AUTHORIZATION_LENGTH = 4096
 
 
 def _pair(result: LoginResult) -> TokenPair:
@@ -58,15 +55,17 @@ def _pair(result: LoginResult) -> TokenPair:
 
 async def _caller(request: Request) -> AccessClaims:
     """The verified claims of the request's bearer access token."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
+        header = request.headers.get("authorization", "")
+        # A bearer header longer than any token: refused as invalid, not as missing.
+        scheme, _, rest = header.partition(" ")
+        if scheme.lower() == "bearer" and rest.strip() and len(header) > MAX_AUTHORIZATION_LENGTH:
+            raise Unauthenticated("token too long", code="invalid_token")
         raise MissingToken()
-    if len(header) > MAX_AUTHORIZATION_LENGTH:
-        raise Unauthenticated("token too long", code="invalid_token")
     verifier = request.app.state.token_verifier
     assert isinstance(verifier, TokenVerifier)
-    claims = await verifier.verify(token.strip())
+    claims = await verifier.verify(token)
     # auth is the record of sessions: a logged-out or reuse-revoked session's tokens
     # stop here at once, without waiting for them to expire.
     if claims.session_id is not None and not await auth_service(request.app).sessions.is_active(

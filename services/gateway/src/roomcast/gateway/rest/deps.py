@@ -18,6 +18,7 @@ import httpx
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
+from roomcast.common import httpinputs
 from roomcast.common.errors import Unauthenticated
 from roomcast.common.proxies import IpNetwork
 from roomcast.common.tokens import AccessClaims, TokenVerifier
@@ -26,11 +27,6 @@ from roomcast.rpc.rooms.v1 import rooms_pb2_grpc
 
 if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
     from roomcast.rpc.rooms.v1.rooms_pb2_grpc import RoomsAsyncStub
-
-
-# Longest Authorization header considered: an access token is well under 1 KiB; the
-# verifier refuses anything over 4 KiB anyway, this avoids even base64-decoding more.
-MAX_AUTHORIZATION_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -106,15 +102,14 @@ bearer_scheme = HTTPBearer(
 
 
 def bearer_token(request: Request) -> str:
-    """The request's bearer token, or 401 ``missing_token``."""
-    header = request.headers.get("authorization", "")
-    if len(header) > MAX_AUTHORIZATION_LENGTH:
+    """The request's bearer token, or 401 ``missing_token`` (``invalid_token`` when the
+    header is longer than any token could be)."""
+    token = httpinputs.bearer_token(request)
+    if token is not None:
+        return token
+    if len(request.headers.get("authorization", "")) > httpinputs.MAX_AUTHORIZATION_LENGTH:
         raise Unauthenticated("access token too long", code="invalid_token")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("a bearer access token is required", code="missing_token")
-    return token
+    raise Unauthenticated("a bearer access token is required", code="missing_token")
 
 
 @dataclass(frozen=True, slots=True)
