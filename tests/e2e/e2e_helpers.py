@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from roomcast.client import Item, Message, RoomcastHttp, RoomcastSocket, connect
+
+# Polling another process's state is the same in every suite: the e2e tests take it from here.
+from roomcast.testing.polling import eventually as eventually
 
 PASSWORD = "correct horse battery staple"
 # Deadlines for conditions the tests wait on: generous for a loaded 2-core CI machine,
@@ -61,12 +64,3 @@ async def open_socket(
     collector = Collector()
     sock = await connect(urls, http.access_token_provider, on_item=collector.on_item, **options)
     return sock, collector
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll a condition held by another process (an HTTP answer) until it holds."""
-    async with asyncio.timeout(DELIVERY_DEADLINE_SECONDS):
-        # Polling another process's state: there is no event to wait on.
-        while not await check():  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
-    assert await check(), what

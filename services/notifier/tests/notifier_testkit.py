@@ -1,10 +1,9 @@
 """Helpers of the notifier's tests: two local receivers speaking the real protocols (a
 Web Push service whose requests the test decrypts with the subscription's private keys,
-and a webhook receiver), a browser's subscription keys, and polling."""
+and a webhook receiver) and a browser's subscription keys."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -31,8 +30,6 @@ from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 
 SERVICE_USER = "notifier-svc"
 SERVICE_PASSWORD = "a long service password"
-# Deadlines for conditions the tests wait on: generous for a loaded 2-core machine.
-DEADLINE_SECONDS = 30.0
 
 
 def b64url(data: bytes) -> str:
@@ -41,15 +38,6 @@ def b64url(data: bytes) -> str:
 
 def b64url_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll a condition held by another process until it holds."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from notifier_testkit import Receiver, StartNotifier, World, eventually
+from notifier_testkit import Receiver, StartNotifier, World
 from pymongo import AsyncMongoClient
 
+from roomcast.testing.polling import eventually
 from roomcast.testing.stack import Stack
 
 RECORDS = 400

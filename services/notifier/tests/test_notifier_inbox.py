@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
-from notifier_testkit import StartNotifier, World, eventually, inbox
+from notifier_testkit import StartNotifier, World, inbox
+
+from roomcast.testing.polling import eventually
 
 
 async def test_a_dm_reaches_only_the_other_member_newest_first_with_read_state(

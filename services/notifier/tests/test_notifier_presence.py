@@ -15,9 +15,10 @@ import httpx
 import orjson
 import pytest
 from e2e_helpers import new_user, open_socket
-from notifier_testkit import BrowserKeys, Receiver, eventually, metric
+from notifier_testkit import BrowserKeys, Receiver, metric
 
 from roomcast.client import RoomcastHttp
+from roomcast.testing.polling import eventually
 from roomcast.testing.stack import NOTIFIER_SERVICE_USER, Stack, StackPorts
 
 # The whole stack's start (up to a minute on a loaded 2-core machine) and its stop count

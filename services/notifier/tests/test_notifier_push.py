@@ -11,17 +11,10 @@ from typing import Any
 import http_ece
 import httpx
 import orjson
-from notifier_testkit import (
-    BrowserKeys,
-    Receiver,
-    StartNotifier,
-    World,
-    eventually,
-    inbox,
-    metric,
-)
+from notifier_testkit import BrowserKeys, Receiver, StartNotifier, World, inbox, metric
 from pymongo import AsyncMongoClient
 
+from roomcast.testing.polling import eventually
 from roomcast.testing.stack import Stack
 
 

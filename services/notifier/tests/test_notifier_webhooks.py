@@ -8,7 +8,9 @@ import asyncio
 from collections.abc import Callable
 
 import orjson
-from notifier_testkit import Receiver, StartNotifier, World, eventually, metric, verify_webhook
+from notifier_testkit import Receiver, StartNotifier, World, metric, verify_webhook
+
+from roomcast.testing.polling import eventually
 
 CRM_SECRET = "crm-secret-0123456789abcdef"
 DOWN_SECRET = "down-secret-0123456789abcdef"
