@@ -7,9 +7,9 @@ batch in hand, the HTTP server drains its requests, and the process exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from roomcast.common.durableconsumer import cancel_tasks, finish_consumer, watch_consumer
 from roomcast.common.errors import DependencyUnavailable
 from roomcast.common.lifecycle import (
     run,
@@ -81,15 +81,9 @@ async def serve(settings: Settings) -> None:
         app, settings.host, settings.port, grace_seconds=settings.shutdown_grace_seconds
     )
     consumer_task = asyncio.create_task(consumer.run(stop), name="history-consumer")
-
-    def consumer_ended(task: asyncio.Task[None]) -> None:
-        # The consumer only returns when asked to; anything else is a crash, and a
-        # history that serves reads but stores nothing must not look healthy.
-        if not stop.is_set():
-            log.error("the consumer stopped unexpectedly; shutting down")
-            stop.set()
-
-    consumer_task.add_done_callback(consumer_ended)
+    # The consumer only returns when asked to; anything else is a crash, and a history
+    # that serves reads but stores nothing must not look healthy.
+    watch_consumer(consumer_task, stop)
     # Messages past their room's retention period leave in the background (retention.py).
     purger = RetentionPurger(settings, mongo)
     purge_task = asyncio.create_task(purger.run(stop), name="history-retention")
@@ -97,17 +91,9 @@ async def serve(settings: Settings) -> None:
     try:
         await serve_until_stopped(server, stop)
         # The consumer finishes its batch (bounded by the grace period for retries).
-        done, _ = await asyncio.wait({consumer_task}, timeout=settings.shutdown_grace_seconds + 5)
-        if consumer_task in done:
-            consumer_task.result()
-        else:
-            log.warning("the consumer did not stop in time; its batch will be redelivered")
+        await finish_consumer(consumer_task, grace_seconds=settings.shutdown_grace_seconds)
     finally:
-        for task in (consumer_task, purge_task):
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_tasks(consumer_task, purge_task)
         await purger.close()
         await consumer.close()
         await membership.close()

@@ -9,11 +9,11 @@ requests, and the process exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import httpx
 
+from roomcast.common.durableconsumer import cancel_tasks, finish_consumer, watch_consumer
 from roomcast.common.errors import DependencyUnavailable
 from roomcast.common.lifecycle import (
     run,
@@ -110,30 +110,18 @@ async def serve(settings: Settings) -> None:
         await consumer.run(stop)
 
     main_task = asyncio.create_task(background(), name="notifier-consumer")
-
-    def ended(task: asyncio.Task[None]) -> None:
-        # The consumer only returns when asked to; anything else is a crash, and a
-        # notifier that serves the inbox but fills it no more must not look healthy.
-        if not stop.is_set():
-            log.error("the consumer stopped unexpectedly; shutting down")
-            stop.set()
-
-    main_task.add_done_callback(ended)
+    # The consumer only returns when asked to; anything else is a crash, and a notifier
+    # that serves the inbox but fills it no more must not look healthy.
+    watch_consumer(main_task, stop)
     log.info("notifier listening on %s:%d", settings.host, settings.port)
     try:
         await serve_until_stopped(server, stop)
-        everything = {main_task, *tasks}
-        done, _ = await asyncio.wait(everything, timeout=settings.shutdown_grace_seconds + 5)
-        if main_task in done:
-            main_task.result()
-        else:
-            log.warning("the consumer did not stop in time; its batch will be redelivered")
+        # The consumer finishes its batch, the workers their attempts in flight.
+        await finish_consumer(
+            main_task, grace_seconds=settings.shutdown_grace_seconds, others=tasks
+        )
     finally:
-        for task in (main_task, *tasks):
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_tasks(main_task, *tasks)
         await presence.stop()
         await consumer.close()
         await directory.close()

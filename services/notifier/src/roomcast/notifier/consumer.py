@@ -16,7 +16,6 @@ with in-progress acks, and nothing is acknowledged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -24,19 +23,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import ConsumerConfig, ConsumerInfo
+from nats.js.errors import NotFoundError
 
 from roomcast.common.chatrecord import Change, ChatMessage, InvalidRecord, decode_record
-from roomcast.common.chatstream import ensure_chat_stream
+from roomcast.common.durableconsumer import (
+    ConsumerOptions,
+    DurableConsumer,
+    consumer_lag,
+    durable_consumer_config,
+)
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
-from roomcast.common.natsconn import connect_nats
-from roomcast.common.retry import Backoff, sleep_unless
-from roomcast.common.subjects import ROOM_SUBJECT_PREFIX, STREAM_NAME
+from roomcast.common.subjects import STREAM_NAME
 from roomcast.notifier import metrics
 from roomcast.notifier.directory import RoomDirectory
 from roomcast.notifier.errors import RoomsUnavailable
@@ -56,27 +55,30 @@ log = logging.getLogger(__name__)
 
 # The parser's detail is short; cut anyway so a dead letter stays small.
 DEAD_LETTER_DETAIL_CHARS = 500
-# How long to wait for buffered acks to reach the server when stopping.
-FLUSH_TIMEOUT_SECONDS = 2
-# How often the lag gauge is refreshed from the consumer's info.
+# How often the lag gauge is refreshed from the consumer's info: a gauge scraped every
+# 15 s or so needs no fresher value, and each read is a JetStream API request.
 LAG_POLL_SECONDS = 1.0
 
 
 def consumer_config(settings: Settings) -> ConsumerConfig:
-    return ConsumerConfig(
+    return durable_consumer_config(
         name=settings.consumer_name,
-        durable_name=settings.consumer_name,
         description="roomcast notifier: turns chat records into notifications",
-        # From the start of the stream on first creation: the first deploy notifies
-        # what the stream still holds (a week at most) rather than silently skip it.
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=settings.ack_wait_seconds,
-        # Never give up on a record: the only reasons not to ack are MongoDB or rooms
-        # being unavailable, and dropping a message then would lose its notifications.
-        max_deliver=-1,
+        ack_wait_seconds=settings.ack_wait_seconds,
         max_ack_pending=settings.max_ack_pending,
-        filter_subject=ROOM_SUBJECT_PREFIX + "*",
+    )
+
+
+def consumer_options(settings: Settings) -> ConsumerOptions:
+    return ConsumerOptions(
+        nats_url=settings.nats_url,
+        client_name="roomcast-notifier",
+        config=consumer_config(settings),
+        stream=settings,
+        batch_size=settings.batch_size,
+        fetch_timeout=settings.fetch_timeout,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        progress_poll_seconds=LAG_POLL_SECONDS,
     )
 
 
@@ -91,7 +93,13 @@ def dead_letter_doc(msg: Msg, seq: int, exc: InvalidRecord, now: dt.datetime) ->
     }
 
 
-class NotifierConsumer:
+class NotifierConsumer(DurableConsumer[Sequence[Msg]]):
+    """The shared durable-consumer runner (``roomcast.common.durableconsumer``) with the
+    notifier's decisions and writes; one batch at a time."""
+
+    # MongoDB, rooms or auth down: retried without a traceback.
+    expected_errors = (RoomsUnavailable, *UNAVAILABLE_ERRORS)
+
     def __init__(
         self,
         settings: Settings,
@@ -100,144 +108,35 @@ class NotifierConsumer:
         *,
         on_written: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(consumer_options(settings))
         self.settings = settings
         self.store = store
         self.directory = directory
-        self._nc: NatsClient | None = None
-        self._js: JetStreamContext | None = None
-        self._give_up_at: float | None = None
         # Called after each written batch (wakes the push and webhook workers).
         self._on_written = on_written
 
-    @property
-    def nats(self) -> NatsClient | None:
-        return self._nc
+    async def prepare(self) -> None:
+        await self.store.ensure_indexes()
 
-    @property
-    def nats_connected(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
+    def parse(self, msgs: Sequence[Msg]) -> Sequence[Msg]:
+        # Decided when written: who a message notifies is asked of rooms then.
+        return msgs
 
-    async def connect(self, stop: asyncio.Event) -> bool:
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                self._nc = await connect_nats(self.settings.nats_url, name="roomcast-notifier")
-                self._js = self._nc.jetstream()
-                return True
-            except Exception as exc:
-                log.warning("cannot connect to NATS (%s); retrying", exc)
-                await sleep_unless(stop, backoff.next_delay())
-        return False
+    def write_failed(self, exc: Exception) -> None:
+        metrics.WRITE_ERRORS.inc()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set (``connect`` first); the batch in hand is
-        finished first."""
-        if self._js is None or not await self._prepare_store(stop):
-            return
-        lag_task = asyncio.create_task(self._track_lag(stop))
-        try:
-            while not stop.is_set():
-                sub = await self._subscribe(stop)
-                if sub is None:
-                    break
-                try:
-                    await self._consume(sub, stop)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-        finally:
-            lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag_task
-            if self._nc is not None and self._nc.is_connected:
-                with contextlib.suppress(Exception):
-                    await self._nc.flush(timeout=FLUSH_TIMEOUT_SECONDS)
+    async def on_progress(self, info: ConsumerInfo) -> None:
+        metrics.CONSUMER_LAG.set(consumer_lag(info))
 
-    async def close(self) -> None:
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
-
-    async def _prepare_store(self, stop: asyncio.Event) -> bool:
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                await self.store.ensure_indexes()
-                return True
-            except Exception as exc:
-                log.warning("cannot prepare MongoDB indexes (%s); retrying", exc)
-                await sleep_unless(stop, backoff.next_delay())
-        return False
-
-    async def _subscribe(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
-        assert self._js is not None
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                await ensure_chat_stream(self._js, self.settings, update=False)
-                try:
-                    await self._js.add_consumer(STREAM_NAME, consumer_config(self.settings))
-                except BadRequestError as exc:
-                    # Exists with another configuration (an older deploy's): use it.
-                    log.warning("consumer exists with another config: %s", exc)
-                return await self._js.pull_subscribe_bind(
-                    durable=self.settings.consumer_name, stream=STREAM_NAME
-                )
-            except Exception as exc:
-                log.warning("cannot set up the JetStream consumer (%s); retrying", exc)
-                await sleep_unless(stop, backoff.next_delay())
-        return None
-
-    async def _consume(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(
-                    self.settings.batch_size, timeout=self.settings.fetch_timeout
-                )
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:
-                log.warning("fetch failed (%s); re-subscribing", exc)
-                await sleep_unless(stop, backoff.next_delay())
-                return
-            backoff.reset()
-            await self.handle_batch(msgs, stop)
+    async def handle(self, batch: Sequence[Msg], stop: asyncio.Event) -> None:
+        await self.handle_batch(batch, stop)
 
     async def handle_batch(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
         """Decide, write, then acknowledge one fetched batch."""
         started = time.perf_counter()
-        backoff = Backoff()
-        while True:
-            try:
-                inserted = await self._process(msgs)
-                break
-            except Exception as exc:
-                metrics.WRITE_ERRORS.inc()
-                expected = isinstance(exc, (RoomsUnavailable, *UNAVAILABLE_ERRORS))
-                log.warning(
-                    "batch failed (attempt %d): %s",
-                    backoff.attempt + 1,
-                    exc,
-                    exc_info=backoff.attempt == 0 and not expected,
-                )
-            if stop.is_set():
-                if self._give_up_at is None:
-                    self._give_up_at = time.monotonic() + self.settings.shutdown_grace_seconds
-                if time.monotonic() >= self._give_up_at:
-                    for msg in msgs:  # hand the batch back now, not after ack_wait
-                        with contextlib.suppress(Exception):
-                            await msg.nak()
-                    return
-            for msg in msgs:  # keep the batch assigned to this replica while retrying
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
-            await asyncio.sleep(backoff.next_delay())
-        for msg in msgs:
-            try:
-                await msg.ack()
-            except Exception as exc:
-                # Written but not acknowledged: it comes back and is a no-op then.
-                log.warning("ack failed (%s); the record will be redelivered", exc)
+        inserted = await self.write_then_ack(msgs, lambda: self._process(msgs), stop)
+        if inserted is None:
+            return
         metrics.PROCESSED.inc(len(msgs))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         if inserted and self._on_written is not None:
@@ -305,9 +204,8 @@ class NotifierConsumer:
 
     async def _author_of(self, room_id: str, seq: int) -> str | None:
         """The sender of message ``seq`` of the room, read from the stream."""
-        assert self._js is not None
         try:
-            raw = await self._js.get_msg(STREAM_NAME, seq)
+            raw = await self.js.get_msg(STREAM_NAME, seq)
         except NotFoundError:
             return None  # aged out of the stream: no reply notification
         try:
@@ -346,13 +244,3 @@ class NotifierConsumer:
                 }
             )
         return out
-
-    async def _track_lag(self, stop: asyncio.Event) -> None:
-        assert self._js is not None
-        while not stop.is_set():
-            try:
-                info = await self._js.consumer_info(STREAM_NAME, self.settings.consumer_name)
-                metrics.CONSUMER_LAG.set((info.num_pending or 0) + (info.num_ack_pending or 0))
-            except Exception as exc:
-                log.debug("cannot read consumer info: %s", exc)
-            await sleep_unless(stop, LAG_POLL_SECONDS)
