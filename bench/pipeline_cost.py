@@ -41,6 +41,7 @@ from typing import Any
 import nats
 import orjson
 import websockets
+from io_floor import receive_floor, send_floor  # bench/ is the script's directory
 from nats.js.api import StorageType, StreamConfig
 from pymongo import AsyncMongoClient
 from pymongo.write_concern import WriteConcern
@@ -288,16 +289,23 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         counters.ack_latencies.clear()
         profiler = None
         if args.flame is not None:
+            # --native pauses the process per sample to unwind C frames (uvloop, picows,
+            # orjson); without it the sampler reads Python frames without stopping it.
+            mode = ["--native"] if args.flame_native else ["--nonblocking"]
+            # A .txt output is py-spy's raw format (collapsed stacks, one per line).
+            fmt = "raw" if args.flame.suffix == ".txt" else "flamegraph"
             profiler = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).with_name("py-spy")),
                 "record",
                 "--output",
                 str(args.flame),
+                "--format",
+                fmt,
                 "--pid",
                 str(pids[args.flame_process]),
                 "--duration",
                 str(int(args.duration)),
-                "--nonblocking",
+                *mode,
                 stdout=asyncio.subprocess.DEVNULL,
             )
         began = time.perf_counter()
@@ -361,6 +369,24 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
             f"| implied whole-stack ceiling vs raw publish | {cores * 1000 / per_msg:.0f} "
             f"vs {publish_rate:.0f} msg/s | {cores * 1000 / per_msg / publish_rate:.3f} |"
         )
+        if args.floor_seconds > 0:
+            # The I/O the two gateways cannot avoid at this rate, bare (bench/io_floor.py).
+            send_ms = await send_floor(stack.nats_url, args.rate, args.floor_seconds, args.rooms)
+            recv_ms = await receive_floor(stack.nats_url, args.rate, args.floor_seconds, args.rooms)
+            gw_send = (after["gateway A (send side)"] - before["gateway A (send side)"]) * 1000
+            gw_recv = (
+                after["gateway B (receive side)"] - before["gateway B (receive side)"]
+            ) * 1000
+            print(
+                f"| I/O floor, send: bare uvloop relay, TCP line -> jspublisher -> ack line, "
+                f"{args.rooms} conns at {args.rate:.0f}/s | {send_ms:.3f} ms CPU per ack "
+                f"| gateway A / floor = {gw_send / acked / send_ms:.2f}x |"
+            )
+            print(
+                f"| I/O floor, receive: bare uvloop, natsinline subscription -> TCP write, "
+                f"{args.rooms} conns at {args.rate:.0f}/s | {recv_ms:.3f} ms CPU per message "
+                f"| gateway B / floor = {gw_recv / acked / recv_ms:.2f}x |"
+            )
     finally:
         for task in readers:
             task.cancel()
@@ -379,6 +405,12 @@ def main() -> None:
     parser.add_argument("--ceiling-messages", type=int, default=20000)
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=10.0,
+        help="seconds each bare I/O floor (bench/io_floor.py) is measured; 0 skips them",
+    )
+    parser.add_argument(
         "--flame",
         type=Path,
         help="also record a py-spy flame graph (SVG) of gateway A (the send side) over the "
@@ -389,6 +421,12 @@ def main() -> None:
         default="gateway A (send side)",
         choices=["gateway A (send side)", "gateway B (receive side)", "history"],
         help="the process --flame samples",
+    )
+    parser.add_argument(
+        "--flame-native",
+        action="store_true",
+        help="--flame also samples C frames (uvloop, picows, orjson, the system calls); "
+        "pauses the process at each sample, so it costs it more",
     )
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="roomcast-pipeline-"))

@@ -55,7 +55,13 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         "CPU ms per acknowledged message in each process of the stack at 200 msg/s "
         "(100 rooms, sender on gateway A, receiver on gateway B) vs raw JetStream "
         "publishes/s and a bare durable insert_many, same run; database writes per stored "
-        "message from SecantusDB's own counters (target <= 1.2)",
+        "message from SecantusDB's own counters (target <= 1.2); the gateways vs the bare "
+        "I/O floor of their send and receive paths at the same rate (bench/io_floor.py)",
+    ),
+    "pipeline-1000": (
+        ["bench/pipeline_cost.py", "--rate", "1000", "--duration", "10", "--floor-seconds", "5"],
+        "the same at 1000 msg/s, where the gateways' wake-ups and writes coalesce: "
+        "send side vs the goal (<= 0.25 ms) and both sides vs the bare I/O floor",
     ),
     "publisher": (
         ["bench/jetstream_publisher.py"],

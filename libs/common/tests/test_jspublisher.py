@@ -204,6 +204,10 @@ async def test_headers_that_would_break_the_header_block_are_refused(
         publisher.publish(f"{SUBJECT}h", b"x", {"Nats-Msg-Id": "a\r\nNats-Expected-Stream: X"})
     with pytest.raises(ValueError, match="cannot be sent"):
         publisher.publish(f"{SUBJECT}h", b"x", {"Bad Key": "v"})
+    # A name already sent once (checked once, then remembered) still has its value checked.
+    await publisher.publish(f"{SUBJECT}h", b"x", {"Roomcast-Probe": "fine"})
+    with pytest.raises(ValueError, match="cannot be sent"):
+        publisher.publish(f"{SUBJECT}h", b"x", {"Roomcast-Probe": "a\nb"})
     assert publisher.in_flight == 0
 
 

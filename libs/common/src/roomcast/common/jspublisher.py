@@ -57,7 +57,6 @@ DEFAULT_MAX_IN_FLIGHT = 8192
 # NATS header field names: printable ASCII without ':' or whitespace; values without
 # CR or LF (one would end the header block early and smuggle another field).
 _HEADER_KEY = re.compile(r"[!-9;-~]+")
-_HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n]")
 _CRLF = b"\r\n"
 _HEADER_LINE = b"NATS/1.0\r\n"
 
@@ -107,11 +106,23 @@ class _Pending:
     ack: Ack | None = None  # arrived, held until the key's earlier publishes resolve
 
 
+# Header names already checked against _HEADER_KEY: a publisher sends the same few names
+# with every message, so each is matched once, not per message. Bounded: past this many
+# distinct names the set is not grown (they are still checked, every time).
+_KNOWN_KEYS: set[str] = set()
+_MAX_KNOWN_KEYS = 64
+
+
 def encode_headers(headers: Mapping[str, str]) -> bytes:
     """The NATS header block for ``headers``; ValueError on a field that would break it."""
     parts = [_HEADER_LINE]
     for key, value in headers.items():
-        if not _HEADER_KEY.fullmatch(key) or _HEADER_VALUE_FORBIDDEN.search(value):
+        if key not in _KNOWN_KEYS:
+            if not _HEADER_KEY.fullmatch(key):
+                raise ValueError(f"header {key!r} cannot be sent")
+            if len(_KNOWN_KEYS) < _MAX_KNOWN_KEYS:
+                _KNOWN_KEYS.add(key)
+        if "\r" in value or "\n" in value:
             raise ValueError(f"header {key!r} cannot be sent")
         parts.append(f"{key}: {value}\r\n".encode())
     parts.append(_CRLF)

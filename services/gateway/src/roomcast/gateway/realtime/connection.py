@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
+from prometheus_client import Counter
 
 from roomcast.common.errors import DependencyUnavailable, RoomcastError, Unauthenticated
 from roomcast.common.ratelimit import TokenBucket
@@ -90,6 +91,11 @@ CLOSE_LINGER_SECONDS = 5.0
 DRAIN_TIMEOUT_SECONDS = 10.0
 # Close reasons are capped to fit the 123-byte limit of a close frame.
 MAX_CLOSE_REASON_BYTES = 120
+
+
+# The send counter's child per result, looked up once (labels() takes a lock and hashes
+# the label values on every call). Results are a bounded set: ok, duplicate, error codes.
+_SENT_BY_RESULT: dict[str, Counter] = {}
 
 
 def _noop_write(_: bytes) -> None:
@@ -510,7 +516,10 @@ class Connection(WSListener):
             result = exc.code
             raise
         finally:
-            metrics.MESSAGES_SENT.labels(result).inc()
+            sent = _SENT_BY_RESULT.get(result)
+            if sent is None:
+                sent = _SENT_BY_RESULT[result] = metrics.MESSAGES_SENT.labels(result)
+            sent.inc()
         self.send_payload(
             ack_frame(command.client_id, published.seq, duplicate=published.duplicate)
         )

@@ -9,8 +9,6 @@ their publish.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 
 class Drain:
@@ -23,16 +21,19 @@ class Drain:
     def start(self) -> None:
         self.draining = True
 
-    @contextlib.contextmanager
-    def publishing(self) -> Iterator[None]:
+    def publishing(self) -> Drain:
+        """``with drain.publishing():`` around a publish; the Drain is its own context
+        manager (no generator per publish, as ``contextlib.contextmanager`` would make)."""
+        return self
+
+    def __enter__(self) -> None:
         self._inflight += 1
         self._idle.clear()
-        try:
-            yield
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
+
+    def __exit__(self, *_: object) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
 
     async def wait_publishes(self, within: float) -> bool:
         """Wait until no publish is awaiting its ack; False if ``within`` passed."""

@@ -33,6 +33,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from roomcast.common.natsinline import subscribe_inline
 from roomcast.common.subjects import live_subject
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import Unavailable
@@ -48,12 +49,6 @@ from roomcast.gateway.realtime.protocol import (
 from roomcast.gateway.realtime.stream import ChatStream, StoredMessage
 
 log = logging.getLogger(__name__)
-
-# Core-NATS buffering for one room's live subscription before nats-py drops messages
-# (a drop is then repaired from the stream like any gap). A burst of 64k messages or
-# 64 MiB to one room means the gateway cannot keep up anyway.
-SUB_PENDING_MSGS = 65_536
-SUB_PENDING_BYTES = 64 * 1024 * 1024
 
 _perf = time.perf_counter
 
@@ -143,15 +138,11 @@ class Fanout:
         return task
 
     async def _open(self, room: RoomChannel) -> None:
-        async def on_message(msg: Msg) -> None:
-            self._on_live(room, msg)
-
         try:
-            room.sub = await self.nc.subscribe(
-                live_subject(room.room_id),
-                cb=on_message,
-                pending_msgs_limit=SUB_PENDING_MSGS,
-                pending_bytes_limit=SUB_PENDING_BYTES,
+            # Relayed as nats-py parses each message (roomcast.common.natsinline): no
+            # queue, task wake-up and coroutine per live message; _on_live never awaits.
+            room.sub = await subscribe_inline(
+                self.nc, live_subject(room.room_id), lambda msg: self._on_live(room, msg)
             )
             if room.closed:  # everyone left while subscribing
                 self._spawn(self._unsubscribe(room.sub))

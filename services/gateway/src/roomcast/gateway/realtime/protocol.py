@@ -11,6 +11,7 @@ object) by prefixing the sequence fields, never by decoding and re-encoding it.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import dataclass
@@ -252,9 +253,24 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
 # --- records stored in the stream ----------------------------------------------------
 
 
+# Distinct sender profiles kept validated: a gateway's active senders, with room to
+# spare; an evicted one is validated again on its next message (microseconds).
+SENDER_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=SENDER_CACHE_SIZE)
+def _cached_sender(
+    user_id: str, username: str, display_name: str | None, avatar_url: str | None
+) -> Sender:
+    # An InvalidRecord is raised, never cached: the next send checks again.
+    return sender_of(user_id, username, display_name, avatar_url)
+
+
 def record_sender(claims: AccessClaims) -> Sender:
-    """The validated record sender of a token (cached per profile: not per message)."""
-    return sender_of(claims.user_id, claims.username, claims.display_name, claims.avatar_url)
+    """The validated record sender of a token, cached per profile: not validated again
+    for every message (the profile claims are the key, so a refreshed token with a new
+    display name gets a new sender)."""
+    return _cached_sender(claims.user_id, claims.username, claims.display_name, claims.avatar_url)
 
 
 def message_record(
