@@ -63,6 +63,11 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         "the same at 1000 msg/s, where the gateways' wake-ups and writes coalesce: "
         "send side vs the goal (<= 0.25 ms) and both sides vs the bare I/O floor",
     ),
+    "wake": (
+        ["bench/wake_cost.py"],
+        "CPU of one loopback send that wakes a sleeping peer vs the same send back to back, "
+        "and of one wake-up from epoll_wait: the unit of a lone message's cost",
+    ),
     "publisher": (
         ["bench/jetstream_publisher.py"],
         "CPU per JetStream publish and publishes/s: the coalescing publisher "

@@ -73,12 +73,17 @@ class Gateway:
         self.rooms = RoomsClient(
             settings.rooms_target, timeout=settings.rooms_timeout_seconds, errors=rooms_errors()
         )
+        # Every send looks membership up: the counter's children are bound once, not
+        # found by labels() (a lock and a hash of the label values) per lookup.
+        lookups = {o: metrics.MEMBERSHIP_LOOKUPS.labels(o) for o in ("hit", "miss", "overtaken")}
         self.membership = MembershipCache(
             self.rooms,
             ttl=settings.membership_cache_ttl_seconds,
             negative_ttl=settings.membership_negative_ttl_seconds,
             max_entries=settings.membership_cache_size,
-            observe=lambda outcome: metrics.MEMBERSHIP_LOOKUPS.labels(outcome).inc(),
+            observe=lambda outcome: (
+                lookups.get(outcome) or metrics.MEMBERSHIP_LOOKUPS.labels(outcome)
+            ).inc(),
         )
         # Private messages' recipients (recipients.py), on the same rooms channel.
         self.recipients = RecipientCache(
