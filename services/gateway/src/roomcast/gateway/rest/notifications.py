@@ -11,16 +11,22 @@ its answer (or its error) is relayed unchanged.
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``Auth``
 # alias (a closure variable) in the signatures, not a string it cannot resolve.
 
+import logging
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from roomcast.common.errors import RoomcastError
+from roomcast.common.logging import request_id_var
 from roomcast.gateway.rest.deps import Caller, RestDeps, caller_dependency
 from roomcast.gateway.rest.docs import errors
 from roomcast.gateway.rest.models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEQ, StrictBody
-from roomcast.gateway.rest.upstream import forward
+from roomcast.gateway.rest.upstream import forward, send
+
+log = logging.getLogger(__name__)
 
 # A push service's endpoint URL: browsers' are ~150-500 characters (the notifier's limit).
 MAX_ENDPOINT_CHARS = 2048
@@ -72,6 +78,35 @@ class VapidKey(BaseModel):
 class PushSubscriptionCreated(BaseModel):
     id: str
     endpoint: str
+
+
+async def unread_notifications(deps: RestDeps, token: str, *, time_limit: float) -> int | None:
+    """The caller's unread notification count for the joined-rooms view, or None when
+    the notifier cannot answer (the listing degrades: the rooms matter more than the
+    badge). One notification page of one item: its ``unread`` is the count."""
+    headers = {"authorization": f"Bearer {token}"}
+    request_id = request_id_var.get()
+    if request_id:
+        headers["x-request-id"] = request_id
+    try:
+        status, body, _ = await send(
+            deps.http,
+            "notifier",
+            "GET",
+            f"{deps.notifier_url}/v1/notifications",
+            headers=headers,
+            params={"limit": "1"},
+            time_limit=time_limit,
+        )
+        result = orjson.loads(body) if status == 200 else None
+    except (RoomcastError, orjson.JSONDecodeError) as exc:
+        log.warning("unread notification count unavailable: %r", exc)
+        return None
+    unread = result.get("unread") if isinstance(result, dict) else None
+    if type(unread) is not int or unread < 0:
+        log.warning("unread notification count unavailable: the notifier answered %d", status)
+        return None
+    return unread
 
 
 def create_notifications_router(deps: RestDeps) -> APIRouter:

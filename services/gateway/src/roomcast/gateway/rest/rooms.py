@@ -12,6 +12,7 @@ are fields like any other: a malformed one is 400.
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``Auth``
 # alias (a closure variable) in the signatures, not a string it cannot resolve.
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -44,6 +45,7 @@ from roomcast.gateway.rest.models import (
     member_json,
     room_json,
 )
+from roomcast.gateway.rest.notifications import unread_notifications
 from roomcast.gateway.rest.upstream import (
     call_rooms,
     history_summaries,
@@ -78,6 +80,11 @@ class ListedRoom(Room):
 class ListedRoomPage(BaseModel):
     items: list[ListedRoom]
     next_cursor: str | None = Field(description="pass as cursor for the next page; null: last")
+    unread_notifications: int | None = Field(
+        default=None,
+        description="scope=joined only: the caller's unread notifications (mentions, "
+        "replies, DMs; at most 999); null when the notifier is unavailable",
+    )
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size")]
@@ -96,6 +103,10 @@ def member_id_of(value: str) -> str:
     if not is_object_id(value):
         raise NotFound(MEMBER_NOT_FOUND, code="member_not_found")
     return value
+
+
+async def no_summaries() -> dict[str, Any]:
+    return {}
 
 
 def no_content() -> Response:
@@ -151,8 +162,10 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
         if scope != "joined":
             items = [ListedRoom(**dict(room)) for room in rooms]
             return ListedRoomPage(items=items, next_cursor=reply.next_cursor or None)
-        summaries = (
-            await history_summaries(
+        # History's badges and the notifier's count are asked at once: neither waits
+        # for the other, and either one missing only nulls its own fields.
+        summaries, notifications = await asyncio.gather(
+            history_summaries(
                 deps.http,
                 deps.history_url,
                 caller.token,
@@ -160,7 +173,12 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
                 time_limit=min(deps.history_timeout, SUMMARIES_TIMEOUT_SECONDS),
             )
             if rooms
-            else {}
+            else no_summaries(),
+            unread_notifications(
+                deps,
+                caller.token,
+                time_limit=min(deps.notifier_timeout, SUMMARIES_TIMEOUT_SECONDS),
+            ),
         )
         items = []
         for room in rooms:
@@ -176,7 +194,11 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
                     last_message=last_message if isinstance(last_message, dict) else None,
                 )
             )
-        return ListedRoomPage(items=items, next_cursor=reply.next_cursor or None)
+        return ListedRoomPage(
+            items=items,
+            next_cursor=reply.next_cursor or None,
+            unread_notifications=notifications,
+        )
 
     @router.get(
         "/v1/rooms/{room_id}",
