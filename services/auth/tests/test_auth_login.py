@@ -266,3 +266,15 @@ async def test_too_many_queued_hashes_are_refused_with_503(make_auth: MakeAuth) 
             auth.expect_error(response, 503, "overloaded")
     # Once the queue drains, logins work again.
     await auth.login("queue")
+
+
+async def test_service_reader_usernames_get_the_read_only_service_role(
+    make_auth: MakeAuth,
+) -> None:
+    auth = await make_auth(service_reader_usernames="Roomcast-Notifier")
+    await auth.register("roomcast-notifier")
+    verifier = await auth.verifier()
+    reader = await verifier.verify((await auth.login("roomcast-notifier"))["access_token"])
+    assert reader.roles == ("service-reader",)
+    assert reader.is_service_reader
+    assert not reader.is_global_admin

@@ -36,7 +36,7 @@ def stack() -> Iterator[Stack]:
             "ROOMCAST_AUTH_LOGIN_RATE_LIMIT": "1000",
             "ROOMCAST_AUTH_REGISTER_RATE_LIMIT": "1000",
             # The notifier's service account sees every room (docs/notifications.md).
-            "ROOMCAST_AUTH_ADMIN_USERNAMES": SERVICE_USER,
+            "ROOMCAST_AUTH_SERVICE_READER_USERNAMES": SERVICE_USER,
         },
     )
     (s.state_dir / "nats").mkdir(parents=True)

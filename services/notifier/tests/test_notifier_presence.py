@@ -35,7 +35,7 @@ def stack() -> Iterator[Stack]:
         extra_env={
             "ROOMCAST_AUTH_LOGIN_RATE_LIMIT": "1000",
             "ROOMCAST_AUTH_REGISTER_RATE_LIMIT": "1000",
-            "ROOMCAST_AUTH_ADMIN_USERNAMES": NOTIFIER_SERVICE_USER,
+            "ROOMCAST_AUTH_SERVICE_READER_USERNAMES": NOTIFIER_SERVICE_USER,
             # The test's push service listens on 127.0.0.1 over plain HTTP.
             "ROOMCAST_NOTIFIER_PUSH_ENDPOINT_HOSTS": "127.0.0.1",
             "ROOMCAST_NOTIFIER_PUSH_ALLOW_HTTP": "true",

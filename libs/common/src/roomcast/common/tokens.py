@@ -24,6 +24,8 @@ from roomcast.common.errors import DependencyUnavailable, Unauthenticated
 
 ALGORITHM = "EdDSA"
 ACCESS_TYPE = "access"
+# The role auth gives the accounts in ROOMCAST_AUTH_SERVICE_READER_USERNAMES.
+SERVICE_READER_ROLE = "service-reader"
 # Clock skew tolerated between the issuer and a verifier; NTP keeps hosts within
 # milliseconds, 30 s covers a badly drifting container without extending tokens much.
 # The one leeway of every verifier: REST (auth, gateway, history) and sockets accept a
@@ -71,6 +73,12 @@ class AccessClaims:
     @property
     def is_global_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def is_service_reader(self) -> bool:
+        """A service account that may read every room and its members, and change
+        nothing (the notifier's): rooms refuses it every write."""
+        return SERVICE_READER_ROLE in self.roles
 
 
 def _b64url(data: bytes) -> str:

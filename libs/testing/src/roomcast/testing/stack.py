@@ -151,7 +151,7 @@ class Stack:
             }
             if self.bcrypt_cost is not None:
                 env["ROOMCAST_AUTH_BCRYPT_COST"] = str(self.bcrypt_cost)
-            env.setdefault("ROOMCAST_AUTH_ADMIN_USERNAMES", NOTIFIER_SERVICE_USER)
+            env.setdefault("ROOMCAST_AUTH_SERVICE_READER_USERNAMES", NOTIFIER_SERVICE_USER)
             return env
         if name == "rooms":
             env = self._common("ROOMCAST_ROOMS_")

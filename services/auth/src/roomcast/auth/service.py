@@ -29,7 +29,7 @@ from roomcast.auth.settings import Settings
 from roomcast.auth.users import UserRecord, UserRepository, canonical_username
 from roomcast.common.accounts import LoginRequest, ProfilePatch, RegisterRequest
 from roomcast.common.errors import Conflict
-from roomcast.common.tokens import AccessClaims, TokenSigner
+from roomcast.common.tokens import SERVICE_READER_ROLE, AccessClaims, TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class AuthService:
         self.signer = signer
         self.publisher = publisher
         self._admins = settings.admin_usernames
+        self._service_readers = settings.service_reader_usernames
         self.login_limits = AttemptLimiter(
             "login",
             attempts=settings.login_rate_limit,
@@ -90,7 +91,11 @@ class AuthService:
         await self.sessions.ensure_indexes()
 
     def roles_for(self, user: UserRecord) -> tuple[str, ...]:
-        return (ADMIN_ROLE,) if canonical_username(user.username) in self._admins else ()
+        name = canonical_username(user.username)
+        roles: tuple[str, ...] = (ADMIN_ROLE,) if name in self._admins else ()
+        if name in self._service_readers:
+            roles += (SERVICE_READER_ROLE,)
+        return roles
 
     async def register(self, request: RegisterRequest, client_ip: str) -> UserRecord:
         try:

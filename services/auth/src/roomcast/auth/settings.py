@@ -37,6 +37,10 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings):
 
     # Usernames (case-insensitive) whose tokens carry the global "admin" role.
     admin_usernames: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Usernames (case-insensitive) of service accounts whose tokens carry the
+    # "service-reader" role: rooms lets them read every room and its members and
+    # refuses them every write (the notifier's account).
+    service_reader_usernames: Annotated[frozenset[str], NoDecode] = frozenset()
     # Peers whose X-Forwarded-For is believed (the gateways, a load balancer); IPs or CIDRs.
     trusted_proxies: Annotated[tuple[IpNetwork, ...], NoDecode] = ()
 
@@ -90,7 +94,7 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings):
     # password in 4-byte UTF-8 and still refuses junk early.
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
 
-    @field_validator("admin_usernames", mode="before")
+    @field_validator("admin_usernames", "service_reader_usernames", mode="before")
     @classmethod
     def _parse_admins(cls, value: Any) -> Any:
         value = comma_list(value)

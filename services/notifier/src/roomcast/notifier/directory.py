@@ -2,7 +2,8 @@
 
 rooms identifies every caller by an access token and has no service identities, so
 the notifier logs in to auth as a service account (a user listed in auth's
-``ROOMCAST_AUTH_ADMIN_USERNAMES``: global admins see every room and its members) and
+``ROOMCAST_AUTH_SERVICE_READER_USERNAMES``: the read-only service role, which sees
+every room and its members and may change nothing) and
 calls ``GetRoom`` and ``ListMembers`` with that token. Answers are cached: a room's
 kind never changes into or out of "direct" (a DM room's members are fixed), so it is
 kept until evicted; member lists for ``members_cache_seconds``.

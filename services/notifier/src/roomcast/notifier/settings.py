@@ -46,8 +46,9 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
 
     # --- rooms, as the notifier's own service account -------------------------------
     # rooms identifies every caller by an access token. The notifier logs in to auth
-    # as a service account whose username is in auth's ROOMCAST_AUTH_ADMIN_USERNAMES
-    # (global admins see every room: a DM room's two members, any room's members).
+    # as a service account whose username is in auth's
+    # ROOMCAST_AUTH_SERVICE_READER_USERNAMES (the read-only service role: it sees every
+    # room and its members, a DM room's two members included, and may change nothing).
     rooms_target: str = "127.0.0.1:50051"
     auth_url: str = "http://127.0.0.1:8081"
     service_username: str = Field(default="roomcast-notifier", pattern=r"^[A-Za-z0-9_.-]{3,32}$")

@@ -54,6 +54,12 @@ class InsufficientRole(Forbidden):
     code = "insufficient_role"
 
 
+class ReadOnlyCaller(Forbidden):
+    """A service-reader account (the notifier's) asked for something other than a read."""
+
+    code = "read_only"
+
+
 class Banned(Forbidden):
     """The user is banned from the room: no join, with or without an invite code."""
 

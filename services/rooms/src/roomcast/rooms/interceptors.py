@@ -14,6 +14,7 @@ import grpc
 
 from roomcast.rooms.errors import grpc_status_for
 from roomcast.rooms.metrics import GRPC_DURATION, GRPC_REQUESTS
+from roomcast.rooms.readonly import current_rpc
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def _wrap(name: str, behavior: Behavior) -> Behavior:
         # status at once, and a caller that reads /metrics after its reply must find
         # its call already counted.
         start = time.perf_counter()
+        current_rpc.set(name)  # the task of this call only: read by the caller check
         try:
             response = await behavior(request, context)
         except asyncio.CancelledError:

@@ -32,6 +32,7 @@ from roomcast.rooms.events import EventPublisher, EventType
 from roomcast.rooms.listing import RoomListing
 from roomcast.rooms.moderation import Moderation
 from roomcast.rooms.policy import Role, RoleChange, Visibility
+from roomcast.rooms.readonly import check_service_reader, sees_every_room
 from roomcast.rooms.records import MemberRecord, RoomRecord
 from roomcast.rooms.restrictions import RestrictionStore
 from roomcast.rooms.retention_sync import RetentionSync
@@ -81,6 +82,7 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         claims = await self.verifier.verify(token)
         if not is_object_id(claims.user_id):
             raise NotAuthenticated("token subject is not a user id", code="invalid_token")
+        check_service_reader(claims)
         return claims
 
     async def _visible_room(
@@ -91,7 +93,7 @@ class RoomsServicer(pb_grpc.RoomsServicer):
         room, member = await self.store.get_room_and_member(room_id, caller.user_id)
         role = member.role if member is not None else None
         if room is None or not policy.can_see(
-            room.visibility, role, global_admin=caller.is_global_admin
+            room.visibility, role, global_admin=sees_every_room(caller)
         ):
             raise RoomNotFound()
         return room, member
@@ -483,7 +485,7 @@ class RoomsServicer(pb_grpc.RoomsServicer):
             raise RoomNotFound()
         visibility = Visibility(found.visibility)
         role = Role(found.role) if found.role else None
-        if not policy.can_see(visibility, role, global_admin=caller.is_global_admin):
+        if not policy.can_see(visibility, role, global_admin=sees_every_room(caller)):
             raise RoomNotFound()
         if target is not None:
             # "Is this other user a member?" (the gateway checks a private message's
