@@ -50,6 +50,7 @@ TEST_LIMITS = {
     # series the dashboard and the alerts query (per configured endpoint, at zero).
     "ROOMCAST_NOTIFIER_WEBHOOKS": '[{"name": "obs", "url": "http://127.0.0.1:9/hook", '
     '"secret": "observability-test-secret"}]',
+    "ROOMCAST_NOTIFIER_WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",
 }
 
 

@@ -98,6 +98,8 @@ def notifier_env(stack: Stack) -> Callable[..., dict[str, str]]:
             "ROOMCAST_NOTIFIER_PUSH_ENDPOINT_HOSTS": "127.0.0.1",
             "ROOMCAST_NOTIFIER_PUSH_ALLOW_HTTP": "true",
             "ROOMCAST_NOTIFIER_PUSH_COALESCE_SECONDS": "1",
+            # The test's webhook receivers listen on 127.0.0.1.
+            "ROOMCAST_NOTIFIER_WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",
             "ROOMCAST_NOTIFIER_MONGO_TIMEOUT_MS": "2000",
         }
         env.update({f"ROOMCAST_NOTIFIER_{k.upper()}": v for k, v in extra.items()})

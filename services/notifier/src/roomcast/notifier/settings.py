@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from roomcast.common.chatstream import StreamSettings
@@ -14,6 +16,20 @@ from roomcast.common.settings import MongoSettings, NatsSettings, ServiceSetting
 # The notification kinds, which are also the webhook event names' suffixes.
 KINDS = ("dm", "mention", "reply")
 WEBHOOK_EVENTS = tuple(f"notification.{kind}" for kind in KINDS)
+
+
+def is_private_host(host: str) -> bool:
+    """An address the notifier must not be pointed at by accident: loopback, private,
+    link-local (cloud metadata at 169.254.169.254), unspecified or reserved IP literals,
+    and ``localhost``. Names are not resolved here: the operator owns the DNS they name."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
 
 
 class WebhookEndpoint(BaseModel):
@@ -28,6 +44,20 @@ class WebhookEndpoint(BaseModel):
     # The HMAC-SHA256 key; 32 bytes of entropy or more, as GitHub and Stripe advise.
     secret: SecretStr = Field(min_length=16, max_length=512)
     events: tuple[str, ...] = WEBHOOK_EVENTS
+
+    @field_validator("url")
+    @classmethod
+    def _plain_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ValueError("url is not a URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an http(s) URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("url must not carry credentials (the signature authenticates)")
+        return value
 
     @field_validator("events")
     @classmethod
@@ -124,6 +154,10 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
     # --- webhooks -----------------------------------------------------------------------
     # JSON list of {"name", "url", "secret", "events"?}; empty: no webhooks.
     webhooks: Annotated[tuple[WebhookEndpoint, ...], NoDecode] = ()
+    # Webhook URLs on loopback, private or link-local addresses (and localhost) are
+    # refused at start unless this is set: a receiver inside the cluster is a deliberate
+    # choice, not a typo that has the notifier POST signed events to internal services.
+    webhook_allow_private_hosts: bool = False
     # Attempts before a delivery is dead-lettered: with the backoff below, 8 attempts
     # span about 4 minutes, long enough for a receiver's deploy or restart.
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
@@ -148,6 +182,17 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
         if isinstance(value, str | bytes):
             return tuple(orjson.loads(value)) if value.strip() else ()
         return value
+
+    @model_validator(mode="after")
+    def _public_webhooks(self) -> Settings:
+        if not self.webhook_allow_private_hosts:
+            for endpoint in self.webhooks:
+                if is_private_host(urlsplit(endpoint.url).hostname or ""):
+                    raise ValueError(
+                        f"webhook {endpoint.name!r} points at a private address; set "
+                        "ROOMCAST_NOTIFIER_WEBHOOK_ALLOW_PRIVATE_HOSTS=true if intended"
+                    )
+        return self
 
     @field_validator("webhooks")
     @classmethod
