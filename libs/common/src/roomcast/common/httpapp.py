@@ -52,12 +52,19 @@ class BodySizeLimitMiddleware:
     """Reject request bodies over ``max_bytes`` with 413, whether or not the client
     declared a Content-Length, before the application reads them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, own_limit: Callable[[str], bool] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths whose handler streams the body and enforces its own, larger limit
+        # (history's file uploads).
+        self.own_limit = own_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.own_limit is not None and self.own_limit(scope.get("path", ""))
+        ):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
@@ -144,6 +151,7 @@ def create_service_app(
     *,
     readiness: ReadinessCheck | None = None,
     max_body_bytes: int = 64 * 1024,
+    own_body_limit: Callable[[str], bool] | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app with ``/healthz``, ``/readyz``, ``/metrics`` and the error envelope.
@@ -200,7 +208,7 @@ def create_service_app(
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)
 
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes, own_limit=own_body_limit)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -24,6 +24,8 @@ from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.tokens import TokenVerifier
 from roomcast.history.app import create_app
 from roomcast.history.consumer import HistoryConsumer
+from roomcast.history.files import FileCatalog, GridFSBlobStore
+from roomcast.history.filesgc import FileCollector
 from roomcast.history.membership import MembershipChecker
 from roomcast.history.retention import RetentionPurger
 from roomcast.history.settings import Settings
@@ -70,12 +72,16 @@ async def serve(settings: Settings) -> None:
     limiter = KeyedRateLimiter(
         capacity=settings.read_rate_capacity, per_seconds=settings.read_rate_per_seconds
     )
+    catalog = FileCatalog(mongo, settings.mongo_db)
+    await catalog.ensure_indexes()
+    blobs = GridFSBlobStore(mongo, settings.mongo_db)
     app = create_app(
         store=store,
         verifier=verifier,
         membership=membership,
         limiter=limiter,
         readiness=readiness,
+        files=(catalog, blobs, settings.files_max_bytes),
     )
     server = uvicorn_server(
         app, settings.host, settings.port, grace_seconds=settings.shutdown_grace_seconds
@@ -87,13 +93,23 @@ async def serve(settings: Settings) -> None:
     # Messages past their room's retention period leave in the background (retention.py).
     purger = RetentionPurger(settings, mongo)
     purge_task = asyncio.create_task(purger.run(stop), name="history-retention")
+    # Files no live message shares are collected after a grace period (filesgc.py);
+    # retention's purge leaves a file unshared, so it goes with its messages.
+    collector = FileCollector(
+        catalog,
+        blobs,
+        grace_seconds=settings.files_gc_grace_seconds,
+        batch=settings.files_gc_batch,
+        interval_seconds=settings.files_gc_interval_seconds,
+    )
+    gc_task = asyncio.create_task(collector.run(stop), name="history-files-gc")
     log.info("history listening on %s:%d", settings.host, settings.port)
     try:
         await serve_until_stopped(server, stop)
         # The consumer finishes its batch (bounded by the grace period for retries).
         await finish_consumer(consumer_task, grace_seconds=settings.shutdown_grace_seconds)
     finally:
-        await cancel_tasks(consumer_task, purge_task)
+        await cancel_tasks(consumer_task, purge_task, gc_task)
         await purger.close()
         await consumer.close()
         await membership.close()

@@ -28,6 +28,8 @@ from roomcast.history.errors import (
     MissingToken,
     ReadsRateLimited,
 )
+from roomcast.history.files import BlobStore, FileCatalog
+from roomcast.history.filesapi import add_file_routes, is_upload_path
 from roomcast.history.membership import MembershipChecker
 from roomcast.history.store import HistoryStore
 
@@ -66,8 +68,11 @@ def create_app(
     membership: MembershipChecker,
     limiter: KeyedRateLimiter,
     readiness: ReadinessCheck | None = None,
+    files: tuple[FileCatalog, BlobStore, int] | None = None,
 ) -> FastAPI:
-    app = create_service_app("history", readiness=readiness)
+    app = create_service_app(
+        "history", readiness=readiness, own_body_limit=is_upload_path if files else None
+    )
 
     async def authorize(request: Request, room_id: str | None = None) -> AccessClaims:
         """The caller's verified claims, charged one read; the room id checked if given."""
@@ -157,4 +162,14 @@ def create_app(
         )
         return json_response(dict(zip(rooms, results, strict=True)))
 
+    if files is not None:
+        catalog, blobs, max_bytes = files
+        add_file_routes(
+            app,
+            authorize=authorize,
+            membership=membership,
+            catalog=catalog,
+            blobs=blobs,
+            max_bytes=max_bytes,
+        )
     return app

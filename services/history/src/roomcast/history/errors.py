@@ -7,6 +7,7 @@ from roomcast.common.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     RateLimited,
     Unauthenticated,
 )
@@ -64,3 +65,21 @@ class RoomsUnavailable(DependencyUnavailable):
 
 class StoreUnavailable(DependencyUnavailable):
     """MongoDB cannot be reached."""
+
+
+class InvalidUpload(InvalidInput):
+    """A file upload that is not a well-formed multipart form with a ``file`` part."""
+
+    code = "invalid_upload"
+
+
+class FileTooLarge(PayloadTooLarge):
+    """The uploaded file is larger than the configured limit."""
+
+    code = "file_too_large"
+
+
+class FileNotFound(NotFound):
+    """No such file, or not shared with the caller in a message they may see."""
+
+    code = "file_not_found"

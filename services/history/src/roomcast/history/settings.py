@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -78,3 +80,19 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
     # Messages deleted per round at most, over all rooms; what is left is due next
     # round (100k per 5 minutes drains a million-message room in under an hour).
     retention_max_per_round: int = Field(default=100_000, ge=1, le=10_000_000)
+
+    # Files (docs/files.md). Where blobs live: GridFS in mongo_db (the only backend so
+    # far; an S3 backend would be chosen here).
+    files_backend: Literal["gridfs"] = "gridfs"
+    # Largest file accepted: 25 MiB holds photos, PDFs and short clips, and bounds what
+    # one upload costs MongoDB; the gateway enforces the same limit in front.
+    files_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
+    # A file never shared (or no longer shared) is deleted once it is this old: a day
+    # leaves a client that uploads and then loses its connection ample time to send the
+    # message, yet an abandoned upload costs storage for one day only.
+    files_gc_grace_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+    # How often a collection pass runs; no user waits on it, so every 10 minutes.
+    files_gc_interval_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    # Files examined per pass at most: one small find and a lookup each, so a pass
+    # never holds MongoDB up; a backlog drains over a few passes.
+    files_gc_batch: int = Field(default=200, ge=1, le=10_000)

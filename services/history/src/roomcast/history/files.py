@@ -1,0 +1,183 @@
+"""File blobs behind one interface, and the metadata history keeps about each file.
+
+History owns room data and MongoDB, so it owns shared files too; the gateways relay
+uploads and downloads here without keeping anything (docs/files.md).
+
+- :class:`BlobStore` is the byte storage: GridFS in history's own database by default
+  (:class:`GridFSBlobStore`, pymongo's ``AsyncGridFSBucket``), chosen by
+  ``ROOMCAST_HISTORY_FILES_BACKEND``. Blobs are written from an async iterator of
+  chunks and read back as a byte range, so neither side holds a whole file in memory.
+- :class:`FileCatalog` keeps one metadata document per file in ``files`` (room,
+  uploader, name, size, content type, sha256, upload time) and answers whether a file
+  is shared by a message the viewer may see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gridfs import NoFile
+from gridfs.asynchronous.grid_file import AsyncGridFSBucket
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+
+from roomcast.history.store import MESSAGES, visible_to
+
+Doc = dict[str, Any]
+
+FILES = "files"
+# GridFS's bucket name: its collections are blobs.files and blobs.chunks.
+BLOB_BUCKET = "blobs"
+# GridFS chunk: 255 KiB is GridFS's own default (a chunk document stays well under the
+# 16 MB BSON limit and a range read touches at most one extra chunk).
+GRIDFS_CHUNK_BYTES = 255 * 1024
+# Bytes handed out per read of a range: one GridFS chunk, so a download holds about one
+# chunk in memory at a time.
+READ_BYTES = GRIDFS_CHUNK_BYTES
+SHARED_INDEX = "body_file_id"
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    id: str
+    room_id: str
+    uploader: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    created_at: dt.datetime
+
+    def to_public(self) -> Doc:
+        """The ``file`` object of the upload answer and of a file message's body."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "size": self.size,
+            "content_type": self.content_type,
+            "sha256": self.sha256,
+        }
+
+
+class BlobStore(Protocol):
+    """Where file bytes live. ``put`` returns once every chunk is stored."""
+
+    async def put(self, file_id: str, chunks: AsyncIterator[bytes]) -> None: ...
+
+    def read(self, file_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``start`` to ``end`` inclusive, in chunks of at most READ_BYTES."""
+        ...
+
+    async def delete(self, file_id: str) -> None: ...
+
+
+class GridFSBlobStore:
+    """Blobs as GridFS files in history's database (the default backend)."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], db_name: str) -> None:
+        self._bucket = AsyncGridFSBucket(
+            client[db_name], bucket_name=BLOB_BUCKET, chunk_size_bytes=GRIDFS_CHUNK_BYTES
+        )
+
+    async def put(self, file_id: str, chunks: AsyncIterator[bytes]) -> None:
+        stream = self._bucket.open_upload_stream_with_id(file_id, file_id)
+        try:
+            async for chunk in chunks:
+                await stream.write(chunk)
+        except BaseException:
+            await stream.abort()
+            raise
+        await stream.close()
+
+    async def read(self, file_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+        stream = await self._bucket.open_download_stream(file_id)
+        try:
+            await stream.seek(start)
+            left = end - start + 1
+            while left > 0:
+                data = await stream.read(min(READ_BYTES, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+        finally:
+            await stream.close()
+
+    async def delete(self, file_id: str) -> None:
+        # Already gone (a crash between blob and catalog deletes): nothing to do.
+        with contextlib.suppress(NoFile):
+            await self._bucket.delete(file_id)
+
+
+class FileCatalog:
+    """The ``files`` collection, and the file messages of ``messages`` that share them."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], db_name: str) -> None:
+        db = client[db_name]
+        self.files: AsyncCollection[Doc] = db[FILES]
+        self.messages: AsyncCollection[Doc] = db[MESSAGES]
+
+    async def ensure_indexes(self) -> None:
+        # Only file messages carry body.file.id: the index stays small (sparse).
+        await self.messages.create_index([("body.file.id", 1)], name=SHARED_INDEX, sparse=True)
+        await self.files.create_index([("gc_checked_at", 1)], name="gc_checked_at")
+
+    async def add(self, meta: FileMeta) -> None:
+        await self.files.insert_one(
+            {
+                "_id": meta.id,
+                "room_id": meta.room_id,
+                "uploader": meta.uploader,
+                "name": meta.name,
+                "size": meta.size,
+                "content_type": meta.content_type,
+                "sha256": meta.sha256,
+                "created_at": meta.created_at,
+                "gc_checked_at": meta.created_at,
+            }
+        )
+
+    async def get(self, file_id: str) -> FileMeta | None:
+        doc = await self.files.find_one({"_id": file_id})
+        if doc is None:
+            return None
+        return FileMeta(
+            id=doc["_id"],
+            room_id=doc["room_id"],
+            uploader=doc["uploader"],
+            name=doc["name"],
+            size=doc["size"],
+            content_type=doc["content_type"],
+            sha256=doc["sha256"],
+            created_at=doc["created_at"],
+        )
+
+    async def shared_with(self, meta: FileMeta, viewer_id: str) -> bool:
+        """Whether a message of the file's room that the viewer may see shares it (a
+        deleted message shares nothing; a private one only with its two ends)."""
+        cursor = self.messages.find(
+            {"room_id": meta.room_id, "body.file.id": meta.id, "deleted": {"$exists": False}},
+            {"to": 1, "sender.id": 1},
+        )
+        async for doc in cursor.limit(MAX_SHARES_CHECKED):
+            if visible_to(doc, viewer_id):
+                return True
+        return False
+
+    async def is_shared(self, file_id: str) -> bool:
+        doc = await self.messages.find_one(
+            {"body.file.id": file_id, "deleted": {"$exists": False}}, {"_id": 1}
+        )
+        return doc is not None
+
+    async def delete(self, file_id: str) -> None:
+        await self.files.delete_one({"_id": file_id})
+
+
+# Messages inspected when deciding whether a viewer may download a file: a file is
+# normally shared once; 100 re-shares, all private to others, is already abuse.
+MAX_SHARES_CHECKED = 100
