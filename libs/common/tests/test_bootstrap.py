@@ -23,6 +23,8 @@ from roomcast.common.bootstrap_mongo import bootstrap_mongo
 from roomcast.common.bootstrap_settings import BootstrapSettings
 from roomcast.common.bootstrap_streams import bootstrap_nats
 from roomcast.common.chatstream import StreamSettings, chat_stream_config
+from roomcast.common.retention import BUCKET as RETENTION_BUCKET
+from roomcast.common.retention import open_bucket as open_retention_bucket
 from roomcast.common.revocations import BUCKET
 from roomcast.common.subjects import STREAM_NAME
 from roomcast.testing.processes import MongoServer, NatsServer, free_port
@@ -51,6 +53,7 @@ async def test_nats_creates_stream_and_bucket_then_changes_nothing(
     assert first == [
         f"stream {STREAM_NAME} created with 1 replicas",
         f"bucket {BUCKET} created with 1 replicas, ttl 930 s",
+        f"bucket {RETENTION_BUCKET} created with 1 replicas",
     ]
     js = nc.jetstream()
     chat = await js.stream_info(STREAM_NAME)
@@ -65,11 +68,15 @@ async def test_nats_creates_stream_and_bucket_then_changes_nothing(
     assert await bootstrap_nats(nats_settings(nats_url)) == []
     assert (await js.stream_info(STREAM_NAME)).config == chat.config
     assert (await js.stream_info(f"KV_{BUCKET}")).config == bucket.config
+    retention = await js.stream_info(f"KV_{RETENTION_BUCKET}")
+    assert retention.config.max_msgs_per_subject == 1
+    assert not retention.config.max_age
 
 
 async def test_nats_keeps_a_bucket_auth_created(nats_url: str, nc: NatsClient) -> None:
     js = nc.jetstream()
     await js.create_key_value(bucket=BUCKET, ttl=3630, history=1)
+    await open_retention_bucket(js, replicas=1, create=True)  # rooms made it first
     changes = await bootstrap_nats(nats_settings(nats_url))
     assert changes == [f"stream {STREAM_NAME} created with 1 replicas"]
     assert (await js.stream_info(f"KV_{BUCKET}")).config.max_age == 3630
@@ -118,19 +125,22 @@ async def test_nats_raises_replicas_on_a_cluster_and_never_lowers(
     url = nats_cluster[0].url
     # A stream made with one replica (a gateway before the 3-replica setting).
     first = await bootstrap_nats(nats_settings(url))
-    assert len(first) == 2
-    raised = await bootstrap_nats(nats_settings(url, stream_replicas=3, revocations_replicas=3))
+    assert len(first) == 3
+    three = {"stream_replicas": 3, "revocations_replicas": 3, "retention_replicas": 3}
+    raised = await bootstrap_nats(nats_settings(url, **three))
     assert raised == [
         f"stream {STREAM_NAME}: replicas 1 -> 3",
         f"stream KV_{BUCKET}: replicas 1 -> 3",
+        f"stream KV_{RETENTION_BUCKET}: replicas 1 -> 3",
     ]
-    assert await bootstrap_nats(nats_settings(url, stream_replicas=3, revocations_replicas=3)) == []
+    assert await bootstrap_nats(nats_settings(url, **three)) == []
     # Asking for fewer leaves the 3 replicas in place.
     assert await bootstrap_nats(nats_settings(url)) == []
     client = await nats.connect(url)
     try:
-        info = await client.jetstream().stream_info(STREAM_NAME)
-        assert info.config.num_replicas == 3
+        js = client.jetstream()
+        for stream in (STREAM_NAME, f"KV_{BUCKET}", f"KV_{RETENTION_BUCKET}"):
+            assert (await js.stream_info(stream)).config.num_replicas == 3, stream
     finally:
         await client.close()
 
@@ -214,7 +224,7 @@ async def test_cli_reports_changes_and_conflicts(nats_url: str, nc: NatsClient) 
     env = {"ROOMCAST_BOOTSTRAP_NATS_URL": nats_url}
     first = cli("nats", env)
     assert first.returncode == 0, first.stderr
-    assert "bootstrap nats: done, 2 change(s)" in first.stdout
+    assert "bootstrap nats: done, 3 change(s)" in first.stdout
     second = cli("nats", env)
     assert second.returncode == 0, second.stderr
     assert "bootstrap nats: done, 0 change(s)" in second.stdout

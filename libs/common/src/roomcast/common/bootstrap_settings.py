@@ -33,6 +33,9 @@ class BootstrapSettings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5)
     # The revoked-sessions bucket's replicas, raised the same way.
     revocations_replicas: int = Field(default=1, ge=1, le=5)
+    # The rooms' retention-periods bucket's replicas (rooms'
+    # ROOMCAST_ROOMS_RETENTION_BUCKET_REPLICAS), raised the same way.
+    retention_replicas: int = Field(default=1, ge=1, le=5)
     # Must equal auth's ROOMCAST_AUTH_ACCESS_TTL_SECONDS: a revocation is kept as long
     # as a token of its session can be accepted (lifetime + verifiers' leeway). Only
     # used when the bucket is created here; auth owns it afterwards.

@@ -1,5 +1,6 @@
-"""The JetStream side of the bootstrap: the ``CHAT`` stream and the revoked-sessions KV
-bucket, created when missing and raised to the wanted replica count.
+"""The JetStream side of the bootstrap: the ``CHAT`` stream, the revoked-sessions KV
+bucket and the rooms' retention-periods KV bucket, created when missing and raised to
+the wanted replica count.
 
 ``CHAT`` is created with the one configuration the services share
 (:func:`~roomcast.common.chatstream.chat_stream_config`); its limits (age, duplicate
@@ -35,6 +36,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from roomcast.common.bootstrap_errors import BootstrapConflict, BootstrapError, NotReachable
 from roomcast.common.bootstrap_settings import BootstrapSettings
 from roomcast.common.chatstream import StreamSettings, chat_stream_config, ensure_chat_stream
+from roomcast.common.retention import BUCKET as RETENTION_BUCKET
+from roomcast.common.retention import open_bucket as open_retention_bucket
 from roomcast.common.revocations import BUCKET
 from roomcast.common.subjects import STREAM_NAME
 
@@ -162,6 +165,23 @@ async def ensure_revocations(js: JetStreamContext, replicas: int, ttl_seconds: f
     return [change] if change else []
 
 
+async def ensure_retention(js: JetStreamContext, replicas: int) -> list[str]:
+    """The retention-periods bucket exists (as rooms creates it: one value per key, no
+    expiry) with at least ``replicas``."""
+    stream = f"KV_{RETENTION_BUCKET}"
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        # rooms' own creation, so both make the same bucket; a creation race with rooms
+        # ends with the bucket there either way.
+        await open_retention_bucket(js, replicas=replicas, create=True)
+        info = await js.stream_info(stream)
+        if (info.config.num_replicas or 1) >= replicas:
+            return [f"bucket {RETENTION_BUCKET} created with {replicas} replicas"]
+    change = await _raise_replicas(js, info.config, replicas)
+    return [change] if change else []
+
+
 async def _quiet(error: Exception) -> None:
     log.debug("nats: %r", error)
 
@@ -206,6 +226,7 @@ async def bootstrap_nats(settings: BootstrapSettings) -> list[str]:
         changes += await ensure_revocations(
             js, settings.revocations_replicas, settings.revocations_ttl_seconds
         )
+        changes += await ensure_retention(js, settings.retention_replicas)
         return changes
     finally:
         await nc.close()
