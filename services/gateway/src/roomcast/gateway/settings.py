@@ -47,6 +47,9 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # Characters in a text message body: a long chat message, not a document. At most
     # the stored record's ceiling (chatrecord.MAX_TEXT_CHARS): history refuses longer.
     max_body_chars: int = Field(default=4000, ge=1, le=MAX_TEXT_CHARS)
+    # Largest uploaded file (docs/files.md): 25 MiB, as history's default; a larger
+    # upload is refused (413) before a byte of it is relayed.
+    files_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
     # Seconds a new socket may take to send its auth frame: a client sends it right
     # after the handshake; 5 s covers a slow mobile link, and an idle unauthenticated
     # socket cannot hold a slot for long.

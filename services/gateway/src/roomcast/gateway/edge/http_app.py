@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from roomcast.common.errors import error_body
 from roomcast.common.httpapp import ReadinessCheck, create_service_app
+from roomcast.gateway.rest.files import is_upload_path
 
 # REST request bodies are small JSON documents (a room, a profile, credentials).
 MAX_REST_BODY_BYTES = 64 * 1024
@@ -30,6 +31,8 @@ def create_http_app(readiness: ReadinessCheck) -> FastAPI:
         "gateway",
         readiness=readiness,
         max_body_bytes=MAX_REST_BODY_BYTES,
+        # File uploads stream to history; rest/files.py enforces the file limit.
+        own_body_limit=is_upload_path,
     )
 
     @app.get("/v1/ws", include_in_schema=False)

@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from roomcast.gateway.rest.auth import create_auth_router
 from roomcast.gateway.rest.deps import RestDeps
+from roomcast.gateway.rest.files import create_files_router
 from roomcast.gateway.rest.messages import create_messages_router
 from roomcast.gateway.rest.moderation import create_moderation_router
 from roomcast.gateway.rest.notifications import create_notifications_router
@@ -37,6 +38,7 @@ def create_rest_router(deps: RestDeps) -> APIRouter:
     router.include_router(create_messages_router(deps))
     router.include_router(create_moderation_router(deps))
     router.include_router(create_notifications_router(deps))
+    router.include_router(create_files_router(deps))
     return router
 
 

@@ -46,6 +46,8 @@ class RestDeps:
     cors_allowed_origins: tuple[str, ...] = ()
     notifier_url: str = "http://127.0.0.1:8084"
     notifier_timeout: float = 5.0
+    # Largest uploaded file (rest/files.py); history enforces the same limit.
+    files_max_bytes: int = 25 * 1024 * 1024
 
     @classmethod
     def create(
@@ -86,6 +88,7 @@ class RestDeps:
             cors_allowed_origins=settings.cors_allowed_origins,
             notifier_url=settings.notifier_url.rstrip("/"),
             notifier_timeout=settings.notifier_request_timeout_seconds,
+            files_max_bytes=settings.files_max_bytes,
         )
 
     async def aclose(self) -> None:
