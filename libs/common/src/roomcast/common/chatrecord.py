@@ -336,14 +336,17 @@ def encode_message(
     sent_at: str,
     reply_to: int | None = None,
     mentions: tuple[str, ...] = (),
+    file_body: dict[str, Any] | None = None,
 ) -> bytes:
     """The record of one text message: what is known before the stream assigns its
     sequence (the gateway adds ``seq``/``prev``/``id`` when relaying, history stores
-    it under the sequence). ``content`` has passed :func:`check_text` already."""
+    it under the sequence). ``content`` has passed :func:`check_text` already; a file
+    message passes ``file_body`` (:func:`make_file_body`) and its caption as nothing
+    else."""
     record: dict[str, Any] = {
         "room": room,
         "sender": sender.to_doc(),
-        "body": {"type": "text", "content": content},
+        "body": file_body if file_body is not None else {"type": "text", "content": content},
         "sent_at": sent_at,
     }
     if to is not None:
@@ -518,6 +521,8 @@ def _body(value: object) -> dict[str, Any]:
         raise InvalidRecord("bad_field", "body.type")
     if body_type == "text":
         check_text(value.get("content"))
+    elif body_type == "file":
+        _check_file_body(value)
     _check_plain_json(value, depth=1)
     return value
 
@@ -544,3 +549,39 @@ def _check_plain_json(value: object, *, depth: int) -> None:
             raise InvalidRecord("bad_field", "body integer out of range")
     elif value is not None and not isinstance(value, bool | float):
         raise InvalidRecord("bad_field", "body value")
+
+
+# A file message's body (docs/files.md): the shared file's metadata as history stored
+# it at upload, and an optional caption under the text rule.
+FILE_KEYS: Final = frozenset({"id", "name", "size", "content_type", "sha256"})
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def make_file_body(file: dict[str, Any], caption: str | None) -> dict[str, Any]:
+    """``{"type": "file", "file": {...}, "caption"?}``, or InvalidRecord."""
+    body: dict[str, Any] = {"type": "file", "file": {k: file.get(k) for k in FILE_KEYS}}
+    if caption is not None:
+        body["caption"] = caption
+    _check_file_body(body)
+    return body
+
+
+def _check_file_body(value: dict[str, Any]) -> None:
+    file = value.get("file")
+    if not isinstance(file, dict) or set(file) != FILE_KEYS:
+        raise InvalidRecord("bad_field", "body.file")
+    size = file["size"]
+    if (
+        not is_object_id(file["id"])
+        or not _plain_str(file["name"], MAX_NAME_CHARS)
+        or not _plain_str(file["content_type"], 128)
+        or type(size) is not int
+        or not 0 <= size < 2**63
+        or not isinstance(file["sha256"], str)
+        or _SHA256.fullmatch(file["sha256"]) is None
+    ):
+        raise InvalidRecord("bad_field", "body.file")
+    if "caption" in value:
+        check_text(value["caption"])
+    if not set(value) <= {"type", "file", "caption"}:
+        raise InvalidRecord("bad_field", "body")

@@ -181,3 +181,10 @@ def rooms_errors() -> RoomsErrors:
         invalid=InvalidFrame,
         unavailable=Unavailable,
     )
+
+
+class FileNotShareable(NotFound):
+    """The file of a ``file`` send is unknown, or not one the sender uploaded into
+    that room."""
+
+    code = "file_not_found"

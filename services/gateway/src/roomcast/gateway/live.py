@@ -27,6 +27,7 @@ from roomcast.gateway.realtime.connection import SocketServices
 from roomcast.gateway.realtime.drain import Drain
 from roomcast.gateway.realtime.events import EventRouter
 from roomcast.gateway.realtime.fanout import Fanout
+from roomcast.gateway.realtime.fileshares import FileShares
 from roomcast.gateway.realtime.moderation import PostingRules
 from roomcast.gateway.realtime.recipients import RecipientCache
 from roomcast.gateway.realtime.revalidation import MembershipRevalidator
@@ -129,6 +130,7 @@ class Live:
                 stream, membership, drain, on_moderator_delete=moderation.record_deletion
             ),
             moderation=moderation,
+            files=FileShares(settings.history_url),
         )
         return cls(
             nc=nc,
@@ -155,3 +157,6 @@ class Live:
         await self.fanout.close()
         with contextlib.suppress(Exception):
             await self.receipts.aclose()
+        if isinstance(self.services.files, FileShares):
+            with contextlib.suppress(Exception):
+                await self.services.files.aclose()

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 from prometheus_client import Counter
@@ -189,6 +189,12 @@ class PostingCheck(Protocol):
     async def check_post(self, claims: AccessClaims, room: str) -> object: ...
 
 
+class FileLookup(Protocol):
+    """The metadata of a file the sender uploaded into the room (fileshares.py)."""
+
+    async def metadata(self, claims: AccessClaims, room: str, file_id: str) -> dict[str, Any]: ...
+
+
 class DrainGate(Protocol):
     """Whether the gateway is draining; publishes in flight (drain.py)."""
 
@@ -214,6 +220,8 @@ class SocketServices:
     receipts: ReadMarker
     changes: ChangeService
     moderation: PostingCheck
+    # The check before a ``file`` send (fileshares.py); None: file sends unavailable.
+    files: FileLookup | None = None
 
 
 class Connection(WSListener):
@@ -493,12 +501,18 @@ class Connection(WSListener):
             await services.moderation.check_send(self.claims, command.room, command.client_id)
             if command.to is not None:
                 await services.recipients.require_member(self.claims, command.room, command.to)
+            file = None
+            if command.file_id is not None:
+                if services.files is None:
+                    raise Unavailable("file messages are not available")
+                file = await services.files.metadata(self.claims, command.room, command.file_id)
             record = message_record(
                 room=command.room,
                 sender=self.claims,
                 content=command.content,
                 to=command.to,
                 client_id=command.client_id,
+                file=file,
             )
             headers = record_headers(
                 sender_id=self.user_id, client_id=command.client_id, to=command.to

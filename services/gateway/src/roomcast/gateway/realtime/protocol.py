@@ -29,6 +29,7 @@ from roomcast.common.chatrecord import (
     encode_change,
     encode_message,
     is_client_id,
+    make_file_body,
     msg_id,
     sender_of,
     utc_timestamp,
@@ -91,6 +92,9 @@ class Send:
     client_id: str
     content: str
     to: str | None
+    # A ``file`` send (docs/files.md): the shared file's id; ``content`` is its
+    # caption, "" for none.
+    file_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,30 @@ def _content(obj: dict[str, Any], client_id: str, max_body_chars: int) -> str:
         raise FrameError(error(exc.detail), client_id) from None
 
 
+def _file_id(obj: dict[str, Any], client_id: str) -> str | None:
+    """The file id of a ``{"type": "file", "file_id", "caption"?}`` body, else None."""
+    body = obj.get("body")
+    if not isinstance(body, dict) or body.get("type") != "file":
+        return None
+    if not set(body) <= {"type", "file_id", "caption"} or not is_object_id(body.get("file_id")):
+        raise FrameError(
+            InvalidFrame('body must be {"type": "file", "file_id": <24 hex>, "caption"?}'),
+            client_id,
+        )
+    return str(body["file_id"])
+
+
+def _caption(obj: dict[str, Any], client_id: str, max_body_chars: int) -> str:
+    caption = obj["body"].get("caption")
+    if caption is None:
+        return ""
+    try:
+        return check_text(caption, max_body_chars)
+    except InvalidText as exc:
+        error = BodyTooLarge if exc.too_long else InvalidFrame
+        raise FrameError(error(exc.detail.replace("content", "caption")), client_id) from None
+
+
 def _surrogate_error(data: bytes | str) -> FrameError:
     """A frame with an unpaired surrogate escape (``\\ud800``): JSON's grammar allows
     it, Unicode text does not, so it is refused like any bad field, with the frame's
@@ -211,11 +239,16 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
     if kind == "send":
         client_id = _client_id(obj, room_ref)
         room = _room(obj, client_id)
-        content = _content(obj, client_id, max_body_chars)
+        file_id = _file_id(obj, client_id)
+        content = (
+            _content(obj, client_id, max_body_chars)
+            if file_id is None
+            else _caption(obj, client_id, max_body_chars)
+        )
         to = obj.get("to")
         if to is not None and not is_object_id(to):
             raise FrameError(InvalidFrame("to must be a user id (24 hex characters)"), client_id)
-        return Send(room, client_id, content, to)
+        return Send(room, client_id, content, to, file_id)
     if kind == "subscribe":
         room = _room(obj, None)
         since = obj.get("since")
@@ -274,7 +307,13 @@ def record_sender(claims: AccessClaims) -> Sender:
 
 
 def message_record(
-    *, room: str, sender: AccessClaims, content: str, to: str | None, client_id: str
+    *,
+    room: str,
+    sender: AccessClaims,
+    content: str,
+    to: str | None,
+    client_id: str,
+    file: dict[str, Any] | None = None,
 ) -> bytes:
     """The JSON object stored in JetStream for one chat message (chatrecord's format).
 
@@ -288,6 +327,7 @@ def message_record(
             to=to,
             client_id=client_id,
             sent_at=utc_timestamp(),
+            file_body=None if file is None else make_file_body(file, content or None),
         )
     except InvalidRecord as exc:
         raise InvalidFrame(f"message cannot be stored: {exc.detail or exc.reason}") from None
