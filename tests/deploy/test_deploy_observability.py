@@ -39,6 +39,7 @@ CONTRACT = {
     "roomcast_history_retention_purged_total",
     "roomcast_history_retention_round_seconds",
     "roomcast_history_retention_unfinished_rooms",
+    "roomcast_history_retention_round_failures_total",
     "roomcast_notifier_consumer_lag_messages",
     "roomcast_notifier_notifications_total",
     "roomcast_notifier_pushes_total",

@@ -4,6 +4,7 @@ deletes more than its budget."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from roomcast.common import retention
 from roomcast.history.retention import RetentionPurger
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore
+from roomcast.testing.processes import free_port
 
 if TYPE_CHECKING:
     from conftest import Kit, Publisher, RunConsumer
@@ -100,3 +102,38 @@ async def test_messages_older_than_the_period_leave_and_the_rest_stay(
     assert room_doc["first_seq"] == oldest["_id"]
     reacted = [d["target_seq"] async for d in mongo[mongo_db_name].reactions.find({})]
     assert sorted(reacted) == seqs[purged_room][-3:]
+
+
+async def test_a_failed_round_is_counted_and_the_next_one_retries(
+    make_settings: Callable[..., Settings], nats_url: str, kit: type[Kit]
+) -> None:
+    # A room has a period, and MongoDB is not there: every round fails purging it.
+    room = kit.oid()
+    nc = await nats.connect(nats_url)
+    kv = await retention.open_bucket(nc.jetstream(), replicas=1, create=True)
+    await kv.put(room, retention.encode(7))
+    gone: Mongo = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{free_port()}", serverSelectionTimeoutMS=200
+    )
+    settings = make_settings(retention_interval_seconds=0.1)
+    metric = "roomcast_history_retention_round_failures_total"
+    before = REGISTRY.get_sample_value(metric, {"reason": "mongodb"}) or 0.0
+    purger = RetentionPurger(settings, gone)
+    stop = asyncio.Event()
+    running = asyncio.create_task(purger.run(stop))
+
+    async def two_failures() -> bool:
+        assert not running.done(), "the purge loop ended"
+        return (REGISTRY.get_sample_value(metric, {"reason": "mongodb"}) or 0.0) >= before + 2
+
+    try:
+        await kit.eventually(two_failures, within=30, what="two failed rounds counted")
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await purger.close()
+        await gone.close()
+        await kv.delete(room)
+        await nc.close()
+    # every reason is exported from the start (at zero until it happens)
+    assert REGISTRY.get_sample_value(metric, {"reason": "nats"}) is not None

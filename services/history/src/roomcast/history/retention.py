@@ -77,8 +77,29 @@ BACKLOG = Gauge(
     "roomcast_history_retention_unfinished_rooms",
     "Rooms the last retention round left with messages still due (its budget ran out).",
 )
+ROUND_FAILURE_REASONS = ("nats", "mongodb", "timeout", "internal")
+ROUND_FAILURES = Counter(
+    "roomcast_history_retention_round_failures_total",
+    "Retention rounds that ended early, by reason (nats, mongodb, timeout, internal); "
+    "the next round retries, so only failures that keep coming mean purging stopped.",
+    ["reason"],
+)
+# Every reason at zero from the start: the first failure is an increase the alert sees.
+for _reason in ROUND_FAILURE_REASONS:
+    ROUND_FAILURES.labels(_reason)
 # What ends a round early (NATS or MongoDB unreachable); the next round retries.
 _ROUND_ERRORS: tuple[type[Exception], ...] = (NatsError, OSError, TimeoutError, *UNAVAILABLE_ERRORS)
+
+
+def failure_reason(exc: Exception) -> str:
+    """The bounded ``reason`` label of a failed round."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return "mongodb"
+    if isinstance(exc, NatsError):
+        return "nats"
+    if isinstance(exc, TimeoutError | OSError):
+        return "timeout"
+    return "internal"
 
 
 def message_time(doc: Doc) -> dt.datetime | None:
@@ -190,7 +211,13 @@ class RetentionPurger:
             try:
                 await self.run_round()
             except _ROUND_ERRORS as exc:
+                ROUND_FAILURES.labels(failure_reason(exc)).inc()
                 log.warning("retention round failed: %r", exc)
+            except Exception:
+                # A bug must not end purging for the life of the process: counted,
+                # logged with its traceback, and the next round tries again.
+                ROUND_FAILURES.labels("internal").inc()
+                log.exception("retention round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.retention_interval_seconds)
 
