@@ -13,9 +13,10 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 import httpx
@@ -400,6 +401,78 @@ class RoomcastHttp:
         params = {"before": before, "limit": limit}
         body = await self.request("GET", f"/v1/rooms/{_seg(room_id)}/messages", params=params)
         return HistoryPage(items=body.get("items", []), next_before=body.get("next_before"))
+
+    # -------------------------------------------------------------------- files
+
+    async def upload_file(
+        self,
+        room_id: str,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> dict[str, Any]:
+        """Upload the file at ``path`` into a room (streamed from disk, docs/files.md);
+        returns ``{id, name, size, content_type, sha256}``; share it with a socket send
+        of ``{"type": "file", "file_id": id}``."""
+        filename = name if name is not None else os.path.basename(os.fspath(path))
+        with open(path, "rb") as handle:  # noqa: ASYNC230 (httpx reads it in chunks)
+            response = await self._authorized(
+                lambda token: self._client.post(
+                    f"/v1/rooms/{_seg(room_id)}/files",
+                    files={"file": (filename, handle, content_type)},
+                    headers={"authorization": f"Bearer {token}"},
+                ),
+                rewind=handle,
+            )
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return cast(dict[str, Any], orjson.loads(response.content)["file"])
+
+    async def download_file(
+        self, file_id: str, *, start: int | None = None, end: int | None = None
+    ) -> bytes:
+        """A shared file's bytes, or bytes ``start`` to ``end`` (inclusive) of it."""
+        headers: dict[str, str] = {}
+        if start is not None or end is not None:
+            headers["range"] = (
+                f"bytes={'' if start is None else start}-{'' if end is None else end}"
+            )
+        response = await self._authorized(
+            lambda token: self._client.get(
+                f"/v1/files/{_seg(file_id)}",
+                headers={**headers, "authorization": f"Bearer {token}"},
+            )
+        )
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response.content
+
+    async def _authorized(
+        self,
+        call: Callable[[str], Awaitable[httpx.Response]],
+        rewind: BinaryIO | None = None,
+    ) -> httpx.Response:
+        """``call`` with the access token, once more after a refresh if it had expired."""
+        token = self.access_token
+        if token is None:
+            raise Unauthorized(401, "unauthenticated", "log in first")
+        try:
+            response = await call(token)
+            if (
+                response.status_code == 401
+                and self.auto_refresh
+                and self.refresh_token
+                and _error_from(response).code == "token_expired"
+            ):
+                await self._refresh_after_expiry(token)
+                if rewind is not None:
+                    rewind.seek(0)
+                assert self.access_token is not None
+                response = await call(self.access_token)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"{self.base_url}: {exc!r}") from exc
+        return response
 
     # ------------------------------------------------------------ notifications
 

@@ -16,6 +16,7 @@ from typing import Annotated
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 
 from roomcast.common.errors import DependencyUnavailable, InvalidInput, PayloadTooLarge
 from roomcast.gateway.rest.deps import Caller, RestDeps, caller_dependency
@@ -64,6 +65,18 @@ class UploadTooLarge(PayloadTooLarge):
     code = "file_too_large"
 
 
+class FileInfo(BaseModel):
+    id: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+
+
+class FileUploaded(BaseModel):
+    file: FileInfo
+
+
 def create_files_router(deps: RestDeps) -> APIRouter:
     router = APIRouter(tags=["files"])
     Auth = Annotated[Caller, caller_dependency(deps.verifier)]
@@ -71,6 +84,7 @@ def create_files_router(deps: RestDeps) -> APIRouter:
     @router.post(
         "/v1/rooms/{room_id}/files",
         status_code=201,
+        response_model=FileUploaded,
         responses=errors(400, 401, 403, 404, 413, 503),
         summary="Upload a file into a room (multipart/form-data, field 'file')",
     )
@@ -90,7 +104,15 @@ def create_files_router(deps: RestDeps) -> APIRouter:
 
     @router.get(
         "/v1/files/{file_id}",
-        responses=errors(400, 401, 404, 416, 503),
+        responses={
+            **errors(400, 401, 404, 503),
+            200: {
+                "description": "the file (Content-Disposition, nosniff, CSP sandbox)",
+                "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            },
+            206: {"description": "the requested range (Content-Range)"},
+            416: {"description": "the range starts past the end (Content-Range: bytes */size)"},
+        },
         summary="Download a file shared in a room the caller is in (Range supported)",
     )
     async def download(file_id: str, request: Request, caller: Auth) -> Response:
