@@ -58,6 +58,8 @@ CONTRACT = {
     ("get", "/v1/push/vapid-key"),
     ("post", "/v1/push/subscriptions"),
     ("delete", "/v1/push/subscriptions"),
+    ("post", "/v1/rooms/{room_id}/files"),
+    ("get", "/v1/files/{file_id}"),
 }
 # Examples per operation and generation mode: ~21 operations x 2 modes x 6 keeps the
 # run around 15-30 s on a shared 2-core machine while still sending every operation

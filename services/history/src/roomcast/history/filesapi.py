@@ -14,10 +14,11 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
-from roomcast.common.errors import Forbidden, NotFound
+from roomcast.common.errors import Forbidden, NotFound, error_body
 from roomcast.common.httpinputs import json_response
 from roomcast.common.subjects import is_object_id
 from roomcast.common.tokens import AccessClaims
@@ -171,7 +172,14 @@ def add_file_routes(
             wanted = byte_range(request.headers.get("range"), meta.size)
         except RangeNotSatisfiable:
             headers["Content-Range"] = f"bytes */{meta.size}"
-            return Response(status_code=416, headers=headers)
+            return Response(
+                orjson.dumps(
+                    error_body("range_not_satisfiable", f"the file has {meta.size} bytes")
+                ),
+                status_code=416,
+                media_type="application/json",
+                headers=headers,
+            )
         if wanted is None:
             start, end, status = 0, meta.size - 1, 200
         else:

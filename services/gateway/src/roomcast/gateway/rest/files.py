@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from roomcast.common.errors import DependencyUnavailable, InvalidInput, PayloadTooLarge
 from roomcast.gateway.rest.deps import Caller, RestDeps, caller_dependency
 from roomcast.gateway.rest.docs import errors
+from roomcast.gateway.rest.models import ErrorEnvelope
 from roomcast.gateway.rest.rooms import room_id_of
 from roomcast.gateway.rest.upstream import upstream_headers
 
@@ -77,6 +78,21 @@ class FileUploaded(BaseModel):
     file: FileInfo
 
 
+# The upload's body in the OpenAPI document (the handler streams it, unparsed).
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+}
+
+
 def create_files_router(deps: RestDeps) -> APIRouter:
     router = APIRouter(tags=["files"])
     Auth = Annotated[Caller, caller_dependency(deps.verifier)]
@@ -85,6 +101,7 @@ def create_files_router(deps: RestDeps) -> APIRouter:
         "/v1/rooms/{room_id}/files",
         status_code=201,
         response_model=FileUploaded,
+        openapi_extra={"requestBody": UPLOAD_BODY},
         responses=errors(400, 401, 403, 404, 413, 503),
         summary="Upload a file into a room (multipart/form-data, field 'file')",
     )
@@ -111,7 +128,10 @@ def create_files_router(deps: RestDeps) -> APIRouter:
                 "content": {"application/octet-stream": {"schema": {"type": "string"}}},
             },
             206: {"description": "the requested range (Content-Range)"},
-            416: {"description": "the range starts past the end (Content-Range: bytes */size)"},
+            416: {
+                "model": ErrorEnvelope,
+                "description": "the range starts past the end (Content-Range: bytes */size)",
+            },
         },
         summary="Download a file shared in a room the caller is in (Range supported)",
     )
