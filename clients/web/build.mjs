@@ -16,5 +16,17 @@ await build({
   outfile: "dist/app.js",
   logLevel: "warning",
 });
+// The service worker (Web Push): its own classic script, served next to app.js so its
+// scope is the app's directory.
+await build({
+  entryPoints: ["src/sw.ts"],
+  bundle: true,
+  format: "iife",
+  target: ["es2022"],
+  minify: true,
+  sourcemap: true,
+  outfile: "dist/sw.js",
+  logLevel: "warning",
+});
 cpSync("src/index.html", "dist/index.html");
 cpSync("src/style.css", "dist/style.css");

@@ -5,6 +5,7 @@
 //   node scenarios.mjs <scenario|screenshots> '<stack JSON line>'
 //
 // Exit 0 when the scenario holds; otherwise the error is printed and the exit code is 1.
+import { createECDH, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -222,6 +223,66 @@ const scenarios = {
   },
 
   /** The main screens, for the README (docs/img/). */
+  // Web Push registration through the app. Headless Chromium has no push service
+  // (pushManager.subscribe fails "permission denied" even with the permission
+  // granted), so only PushManager's subscribe/getSubscription are replaced, by one
+  // returning a subscription with real P-256 keys on FCM's host; the service worker
+  // registration, the VAPID key fetch and the notifier's POST/DELETE are real.
+  async push(browser) {
+    const ecdh = createECDH("prime256v1");
+    ecdh.generateKeys();
+    const sub = {
+      endpoint: `https://fcm.googleapis.com/fcm/send/roomcast-test-${run}`,
+      p256dh: ecdh.getPublicKey().toString("base64url"),
+      auth: randomBytes(16).toString("base64url"),
+    };
+    const context = await browser.newContext();
+    await context.grantPermissions(["notifications"], { origin: new URL(gatewayA).origin });
+    await context.addInitScript((s) => {
+      let current = null;
+      PushManager.prototype.subscribe = async function (options) {
+        window.__pushKeyBytes = new Uint8Array(options.applicationServerKey).length;
+        current = {
+          endpoint: s.endpoint,
+          options: { applicationServerKey: options.applicationServerKey },
+          toJSON: () => ({ endpoint: s.endpoint, expirationTime: null, keys: { p256dh: s.p256dh, auth: s.auth } }),
+          unsubscribe: async () => {
+            current = null;
+            window.__pushUnsubscribed = true;
+            return true;
+          },
+        };
+        return current;
+      };
+      PushManager.prototype.getSubscription = async function () {
+        return current;
+      };
+    }, sub);
+    const page = await context.newPage();
+    page.setDefaultTimeout(UI_TIMEOUT_MS);
+    await page.goto(`${gatewayA}/app/?gateways=${encodeURIComponent(gatewayB)}`);
+    await register(page, `push_${run}`);
+    const toggle = page.getByTestId("push-toggle");
+    await toggle.filter({ hasText: "Enable push notifications" }).waitFor();
+    const isSubscriptions = (r, method) => new URL(r.url()).pathname === "/v1/push/subscriptions" && r.request().method() === method;
+    const posted = page.waitForResponse((r) => isSubscriptions(r, "POST"));
+    await toggle.click();
+    const created = await posted;
+    assert(created.status() === 201, `register: ${created.status()} ${await created.text()}`);
+    assert((await created.json()).endpoint === sub.endpoint, "the notifier registered another endpoint");
+    await toggle.filter({ hasText: "Disable push notifications" }).waitFor();
+    // subscribed with the notifier's VAPID public key (an uncompressed P-256 point)
+    assert((await page.evaluate(() => window.__pushKeyBytes)) === 65, "not subscribed with the VAPID key");
+    assert(await page.evaluate(async () => Boolean(await navigator.serviceWorker.getRegistration("./"))), "no service worker");
+    // logging out forgets the subscription, on the server and in the browser
+    const deleted = page.waitForResponse((r) => isSubscriptions(r, "DELETE"));
+    await page.getByTestId("logout").click();
+    const gone = await deleted;
+    assert(gone.status() === 204, `unregister answered ${gone.status()}`);
+    await page.getByTestId("login-username").waitFor();
+    assert(await page.evaluate(() => window.__pushUnsubscribed === true), "the browser kept its subscription");
+  },
+
   async screenshots(browser) {
     const out = join(ROOT, "docs/img");
     const login = await openApp(browser, gatewayA, gatewayB);

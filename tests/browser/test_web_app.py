@@ -84,3 +84,11 @@ def test_a_private_message_is_visible_only_to_its_recipient(js: Any, stack_line:
 def test_the_bell_counts_dms_and_the_panel_marks_them_read(js: Any, stack_line: str) -> None:
     """Inbox rows written by the notifier, through the gateway, in the page."""
     run_scenario(js, "notifications", stack_line)
+
+
+def test_push_registration_subscribes_with_the_vapid_key_and_logout_forgets_it(
+    js: Any, stack_line: str
+) -> None:
+    """The app's Web Push path: service worker, VAPID key, the notifier's POST, and the
+    DELETE on logout (the browser's push service itself is replaced: none headless)."""
+    run_scenario(js, "push", stack_line)

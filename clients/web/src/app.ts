@@ -16,6 +16,7 @@ import {
   type UserRef,
 } from "../../typescript/src/index.js";
 import { notificationsPanel } from "./notifications.js";
+import { disablePush, enablePush, pushState } from "./push.js";
 
 const TOKENS_KEY = "roomcast.tokens";
 const GATEWAYS_KEY = "roomcast.gateways";
@@ -148,6 +149,19 @@ async function startChat(): Promise<void> {
   const status = h("span", { id: "connection-status", "data-testid": "connection-status", role: "status" }, "Connecting…");
   const banner = h("div", { class: "banner", role: "alert", hidden: true }, "Connection lost. Reconnecting…");
   const logout = h("button", { type: "button", "data-testid": "logout" }, "Log out");
+  // Web Push: shown only where the browser supports it; a click asks for permission.
+  const pushToggle = h("button", { type: "button", class: "link", "data-testid": "push-toggle", hidden: true }, "Enable push notifications");
+  const showPush = (state: string): void => {
+    pushToggle.hidden = state === "unsupported";
+    pushToggle.dataset.state = state;
+    pushToggle.textContent = state === "on" ? "Disable push notifications" : state === "denied" ? "Push notifications blocked" : "Enable push notifications";
+    pushToggle.toggleAttribute("disabled", state === "denied");
+  };
+  void pushState().then(showPush, () => showPush("unsupported"));
+  pushToggle.addEventListener("click", () => {
+    const next = pushToggle.dataset.state === "on" ? disablePush(http).then(() => "off") : enablePush(http);
+    void next.then(showPush).catch(showError);
+  });
   // A notification may name a room not shown yet (a DM someone else opened): add it first.
   const inbox = notificationsPanel(http, h, (id) => {
     const ready = views.has(id) ? Promise.resolve() : http.getRoom(id).then((room) => addRoom(room));
@@ -199,7 +213,7 @@ async function startChat(): Promise<void> {
   const receipts = h("p", { class: "muted", "data-testid": "read-receipts", "aria-live": "polite" });
 
   root.replaceChildren(
-    h("header", {}, h("h1", {}, "Roomcast"), h("span", { class: "muted" }, me.username), inbox.element, status, logout),
+    h("header", {}, h("h1", {}, "Roomcast"), h("span", { class: "muted" }, me.username), inbox.element, pushToggle, status, logout),
     banner,
     h(
       "main",
@@ -518,7 +532,10 @@ async function startChat(): Promise<void> {
   logout.addEventListener("click", () => {
     socket.close();
     inbox.stop();
-    void http.logout().finally(() => showLogin());
+    // The push subscription goes first, while the token still works.
+    void disablePush(http)
+      .then(() => http.logout())
+      .finally(() => showLogin());
   });
   document.addEventListener("visibilitychange", () => {
     const v = active ? views.get(active) : undefined;

@@ -44,7 +44,7 @@ def _vapid_private_key() -> str:
 
 # The services in start order (each may depend on the ones before it).
 SERVICES = ("auth", "rooms", "history", "gateway-a", "gateway-b", "notifier")
-# The notifier's rooms service account (docs/notifications.md): a global admin in auth.
+# The notifier's rooms service account (docs/notifications.md): a read-only service reader.
 NOTIFIER_SERVICE_USER = "roomcast-notifier"
 
 
