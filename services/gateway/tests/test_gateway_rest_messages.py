@@ -125,3 +125,53 @@ async def test_history_down_is_503(stack: RestStack, issue_token: IssueToken) ->
         down = await gw.client.get(url, headers=bearer(token))
         assert_error(down, 503, "dependency_unavailable")
         assert "history" in down.json()["error"]["message"]
+
+
+async def test_thread_pages_are_relayed(
+    gw: Gateway, stack: RestStack, issue_token: IssueToken
+) -> None:
+    owner_id = uuid.uuid4().hex[:24]
+    owner = issue_token(user_id=owner_id)
+    room = await gw.create_room(owner, name="threads")
+    [parent] = await publish(stack, room["id"], owner_id, 1)
+    nc = await nats.connect(stack.nats.url)
+    try:
+        js = nc.jetstream()
+        replies = []
+        for i in range(3):
+            raw = orjson.loads(record(room["id"], owner_id, f"r{i}"))
+            raw["reply_to"] = parent
+            ack = await js.publish(
+                room_subject(room["id"]),
+                orjson.dumps(raw),
+                headers={"Nats-Msg-Id": uuid.uuid4().hex},
+            )
+            replies.append(int(ack.seq))
+    finally:
+        await nc.close()
+    url = f"/v1/rooms/{room['id']}/messages/{parent}/replies"
+
+    async def stored() -> bool:
+        response = await gw.client.get(url, headers=bearer(owner))
+        return response.status_code == 200 and len(response.json()["items"]) == 3
+
+    await eventually(stored, within=30, what="history to store the 3 replies")
+    page = (await gw.client.get(url, params={"limit": 2}, headers=bearer(owner))).json()
+    assert [m["seq"] for m in page["items"]] == [replies[2], replies[1]]
+    assert all(m["reply_to"] == parent for m in page["items"])
+    assert page["next_before"] == replies[1]
+    older = await gw.client.get(url, params={"before": page["next_before"]}, headers=bearer(owner))
+    assert [m["seq"] for m in older.json()["items"]] == [replies[0]]
+
+    # the parent is in the room's history with its reply count
+    listed = (await gw.client.get(f"/v1/rooms/{room['id']}/messages", headers=bearer(owner))).json()
+    assert {m["seq"]: m.get("reply_count") for m in listed["items"]}[parent] == 3
+
+    # a seq that is not a message of this room: history's 404; bad input at the edge
+    missing = f"/v1/rooms/{room['id']}/messages/{replies[2] + 1000}/replies"
+    assert_error(await gw.client.get(missing, headers=bearer(owner)), 404)
+    bad = f"/v1/rooms/{room['id']}/messages/0/replies"
+    assert_error(await gw.client.get(bad, headers=bearer(owner)), 400)
+    assert_error(await gw.client.get(url, params={"limit": 0}, headers=bearer(owner)), 400)
+    assert_error(await gw.client.get(url, headers=bearer(issue_token())), 403)
+    assert_error(await gw.client.get(url), 401, "missing_token")

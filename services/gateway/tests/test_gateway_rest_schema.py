@@ -47,6 +47,7 @@ CONTRACT = {
     ("post", "/v1/rooms/{room_id}/invite-code"),
     ("post", "/v1/dms"),
     ("get", "/v1/rooms/{room_id}/messages"),
+    ("get", "/v1/rooms/{room_id}/messages/{seq}/replies"),
     ("put", "/v1/rooms/{room_id}/bans/{user_id}"),
     ("delete", "/v1/rooms/{room_id}/bans/{user_id}"),
     ("get", "/v1/rooms/{room_id}/bans"),
