@@ -77,6 +77,8 @@ export interface RoomEnvelope {
 export interface RoomPage {
   items: ListedRoom[];
   next_cursor: string | null;
+  /** scope=joined only: the caller's unread notifications (at most 999); null when the notifier is unavailable. */
+  unread_notifications?: number | null;
 }
 
 export interface Member {

@@ -284,6 +284,9 @@ class Member(TypedDict):
 class RoomPage(TypedDict):
     items: list[Room]
     next_cursor: str | None
+    # scope=joined only: the caller's unread notifications (at most 999); None when the
+    # notifier is unavailable.
+    unread_notifications: NotRequired[int | None]
 
 
 class HistoryPage(TypedDict):
