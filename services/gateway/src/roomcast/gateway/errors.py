@@ -188,3 +188,11 @@ class FileNotShareable(NotFound):
     that room."""
 
     code = "file_not_found"
+
+
+class InvalidReplyTo(InvalidInput):
+    """A send's ``reply_to`` is not a message of that room the sender may see (another
+    room's message, an edit or delete record, gone from the stream, or a private message
+    between two other people), or its ``to`` differs from the private parent's pair."""
+
+    code = "invalid_reply_to"

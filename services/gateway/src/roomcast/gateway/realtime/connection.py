@@ -73,6 +73,7 @@ from roomcast.gateway.realtime.protocol import (
     unsubscribed_frame,
     ws_text,
 )
+from roomcast.gateway.realtime.replies import reply_recipient
 from roomcast.gateway.realtime.stream import PublishResult
 from roomcast.gateway.settings import Settings
 
@@ -144,6 +145,8 @@ class MessageStore(Protocol):
     async def publish(self, room: str, record: bytes, headers: dict[str, str]) -> PublishResult: ...
 
     async def is_stored(self, room: str, seq: int) -> bool: ...
+
+    async def stored_record(self, room: str, seq: int) -> bytes | None: ...
 
 
 class RoomSubscriptions(Protocol):
@@ -499,8 +502,17 @@ class Connection(WSListener):
             stream = services.stream
             # Membership, mutes and slow mode from one cached membership answer.
             await services.moderation.check_send(self.claims, command.room, command.client_id)
-            if command.to is not None:
-                await services.recipients.require_member(self.claims, command.room, command.to)
+            to = command.to
+            if command.reply_to is not None:
+                to = await reply_recipient(
+                    stream,
+                    room=command.room,
+                    parent_seq=command.reply_to,
+                    sender_id=self.user_id,
+                    to=to,
+                )
+            if to is not None:
+                await services.recipients.require_member(self.claims, command.room, to)
             file = None
             if command.file_id is not None:
                 if services.files is None:
@@ -510,13 +522,12 @@ class Connection(WSListener):
                 room=command.room,
                 sender=self.claims,
                 content=command.content,
-                to=command.to,
+                to=to,
                 client_id=command.client_id,
                 file=file,
+                reply_to=command.reply_to,
             )
-            headers = record_headers(
-                sender_id=self.user_id, client_id=command.client_id, to=command.to
-            )
+            headers = record_headers(sender_id=self.user_id, client_id=command.client_id, to=to)
             started = time.perf_counter()
             with services.drain.publishing():
                 published = await stream.publish(command.room, record, headers)

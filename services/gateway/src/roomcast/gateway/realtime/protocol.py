@@ -95,6 +95,8 @@ class Send:
     # A ``file`` send (docs/files.md): the shared file's id; ``content`` is its
     # caption, "" for none.
     file_id: str | None = None
+    # A reply: the parent message's seq in the same room (realtime/replies.py).
+    reply_to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +250,12 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
         to = obj.get("to")
         if to is not None and not is_object_id(to):
             raise FrameError(InvalidFrame("to must be a user id (24 hex characters)"), client_id)
-        return Send(room, client_id, content, to, file_id)
+        reply_to = obj.get("reply_to")
+        if reply_to is not None:
+            reply_to = _seq(reply_to, "reply_to", client_id)
+            if reply_to == 0:
+                raise FrameError(InvalidFrame("reply_to must be a positive integer"), client_id)
+        return Send(room, client_id, content, to, file_id, reply_to)
     if kind == "subscribe":
         room = _room(obj, None)
         since = obj.get("since")
@@ -314,6 +321,7 @@ def message_record(
     to: str | None,
     client_id: str,
     file: dict[str, Any] | None = None,
+    reply_to: int | None = None,
 ) -> bytes:
     """The JSON object stored in JetStream for one chat message (chatrecord's format).
 
@@ -328,6 +336,7 @@ def message_record(
             client_id=client_id,
             sent_at=utc_timestamp(),
             file_body=None if file is None else make_file_body(file, content or None),
+            reply_to=reply_to,
         )
     except InvalidRecord as exc:
         raise InvalidFrame(f"message cannot be stored: {exc.detail or exc.reason}") from None

@@ -116,6 +116,18 @@ class ChatStream:
             raise Unavailable("stream unavailable") from exc
         return msg.subject == room_subject(room)
 
+    async def stored_record(self, room: str, seq: int) -> bytes | None:
+        """The record stored as ``seq`` if it is still in the stream and in ``room``."""
+        try:
+            msg = await self.js.get_msg(STREAM_NAME, seq=seq, direct=True)
+        except NotFoundError:
+            return None
+        except (NatsError, OSError) as exc:
+            raise Unavailable("stream unavailable") from exc
+        if msg.subject != room_subject(room):
+            return None
+        return msg.data or b""
+
     async def pending_after(self, room: str, after: int) -> int:
         """How many of the room's messages have a sequence greater than ``after``."""
         config = ConsumerConfig(
