@@ -196,3 +196,9 @@ class InvalidReplyTo(InvalidInput):
     between two other people), or its ``to`` differs from the private parent's pair."""
 
     code = "invalid_reply_to"
+
+
+class InvalidEmoji(InvalidInput):
+    """A react/unreact frame's emoji is not storable (chatrecord.check_emoji)."""
+
+    code = "invalid_emoji"

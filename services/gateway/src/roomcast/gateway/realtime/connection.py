@@ -58,6 +58,7 @@ from roomcast.gateway.realtime.protocol import (
     FrameError,
     Ping,
     Presence,
+    React,
     Read,
     Send,
     Subscribe,
@@ -73,6 +74,7 @@ from roomcast.gateway.realtime.protocol import (
     unsubscribed_frame,
     ws_text,
 )
+from roomcast.gateway.realtime.reactions import ReactionTargets, publish_reaction
 from roomcast.gateway.realtime.replies import reply_recipient
 from roomcast.gateway.realtime.stream import PublishResult
 from roomcast.gateway.settings import Settings
@@ -177,7 +179,7 @@ class ReadMarker(Protocol):
     async def mark(self, conn: Connection, room: str, seq: int) -> None: ...
 
 
-class ChangeService(Protocol):
+class ChangeService(ReactionTargets, Protocol):
     """Edits and deletes of stored messages (changes.py)."""
 
     async def publish(self, claims: AccessClaims, command: Edit | Delete) -> PublishResult: ...
@@ -419,6 +421,13 @@ class Connection(WSListener):
             if isinstance(command, Edit):
                 await self.services.moderation.check_post(self.claims, command.room)
             published = await self.services.changes.publish(self.claims, command)
+            self.send_payload(
+                ack_frame(command.client_id, published.seq, duplicate=published.duplicate)
+            )
+        elif isinstance(command, React):
+            assert self.claims is not None
+            await self.services.moderation.check_post(self.claims, command.room)
+            published = await publish_reaction(self.services.changes, self.claims, command)
             self.send_payload(
                 ack_frame(command.client_id, published.seq, duplicate=published.duplicate)
             )

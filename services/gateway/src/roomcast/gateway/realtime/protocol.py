@@ -24,7 +24,9 @@ from roomcast.common.chatrecord import (
     ChangeKind,
     InvalidRecord,
     InvalidText,
+    ReactionOp,
     Sender,
+    check_emoji,
     check_text,
     encode_change,
     encode_message,
@@ -39,6 +41,7 @@ from roomcast.common.subjects import is_object_id
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway.errors import (
     BodyTooLarge,
+    InvalidEmoji,
     InvalidFrame,
     InvalidJson,
     MalformedToken,
@@ -135,14 +138,27 @@ class Delete:
     client_id: str
 
 
-Command = Auth | Subscribe | Unsubscribe | Send | Ping | Typing | Read | Presence | Edit | Delete
+@dataclass(frozen=True, slots=True)
+class React:
+    """A react (``op`` add) or unreact (``op`` remove) frame (realtime/reactions.py)."""
+
+    room: str
+    seq: int
+    client_id: str
+    emoji: str
+    op: ReactionOp
+
+
+Command = (
+    Auth | Subscribe | Unsubscribe | Send | Ping | Typing | Read | Presence | Edit | Delete | React
+)
 
 PING = Ping()
 
 
 def command_ref(command: Command) -> str | None:
     """What an error about this command refers to: its client_id, else its room."""
-    if isinstance(command, Send | Edit | Delete):
+    if isinstance(command, Send | Edit | Delete | React):
         return command.client_id
     return getattr(command, "room", None)
 
@@ -287,6 +303,19 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
         if kind == "delete":
             return Delete(room, target, client_id)
         return Edit(room, target, client_id, _content(obj, client_id, max_body_chars))
+    if kind == "react" or kind == "unreact":
+        client_id = _client_id(obj, room_ref)
+        room = _room(obj, client_id)
+        target = _seq(obj.get("seq"), "seq", client_id)
+        if target == 0:
+            raise FrameError(InvalidFrame("seq must be a positive integer"), client_id)
+        try:
+            emoji = check_emoji(obj.get("emoji"))
+        except InvalidRecord as exc:
+            raise FrameError(
+                InvalidEmoji(exc.detail or "emoji is not storable"), client_id
+            ) from None
+        return React(room, target, client_id, emoji, "add" if kind == "react" else "remove")
     raise FrameError(UnknownType("unknown frame type"), room_ref)
 
 
@@ -411,15 +440,21 @@ def message_frame(seq: int, prev: int, record: bytes) -> bytes:
 
 
 def record_frame(seq: int, prev: int, record: bytes, headers: dict[str, str] | None) -> bytes:
-    """The frame of any stored record: ``message``, or ``edit``/``delete`` (same chain
-    fields, no ``id``), built without decoding."""
+    """The frame of any stored record: ``message``, or ``edit``/``delete``/``reaction``
+    (same chain fields, no ``id``), built without decoding."""
     kind = headers.get(HDR_KIND) if headers is not None else None
     if kind is None:
         # The gateway's records say their kind in a header; others are looked at.
         if (headers is not None and HDR_SENDER in headers) or b'"target_seq"' not in record:
             return message_frame(seq, prev, record)
-        kind = "edit" if b'"kind":"edit"' in record else "delete"
-    if kind != "edit" and kind != "delete":
+        kind = (
+            "edit"
+            if b'"kind":"edit"' in record
+            else "reaction"
+            if b'"kind":"reaction"' in record
+            else "delete"
+        )
+    if kind != "edit" and kind != "delete" and kind != "reaction":
         return message_frame(seq, prev, record)
     return b'{"type":"%s","seq":%d,"prev":%d,' % (kind.encode(), seq, prev) + record[1:]
 
