@@ -402,6 +402,15 @@ class RoomcastHttp:
         body = await self.request("GET", f"/v1/rooms/{_seg(room_id)}/messages", params=params)
         return HistoryPage(items=body.get("items", []), next_before=body.get("next_before"))
 
+    async def replies(
+        self, room_id: str, seq: int, *, before: int | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """One page of the thread of message ``seq`` (its replies), newest first."""
+        params = {"before": before, "limit": limit}
+        path = f"/v1/rooms/{_seg(room_id)}/messages/{int(seq)}/replies"
+        body = await self.request("GET", path, params=params)
+        return HistoryPage(items=body.get("items", []), next_before=body.get("next_before"))
+
     # -------------------------------------------------------------------- files
 
     async def upload_file(

@@ -48,6 +48,10 @@ class Message:
     to: str | None = None
     #: True when it was delivered by a resume (re-subscribe with ``since``), not live.
     replayed: bool = False
+    #: The ``seq`` of the message this one replies to (its thread), if any.
+    reply_to: int | None = None
+    #: Ids of the room members it mentions (``@username`` resolved when sent).
+    mentions: list[str] = field(default_factory=list)
 
     @property
     def content(self) -> str | None:
@@ -77,6 +81,22 @@ class Change:
     target_seq: int
     sender: Sender
     body: dict[str, Any] | None
+    at: str | int | float | None
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class Reaction:
+    """A reaction added (``op`` "add") or removed ("remove") on message ``target_seq``.
+    It occupies its own ``seq`` in the room's chain, like a change."""
+
+    room: str
+    seq: int
+    prev: int
+    target_seq: int
+    sender: Sender
+    emoji: str
+    op: str
     at: str | int | float | None
     replayed: bool = False
 
@@ -163,6 +183,7 @@ class Gap:
 Item = (
     Message
     | Change
+    | Reaction
     | ReadReceipt
     | Event
     | Typing

@@ -126,6 +126,7 @@ class RoomcastSocket(Connector):
         *,
         to: str | None = None,
         client_id: str | None = None,
+        reply_to: int | None = None,
     ) -> asyncio.Future[Ack]:
         """Queue a message; the future resolves with its Ack (pipelining without a task).
 
@@ -138,6 +139,8 @@ class RoomcastSocket(Connector):
         }
         if to is not None:
             frame["to"] = to
+        if reply_to is not None:
+            frame["reply_to"] = reply_to
         return self._queue(frame, client_id)
 
     def _queue(self, frame: dict[str, Any], client_id: str | None) -> asyncio.Future[Ack]:
@@ -176,15 +179,34 @@ class RoomcastSocket(Connector):
         return await self._queue({"type": "delete", "room": room, "seq": seq}, client_id)
 
     async def send(
-        self, room: str, content: str, *, to: str | None = None, client_id: str | None = None
+        self,
+        room: str,
+        content: str,
+        *,
+        to: str | None = None,
+        client_id: str | None = None,
+        reply_to: int | None = None,
     ) -> Ack:
-        """Send a text message (private to ``to`` if given) and wait for its ack.
+        """Send a text message (private to ``to`` if given; a reply in the thread of
+        message ``reply_to`` if given) and wait for its ack.
 
         The wait spans reconnects: an unacked send is re-sent with the same client_id and
         the gateway stores it once. Pass your own ``client_id`` to make YOUR retries
         (after a RequestRejected ``unavailable``, or a crash) idempotent too.
         """
-        return await self.send_future(room, content, to=to, client_id=client_id)
+        return await self.send_future(room, content, to=to, client_id=client_id, reply_to=reply_to)
+
+    async def react(self, room: str, seq: int, emoji: str, *, client_id: str | None = None) -> Ack:
+        """Add ``emoji`` to message ``seq``; acked like a send (stored exactly once)."""
+        frame = {"type": "react", "room": room, "seq": seq, "emoji": emoji}
+        return await self._queue(frame, client_id)
+
+    async def unreact(
+        self, room: str, seq: int, emoji: str, *, client_id: str | None = None
+    ) -> Ack:
+        """Remove your ``emoji`` from message ``seq``."""
+        frame = {"type": "unreact", "room": room, "seq": seq, "emoji": emoji}
+        return await self._queue(frame, client_id)
 
     async def ping(self) -> float:
         """Round trip of an application ``ping``/``pong`` in seconds."""

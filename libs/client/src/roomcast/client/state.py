@@ -21,6 +21,7 @@ from .models import (
     Item,
     Message,
     Presence,
+    Reaction,
     ReadReceipt,
     Sender,
     SocketStats,
@@ -164,6 +165,7 @@ class FrameRouter:
             "skip": self._on_skip,
             "edit": self._on_change,
             "delete": self._on_change,
+            "reaction": self._on_reaction,
             "read": self._on_read,
             "ack": self._on_ack,
             "subscribed": self._on_subscribed,
@@ -264,6 +266,8 @@ class FrameRouter:
                 get("sent_at"),
                 get("to"),
                 replayed,
+                get("reply_to"),
+                get("mentions") or [],
             )
         )
 
@@ -339,6 +343,30 @@ class FrameRouter:
                 Sender.from_wire(data.get("sender")),
                 data.get("body") if kind == "edit" else None,
                 data.get("edited_at") or data.get("deleted_at"),
+                replayed,
+            )
+        )
+
+    def _on_reaction(self, data: dict[str, Any]) -> None:
+        room = data["room"]
+        seq = int(data["seq"])
+        prev = int(data.get("prev") or 0)
+        replayed = False
+        state = self._rooms.get(room)
+        if state is not None:
+            if not self._advance(state, seq, prev):
+                return
+            replayed = seq <= state.replay_until
+        self._deliver(
+            Reaction(
+                room,
+                seq,
+                prev,
+                int(data["target_seq"]),
+                Sender.from_wire(data.get("sender")),
+                str(data.get("emoji", "")),
+                str(data.get("op", "")),
+                data.get("sent_at"),
                 replayed,
             )
         )
