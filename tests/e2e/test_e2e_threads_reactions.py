@@ -103,3 +103,45 @@ async def test_replies_and_reactions_across_gateways(e2e_stack: Stack) -> None:
             await sock.close()
         for http in (alice, bob):
             await http.aclose()
+
+
+async def test_mentions_resolve_to_members_and_count_unread(e2e_stack: Stack) -> None:
+    url_a, url_b = e2e_stack.gateway_urls
+    alice, bob, carol = (
+        await new_user(url_a, "ali"),
+        await new_user(url_b, "bob"),
+        await new_user(url_b, "car"),
+    )
+    socks: list[RoomcastSocket] = []
+    try:
+        room = (await alice.create_room("mentions", visibility="public"))["id"]
+        await bob.join_room(room)
+        sa, _ = await open_socket([url_a], alice)
+        sb, cb = await open_socket([url_b], bob)
+        socks = [sa, sb]
+        await sb.subscribe(room)
+        assert bob.user is not None
+        assert carol.user is not None
+        bob_name, carol_name = bob.user["username"], carol.user["username"]
+        # bob is a member (mentioned in upper case: usernames are case-insensitive);
+        # carol is not, and stays plain text; an e-mail address is no mention
+        text = f"hi @{bob_name.upper()}, ask @{carol_name} or mail x@{bob_name}.org"
+        sent = await sa.send(room, text)
+
+        def live() -> list[Message]:
+            return [i for i in cb.items if isinstance(i, Message) and i.seq == sent.seq]
+
+        await cb.wait_for(lambda: bool(live()), "alice's message on bob's gateway")
+        assert live()[0].mentions == [uid(bob)]
+        assert live()[0].content == text
+
+        async def counted() -> bool:
+            joined = await bob.list_rooms(scope="joined")
+            return any(r["id"] == room and r.get("mentions") == 1 for r in joined["items"])
+
+        await eventually(counted, "bob's joined list to count the unread mention", within=30)
+    finally:
+        for sock in socks:
+            await sock.close()
+        for http in (alice, bob, carol):
+            await http.aclose()

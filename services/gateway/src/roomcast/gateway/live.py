@@ -28,6 +28,7 @@ from roomcast.gateway.realtime.drain import Drain
 from roomcast.gateway.realtime.events import EventRouter
 from roomcast.gateway.realtime.fanout import Fanout
 from roomcast.gateway.realtime.fileshares import FileShares
+from roomcast.gateway.realtime.mentions import MentionResolver
 from roomcast.gateway.realtime.moderation import PostingRules
 from roomcast.gateway.realtime.recipients import RecipientCache
 from roomcast.gateway.realtime.revalidation import MembershipRevalidator
@@ -131,6 +132,7 @@ class Live:
             ),
             moderation=moderation,
             files=FileShares(settings.history_url),
+            mentions=MentionResolver(settings.auth_url, recipients),
         )
         return cls(
             nc=nc,
@@ -157,6 +159,9 @@ class Live:
         await self.fanout.close()
         with contextlib.suppress(Exception):
             await self.receipts.aclose()
+        if isinstance(self.services.mentions, MentionResolver):
+            with contextlib.suppress(Exception):
+                await self.services.mentions.aclose()
         if isinstance(self.services.files, FileShares):
             with contextlib.suppress(Exception):
                 await self.services.files.aclose()

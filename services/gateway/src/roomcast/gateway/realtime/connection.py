@@ -141,6 +141,12 @@ class RecipientCheck(Protocol):
     async def require_member(self, claims: AccessClaims, room_id: str, user_id: str) -> None: ...
 
 
+class MentionLookup(Protocol):
+    """The room members a text mentions (mentions.py)."""
+
+    async def resolve(self, claims: AccessClaims, room: str, content: str) -> tuple[str, ...]: ...
+
+
 class MessageStore(Protocol):
     """The CHAT stream's publish side (stream.py)."""
 
@@ -227,6 +233,8 @@ class SocketServices:
     moderation: PostingCheck
     # The check before a ``file`` send (fileshares.py); None: file sends unavailable.
     files: FileLookup | None = None
+    # ``@username`` resolution for text sends (mentions.py); None: no mentions.
+    mentions: MentionLookup | None = None
 
 
 class Connection(WSListener):
@@ -535,6 +543,11 @@ class Connection(WSListener):
                 client_id=command.client_id,
                 file=file,
                 reply_to=command.reply_to,
+                mentions=(
+                    await services.mentions.resolve(self.claims, command.room, command.content)
+                    if services.mentions is not None and "@" in command.content
+                    else ()
+                ),
             )
             headers = record_headers(sender_id=self.user_id, client_id=command.client_id, to=to)
             started = time.perf_counter()

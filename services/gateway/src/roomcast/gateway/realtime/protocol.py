@@ -351,6 +351,7 @@ def message_record(
     client_id: str,
     file: dict[str, Any] | None = None,
     reply_to: int | None = None,
+    mentions: tuple[str, ...] = (),
 ) -> bytes:
     """The JSON object stored in JetStream for one chat message (chatrecord's format).
 
@@ -366,6 +367,7 @@ def message_record(
             sent_at=utc_timestamp(),
             file_body=None if file is None else make_file_body(file, content or None),
             reply_to=reply_to,
+            mentions=mentions,
         )
     except InvalidRecord as exc:
         raise InvalidFrame(f"message cannot be stored: {exc.detail or exc.reason}") from None

@@ -75,6 +75,11 @@ class ListedRoom(Room):
         description="scope=joined only: the newest message you can see (a history item), "
         "or null (none, or history unavailable)",
     )
+    mentions: int | None = Field(
+        default=None,
+        description="scope=joined only: unread messages that mention you; null when "
+        "history is unavailable",
+    )
 
 
 class ListedRoomPage(BaseModel):
@@ -187,11 +192,13 @@ def create_rooms_router(deps: RestDeps) -> APIRouter:
                 summary = {}
             unread = summary.get("unread")
             last_message = summary.get("last_message")
+            mentions = summary.get("mentions")
             items.append(
                 ListedRoom(
                     **dict(room),
                     unread=unread if isinstance(unread, int) else None,
                     last_message=last_message if isinstance(last_message, dict) else None,
+                    mentions=mentions if isinstance(mentions, int) else None,
                 )
             )
         return ListedRoomPage(
