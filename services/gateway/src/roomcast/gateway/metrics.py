@@ -96,7 +96,7 @@ PRESENCE_GATEWAYS = Gauge(
 )
 MESSAGE_CHANGES = Counter(
     "roomcast_gateway_message_changes_total",
-    "Edit and delete commands by kind and result (ok, duplicate, forbidden, not_found, ...).",
+    "Edit, delete and reaction commands by kind and result (ok, duplicate, not_found, ...).",
     ["kind", "result"],
 )
 READS = Counter(
