@@ -67,6 +67,8 @@ export interface Room {
 /** A room of `GET /v1/rooms`; `unread` and `last_message` only with `scope=joined`. */
 export interface ListedRoom extends Room {
   unread?: number | null;
+  /** scope=joined only: unread messages that mention you; null when history is unavailable. */
+  mentions?: number | null;
   last_message?: Record<string, unknown> | null;
 }
 
