@@ -322,7 +322,9 @@ class FrameRouter:
         for pending in [p for p in self._pending.values() if p.held and p.room == room]:
             self._unconfirmed(pending)
 
-    def _on_change(self, data: dict[str, Any]) -> None:
+    def _chained(self, data: dict[str, Any]) -> tuple[str, int, int, bool] | None:
+        """A stored record's (room, seq, prev, replayed) with the room's chain moved to
+        it; None for a duplicate (drop it)."""
         room = data["room"]
         seq = int(data["seq"])
         prev = int(data.get("prev") or 0)
@@ -330,8 +332,15 @@ class FrameRouter:
         state = self._rooms.get(room)
         if state is not None:
             if not self._advance(state, seq, prev):
-                return
+                return None
             replayed = seq <= state.replay_until
+        return room, seq, prev, replayed
+
+    def _on_change(self, data: dict[str, Any]) -> None:
+        chained = self._chained(data)
+        if chained is None:
+            return
+        room, seq, prev, replayed = chained
         kind = str(data["type"])
         self._deliver(
             Change(
@@ -348,15 +357,10 @@ class FrameRouter:
         )
 
     def _on_reaction(self, data: dict[str, Any]) -> None:
-        room = data["room"]
-        seq = int(data["seq"])
-        prev = int(data.get("prev") or 0)
-        replayed = False
-        state = self._rooms.get(room)
-        if state is not None:
-            if not self._advance(state, seq, prev):
-                return
-            replayed = seq <= state.replay_until
+        chained = self._chained(data)
+        if chained is None:
+            return
+        room, seq, prev, replayed = chained
         self._deliver(
             Reaction(
                 room,

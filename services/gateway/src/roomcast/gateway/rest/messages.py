@@ -29,6 +29,21 @@ def create_messages_router(deps: RestDeps) -> APIRouter:
     router = APIRouter(tags=["messages"])
     Auth = Annotated[Caller, caller_dependency(deps.verifier)]
 
+    async def history_page(request: Request, path: str, before: int | None, limit: int) -> Response:
+        """One page of history's ``path`` (checked ``before`` and ``limit``), relayed."""
+        params = {"limit": str(limit)}
+        if before is not None:
+            params["before"] = str(before)
+        return await forward(
+            request,
+            deps.http,
+            "history",
+            f"{deps.history_url}{path}",
+            time_limit=deps.history_timeout,
+            trusted=deps.trusted_proxies,
+            params=params,
+        )
+
     @router.get(
         "/v1/rooms/{room_id}/messages",
         response_model=MessagePage,
@@ -46,17 +61,8 @@ def create_messages_router(deps: RestDeps) -> APIRouter:
             DEFAULT_PAGE_SIZE
         ),
     ) -> Response:
-        params = {"limit": str(limit)}
-        if before is not None:
-            params["before"] = str(before)
-        return await forward(
-            request,
-            deps.http,
-            "history",
-            f"{deps.history_url}/v1/rooms/{room_id_of(room_id)}/messages",
-            time_limit=deps.history_timeout,
-            trusted=deps.trusted_proxies,
-            params=params,
+        return await history_page(
+            request, f"/v1/rooms/{room_id_of(room_id)}/messages", before, limit
         )
 
     @router.get(
@@ -77,17 +83,7 @@ def create_messages_router(deps: RestDeps) -> APIRouter:
             DEFAULT_PAGE_SIZE
         ),
     ) -> Response:
-        params = {"limit": str(limit)}
-        if before is not None:
-            params["before"] = str(before)
-        return await forward(
-            request,
-            deps.http,
-            "history",
-            f"{deps.history_url}/v1/rooms/{room_id_of(room_id)}/messages/{seq}/replies",
-            time_limit=deps.history_timeout,
-            trusted=deps.trusted_proxies,
-            params=params,
-        )
+        path = f"/v1/rooms/{room_id_of(room_id)}/messages/{seq}/replies"
+        return await history_page(request, path, before, limit)
 
     return router
