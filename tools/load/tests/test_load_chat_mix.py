@@ -25,6 +25,22 @@ SLOW_MODE_CHECK = re.compile(
 )
 
 
+def test_chat_mix_replies_mention_react_and_read_the_inbox() -> None:
+    scenario = load_scenario("chat-mix")
+    layout = build_layout(scenario)
+    assert 0 < scenario.inbox_rate * 2000 < 50  # a low rate: tens of reads/s in all
+    _, big, slow = scenario.rooms
+    assert 0 < big.reply_share < 0.5
+    assert 0 < big.mention_share < big.reply_share
+    assert slow.react_rate == slow.reply_share == 0  # the slow-mode rooms stay plain
+    reacting = sum(len(s.reacts) for s in layout.sockets)
+    assert reacting == 500 + 2 * 4
+    for s in layout.sockets:
+        for room, (_, _, other) in s.threads.items():
+            assert other != s.index
+            assert other in layout.rooms[room].members
+
+
 def test_chat_mix_has_small_and_big_rooms_typing_and_readers() -> None:
     scenario = load_scenario("chat-mix")
     layout = build_layout(scenario)
@@ -70,6 +86,12 @@ def test_chat_mix_slow_mode_rooms_are_created_by_a_member_who_does_not_send() ->
             r"rate must be at most 1 / slow_mode_seconds",
         ),
         ({"count": 1, "members": 2, "slow_mode_seconds": 86_400}, "must be <= 21600"),
+        ({"count": 1, "members": 2, "reply_share": 0.5}, "reply_share needs senders"),
+        (
+            {"count": 1, "members": 2, "senders": 1, "rate": 1.0, "mention_share": 2},
+            "fraction of the sends",
+        ),
+        ({"count": 1, "members": 2, "react_rate": 1.0}, "react_rate needs senders"),
     ],
 )
 def test_bad_typing_and_read_settings_are_refused(group: dict[str, Any], message: str) -> None:
@@ -82,8 +104,10 @@ def smoke_variant() -> dict[str, Any]:
     seconds carry typing notices and read receipts in every room."""
     data = tomllib.loads(find_scenario("chat-mix").read_text())
     small, big, slow = data["rooms"]
+    threads = {"reply_share": 0.5, "mention_share": 0.5, "react_rate": 1.0}
     small |= {"count": 3, "members": 3, "rate": 2.0, "typing_rate": 2.0, "read_rate": 2.0}
-    big |= {"count": 1, "members": 6, "senders": 2, "readers": 3, "read_rate": 1.0}
+    small |= threads
+    big |= {"count": 1, "members": 6, "senders": 2, "readers": 3, "read_rate": 1.0} | threads
     # Two sends each in 3 s, 1 s clear of the slow mode.
     slow |= {"count": 2, "members": 3, "rate": 0.5, "slow_mode_seconds": 1, "read_rate": 1.0}
     return data | {
@@ -92,6 +116,8 @@ def smoke_variant() -> dict[str, Any]:
         "sockets": 12,
         "workers": 1,
         "duration": 3,
+        # every socket reads its inbox each second (10 users: far below the API's limit)
+        "inbox_rate": 1.0,
         # The shared test machine: loss and order are the point here, not latency.
         "expect": {"lost": 0, "duplicated": 0, "out_of_order": 0},
     }
@@ -123,6 +149,15 @@ async def test_chat_mix_smoke_delivers_messages_typing_and_read_receipts(stack: 
     # arrive somewhere, and no frame the load tool does not know is left unexplained.
     assert sig["typing_received"] > 0
     assert sig["reads_received"] > 0
+    # Replies and mentions were sent (and acked, as every send above); reactions were
+    # acked, each one, and reached the other members (in their chains: nothing lost);
+    # inbox pages were answered, none refused.
+    assert sig["replies_sent"] > 0
+    assert sig["mentions_sent"] > 0
+    assert sig["reactions_acked"] == sig["reactions_sent"] > 0
+    assert sig["reactions_received"] >= sig["reactions_acked"]
+    assert sig["inbox_reads"] > 0
+    assert sig["inbox_errors"] == 0
     assert report["unexpected_messages"] == 0
     assert not any(k.startswith("not_subscribed") for k in report["errors"])
     # The slow-mode rooms' sends went through the gateways' shared check and passed it.

@@ -49,6 +49,9 @@ RESEND_AFTER_RECONNECT_ERRORS = frozenset({"gateway_restarting"})
 FATAL_CLOSE_CODES = frozenset({4003})
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 ABNORMAL_CLOSE = 1006
+# One emoji for every reaction: the gateway's and history's work does not depend on
+# which, and a single one per (user, message) keeps history's aggregates small.
+REACTION_EMOJI = "👍"
 
 
 @dataclass
@@ -60,6 +63,10 @@ class SocketSpec:
     sends: list[tuple[str, float]]  # (room id, messages/s)
     typing: list[tuple[str, float]] = field(default_factory=list)  # (room id, notices/s)
     reads: list[tuple[str, float]] = field(default_factory=list)  # (room id, receipts/s)
+    reacts: list[tuple[str, float]] = field(default_factory=list)  # (room id, reactions/s)
+    # room id -> (share of sends that reply, share that mention, the username mentioned)
+    threads: dict[str, tuple[float, float, str]] = field(default_factory=dict)
+    inbox_rate: float = 0.0  # inbox reads/s
     user: int = 0
     username: str = ""
     password: str = ""
@@ -81,6 +88,14 @@ class Shared:
     reads_sent: int = 0
     typing_received: int = 0  # other members' typing notices
     reads_received: int = 0  # read receipts announced to the room
+    replies_sent: int = 0  # messages sent with reply_to
+    mentions_sent: int = 0  # messages sent naming another member
+    reactions_sent: int = 0
+    reactions_acked: int = 0
+    reactions_received: int = 0  # reaction frames, live or replayed
+    inbox_reads: int = 0  # inbox pages answered
+    inbox_errors: int = 0
+    inbox: Callable[[SocketSpec], Any] | None = None  # async: read spec's inbox -> bool
     latencies: array[int] = field(default_factory=lambda: array("q"))  # this second's, us
     unexpected: int = 0
     connected: int = 0  # open WebSockets
@@ -134,6 +149,10 @@ class Client(WSListener):
         self.pending: dict[str, list[Any]] = {}
         self._n = 0
         self._sweep = False
+        self.recent: dict[str, int] = {}  # room -> newest message seq received
+        self._reacts: set[str] = set()  # client_ids of reactions not acked yet
+        self._rng = random.Random(spec.index)
+        self._inbox_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
 
     # --- connecting -------------------------------------------------------------------
@@ -248,6 +267,7 @@ class Client(WSListener):
                     return
                 seq = msg["seq"]
                 m.deliver(seq, msg["prev"])
+                self.recent[room] = seq
                 if self._replay:
                     self._replayed(room, seq)
                 # One append per delivery; the worker bins these once per second.
@@ -259,6 +279,15 @@ class Client(WSListener):
                 self.shared.typing_received += 1
             elif kind == "read":
                 self.shared.reads_received += 1
+            elif kind == "reaction":
+                # A reaction takes a place in the room's chain: delivered like a skip
+                # (no body to time), so the chain stays whole and every member must get it.
+                self.shared.reactions_received += 1
+                m = self.members.get(msg["room"])
+                if m is not None:
+                    m.deliver(msg["seq"], msg["prev"], skip=True)
+                    if self._replay:
+                        self._replayed(msg["room"], msg["seq"])
             elif kind == "skip":
                 m = self.members.get(msg["room"])
                 if m is not None:
@@ -381,6 +410,43 @@ class Client(WSListener):
             self.transport.send(_TEXT, wire.read_frame(room, m.last))
             self.shared.reads_sent += 1
 
+    def read_inbox(self) -> None:
+        """One inbox page (GET /v1/notifications), at most one in flight per socket."""
+        inbox = self.shared.inbox
+        if inbox is None or not self.live or self._inbox_task is not None:
+            return
+        self._inbox_task = asyncio.get_running_loop().create_task(self._read_inbox(inbox))
+
+    async def _read_inbox(self, inbox: Callable[[SocketSpec], Any]) -> None:
+        try:
+            if await inbox(self.spec):
+                self.shared.inbox_reads += 1
+            else:
+                self.shared.inbox_errors += 1
+        except Exception as exc:  # counted like every other failure of the run
+            self.shared.inbox_errors += 1
+            self.shared.error(f"inbox:{_error_kind(exc)}", str(exc))
+        finally:
+            self._inbox_task = None
+
+    def send_react(self, room: str, sched_us: int) -> None:
+        """A reaction to the newest message received in ``room``: sent, acked and
+        delivered like a message (it takes a place in the chain), counted apart."""
+        target = self.recent.get(room)
+        if target is None or self.shared.raw:
+            return
+        shared = self.shared
+        shared.sends.on_schedule()
+        self._n += 1
+        cid = f"{shared.run_id}w{shared.worker}s{self.spec.index}r{self._n}"
+        frame = wire.react_frame(room, cid, target, REACTION_EMOJI)
+        self._reacts.add(cid)
+        shared.reactions_sent += 1
+        entry = [room, sched_us, frame, False, 0]
+        self.pending[cid] = entry
+        if self.live and self.transport is not None:
+            self._transmit(self.transport, entry)
+
     def send_scheduled(self, room: str, sched_us: int) -> None:
         shared = self.shared
         shared.sends.on_schedule()
@@ -395,7 +461,20 @@ class Client(WSListener):
                 shared.sends.on_sent()
                 shared.sends.on_ack(room, cid, seq)
             return
-        frame = wire.send_frame(room, cid, sched_us, shared.message_bytes)
+        reply_to: int | None = None
+        mention: str | None = None
+        thread = self.spec.threads.get(room)
+        if thread is not None:
+            reply_share, mention_share, name = thread
+            if self._rng.random() < reply_share:
+                reply_to = self.recent.get(room)
+                shared.replies_sent += reply_to is not None
+            if self._rng.random() < mention_share:
+                mention = name
+                shared.mentions_sent += 1
+        frame = wire.send_frame(
+            room, cid, sched_us, shared.message_bytes, reply_to=reply_to, mention=mention
+        )
         entry = [room, sched_us, frame, False, 0]
         self.pending[cid] = entry
         if self.live and self.transport is not None:
@@ -426,6 +505,9 @@ class Client(WSListener):
         cid = msg["client_id"]
         entry = self.pending.pop(cid, None)
         shared = self.shared
+        if cid in self._reacts:
+            self._reacts.discard(cid)
+            shared.reactions_acked += 1
         if entry is None:
             shared.sends.on_late_ack(cid, int(msg["seq"]), duplicate=bool(msg.get("duplicate")))
             return

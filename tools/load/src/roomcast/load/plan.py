@@ -32,6 +32,9 @@ class SocketPlan:
     sends: list[tuple[int, float]] = field(default_factory=list)  # (room index, rate)
     typing: list[tuple[int, float]] = field(default_factory=list)  # (room index, notices/s)
     reads: list[tuple[int, float]] = field(default_factory=list)  # (room index, receipts/s)
+    reacts: list[tuple[int, float]] = field(default_factory=list)  # (room index, reactions/s)
+    # room index -> (reply share, mention share, the socket whose user it mentions)
+    threads: dict[int, tuple[float, float, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +98,12 @@ def build_layout(scenario: Scenario) -> Layout:
                 sockets[s].sends.append((index, g.rate))
                 if g.typing_rate:
                     sockets[s].typing.append((index, g.typing_rate))
+                if g.react_rate:
+                    sockets[s].reacts.append((index, g.react_rate))
+                if g.reply_share or g.mention_share:
+                    # the next member: another socket, and another user when users allow
+                    other = members[(k + 1) % size]
+                    sockets[s].threads[index] = (g.reply_share, g.mention_share, other)
             if k < g.readers:
                 sockets[s].reads.append((index, g.read_rate))
     busiest = max((len(s.rooms) for s in sockets), default=0)

@@ -16,6 +16,21 @@ from roomcast.load.promtext import memory_per_socket
 from roomcast.load.scenario import Scenario
 from roomcast.load.timeline import Timeline
 
+# The counters of the other kinds of traffic a worker reports, summed over workers:
+# typing notices, read receipts, replies, mentions, reactions and inbox reads.
+SIGNALS = (
+    "typing_sent",
+    "typing_received",
+    "reads_sent",
+    "reads_received",
+    "replies_sent",
+    "mentions_sent",
+    "reactions_sent",
+    "reactions_acked",
+    "reactions_received",
+    "inbox_reads",
+    "inbox_errors",
+)
 # Rooms listed individually in the report: the worst ones (most loss, then duplicates);
 # the totals cover every room.
 WORST_ROOMS = 20
@@ -153,8 +168,7 @@ def build_report(
         # Typing notices and read receipts sent and received (no ack, no accounting: the
         # gateway coalesces them, so only their volume and cost matter).
         "signals": {
-            key: sum(int(f.get("signals", {}).get(key, 0)) for f in finals)
-            for key in ("typing_sent", "typing_received", "reads_sent", "reads_received")
+            key: sum(int(f.get("signals", {}).get(key, 0)) for f in finals) for key in SIGNALS
         },
         "worker_cpu_seconds": {str(f["worker"]): round(float(f["cpu"]), 2) for f in finals},
         "memory": (
@@ -260,6 +274,13 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(
             f"signals      typing sent {sig['typing_sent']} received {sig['typing_received']}"
             f"  reads sent {sig['reads_sent']} received {sig['reads_received']}"
+        )
+    if sig.get("replies_sent") or sig.get("reactions_sent") or sig.get("inbox_reads"):
+        lines.append(
+            f"threads      replies {sig['replies_sent']}  mentions {sig['mentions_sent']}"
+            f"  reactions sent {sig['reactions_sent']} acked {sig['reactions_acked']}"
+            f" received {sig['reactions_received']}"
+            f"  inbox reads {sig['inbox_reads']} errors {sig['inbox_errors']}"
         )
     if report["errors"]:
         lines.append(f"errors       {report['errors']}")

@@ -165,6 +165,14 @@ class Coordinator:
                 sends=[(room_ids[r] if room_ids else "raw", rate) for r, rate in s.sends],
                 typing=[(room_ids[r], rate) for r, rate in s.typing] if room_ids else [],
                 reads=[(room_ids[r], rate) for r, rate in s.reads] if room_ids else [],
+                reacts=[(room_ids[r], rate) for r, rate in s.reacts] if room_ids else [],
+                threads={
+                    room_ids[r]: (reply, mention, users[self.layout.sockets[o].user].username)
+                    for r, (reply, mention, o) in s.threads.items()
+                }
+                if room_ids and users
+                else {},
+                inbox_rate=self.scenario.inbox_rate if users else 0.0,
                 user=s.user,
                 username=user.username,
                 password=user.password,

@@ -42,7 +42,9 @@ class RoomGroup:
     it, so every send passes the gateways' shared slow-mode check (a refusal, from a
     sender that fell behind and caught up in a burst, is a send error of the report),
     and the rooms' creator is a member who does not send (owners are exempt, and would
-    skip the check)."""
+    skip the check). Of each sender's messages, a share ``reply_share`` replies to the
+    newest message it received in the room and a share ``mention_share`` names another
+    member (``@username``); each sender also adds ``react_rate`` reactions/s to it."""
 
     count: int
     members: tuple[int, int]
@@ -53,6 +55,9 @@ class RoomGroup:
     readers: int = 0
     read_rate: float = 0.0
     slow_mode_seconds: int = 0
+    reply_share: float = 0.0
+    mention_share: float = 0.0
+    react_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class Scenario:
     stack_env: dict[str, str] = field(default_factory=dict)
     expect: Expect = field(default_factory=Expect)
     seed: int = 1
+    inbox_rate: float = 0.0  # inbox reads (GET /v1/notifications) per socket per second
 
     def member_slots(self) -> int:
         return sum(g.count * g.members[1] for g in self.rooms)
@@ -161,6 +167,7 @@ def load_scenario(name_or_path: str) -> Scenario:
 
 _TOP_KEYS = {
     "name",
+    "inbox_rate",
     "description",
     "duration",
     "users",
@@ -228,6 +235,9 @@ def _room_group(data: Any, i: int) -> RoomGroup:
             "readers",
             "read_rate",
             "slow_mode_seconds",
+            "reply_share",
+            "mention_share",
+            "react_rate",
         },
         where,
     )
@@ -271,8 +281,30 @@ def _room_group(data: Any, i: int) -> RoomGroup:
         )
     if slow_mode and rate * slow_mode > 1:
         raise ScenarioError(f"{where}.rate must be at most 1 / slow_mode_seconds")
+    shares = {k: _num(data, k, 0.0) for k in ("reply_share", "mention_share")}
+    for key, share in shares.items():
+        if share > 1:
+            raise ScenarioError(f"{where}.{key} must be a fraction of the sends (0 to 1)")
+        if share and not senders:
+            raise ScenarioError(f"{where}.{key} needs senders")
+    if shares["mention_share"] and members[0] < 2:
+        raise ScenarioError(f"{where}.mention_share needs rooms of 2 members or more")
+    react_rate = _num(data, "react_rate", 0.0)
+    if react_rate and not senders:
+        raise ScenarioError(f"{where}.react_rate needs senders (the members who react)")
     return RoomGroup(
-        count, members, senders, rate, visibility, typing_rate, readers, read_rate, slow_mode
+        count,
+        members,
+        senders,
+        rate,
+        visibility,
+        typing_rate,
+        readers,
+        read_rate,
+        slow_mode,
+        shares["reply_share"],
+        shares["mention_share"],
+        react_rate,
     )
 
 
@@ -379,6 +411,7 @@ def parse_scenario(data: dict[str, Any]) -> Scenario:
         stack_env={k: str(v) for k, v in env.items()},
         expect=expect,
         seed=_int(data, "seed", 1),
+        inbox_rate=_num(data, "inbox_rate", 0.0),
     )
     if scenario.message_bytes > MAX_MESSAGE_BYTES:
         raise ScenarioError(f"message_bytes must be <= {MAX_MESSAGE_BYTES}")

@@ -22,9 +22,11 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def content(sched_us: int, size: int) -> str:
-    """``size`` characters (at least the stamp and one padding character)."""
-    return f"{sched_us:0{STAMP_DIGITS}d} " + "x" * max(1, size - STAMP_DIGITS - 1)
+def content(sched_us: int, size: int, mention: str | None = None) -> str:
+    """``size`` characters (at least the stamp and one padding character); a mention
+    (``@username``, after the stamp) takes the place of padding."""
+    tag = f"@{mention} " if mention else ""
+    return f"{sched_us:0{STAMP_DIGITS}d} {tag}" + "x" * max(1, size - STAMP_DIGITS - 1 - len(tag))
 
 
 def stamp_of(body_content: str) -> int:
@@ -49,13 +51,28 @@ def read_frame(room: str, seq: int) -> bytes:
     return b'{"type":"read","room":"%s","seq":%d}' % (room.encode(), seq)
 
 
-def send_frame(room: str, client_id: str, sched_us: int, size: int) -> bytes:
-    """The same padding string is reused by :func:`content`; room and client_id are
-    plain ASCII (24 hex characters, ``[A-Za-z0-9_-]``) and need no escaping."""
-    return b'{"type":"send","room":"%s","client_id":"%s","body":{"type":"text","content":"%s"}}' % (
-        room.encode(),
-        client_id.encode(),
-        content(sched_us, size).encode(),
+def send_frame(
+    room: str,
+    client_id: str,
+    sched_us: int,
+    size: int,
+    *,
+    reply_to: int | None = None,
+    mention: str | None = None,
+) -> bytes:
+    """The same padding string is reused by :func:`content`; room, client_id and
+    usernames are plain ASCII (24 hex characters, ``[A-Za-z0-9_-]``) and need no
+    escaping. ``reply_to``: the seq of a message of the room this one answers."""
+    thread = b',"reply_to":%d' % reply_to if reply_to else b""
+    return (
+        b'{"type":"send","room":"%s","client_id":"%s"%s,"body":{"type":"text","content":"%s"}}'
+        % (room.encode(), client_id.encode(), thread, content(sched_us, size, mention).encode())
+    )
+
+
+def react_frame(room: str, client_id: str, seq: int, emoji: str) -> bytes:
+    return orjson.dumps(
+        {"type": "react", "room": room, "seq": seq, "emoji": emoji, "client_id": client_id}
     )
 
 

@@ -38,6 +38,7 @@ from roomcast.load import wire
 from roomcast.load.client import Client, Shared, SocketSpec
 from roomcast.load.histogram import Histogram
 from roomcast.load.pipe import EOF_MESSAGE, start_reader
+from roomcast.load.report import SIGNALS
 
 # Stats period: the progress line and the report's timeline have 1 s resolution.
 STATS_INTERVAL_SECONDS = 1.0
@@ -50,7 +51,9 @@ ACK_WAIT_SECONDS = 15.0
 POLL_SECONDS = 0.05
 # What a scheduled send of the send phase is: a chat message, a typing notice, a read
 # receipt.
-_MESSAGE, _TYPING, _READ = 0, 1, 2
+_MESSAGE, _TYPING, _READ, _REACT, _INBOX = 0, 1, 2, 3, 4
+# One inbox page is what a client shows: the newest 20 (the API's default is 50).
+INBOX_PAGE_PATH = "/v1/notifications?limit=20"
 
 
 async def poll_until(condition: Callable[[], bool], deadline: float) -> bool:
@@ -96,6 +99,7 @@ class Worker:
             run_id=plan.run_id,
         )
         self.shared.relogin = self._relogin
+        self.shared.inbox = self._read_inbox
         self.clients = [Client(self.shared, spec) for spec in plan.sockets]
         self.commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.lat_all = Histogram()
@@ -135,6 +139,14 @@ class Worker:
         user = UserCred(spec.username, spec.password)
         await login(self._rest, user)
         spec.token = user.token
+
+    async def _read_inbox(self, spec: SocketSpec) -> bool:
+        from roomcast.load.provision import Rest
+
+        if self._rest is None:
+            self._rest = Rest(self.plan.rest_urls)
+        resp = await self._rest.call("GET", INBOX_PAGE_PATH, token=spec.token)
+        return resp.status_code == 200 and isinstance(resp.json().get("items"), list)
 
     # --- phases -----------------------------------------------------------------------
 
@@ -194,6 +206,10 @@ class Worker:
                 senders.append((c, room, max(1, int(1e6 / rate)), _TYPING))
             for room, rate in c.spec.reads:
                 senders.append((c, room, max(1, int(1e6 / rate)), _READ))
+            for room, rate in c.spec.reacts:
+                senders.append((c, room, max(1, int(1e6 / rate)), _REACT))
+            if c.spec.inbox_rate:
+                senders.append((c, "", max(1, int(1e6 / c.spec.inbox_rate)), _INBOX))
         # Each sender starts at a random offset within its first interval, so senders
         # of the same rate do not fire in lockstep.
         heap = [(t0_us + int(rng.random() * s[2]), i) for i, s in enumerate(senders)]
@@ -213,8 +229,12 @@ class Worker:
                     client.send_scheduled(room, due)
                 elif what == _TYPING:
                     client.send_typing(room)
-                else:
+                elif what == _READ:
                     client.send_read(room)
+                elif what == _REACT:
+                    client.send_react(room, due)
+                else:
+                    client.read_inbox()
                 if due + interval < end_us:
                     heapq.heappush(heap, (due + interval, i))
         rest = end_us - wire.now_us()
@@ -301,12 +321,7 @@ class Worker:
             "ack_lat": self.ack_all.to_sparse(),
             "deliveries": self.shared.deliveries,
             "unexpected": self.shared.unexpected,
-            "signals": {
-                "typing_sent": self.shared.typing_sent,
-                "typing_received": self.shared.typing_received,
-                "reads_sent": self.shared.reads_sent,
-                "reads_received": self.shared.reads_received,
-            },
+            "signals": {key: int(getattr(self.shared, key)) for key in SIGNALS},
             "error_examples": self.shared.error_examples,
             "last_delivery_us": self.shared.last_delivery_us,
             "live": self.shared.live,
