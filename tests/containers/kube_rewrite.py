@@ -61,6 +61,7 @@ SINGLE_NODE = {
     "ROOMCAST_ROOMS_RETENTION_BUCKET_REPLICAS": "1",
     "ROOMCAST_BOOTSTRAP_STREAM_REPLICAS": "1",
     "ROOMCAST_BOOTSTRAP_REVOCATIONS_REPLICAS": "1",
+    "ROOMCAST_BOOTSTRAP_RETENTION_REPLICAS": "1",
 }
 # Deployments not played, with the reason; each is a follow-up for this test.
 UNPLAYED = {
