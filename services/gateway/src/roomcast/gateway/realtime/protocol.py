@@ -178,6 +178,17 @@ def _seq(value: object, field: str, ref: str | None) -> int:
     return value
 
 
+def _targeted(obj: dict[str, Any], ref: str | None) -> tuple[str, str, int]:
+    """A command on a stored message (edit, delete, react): its client_id, room and the
+    target's seq (positive)."""
+    client_id = _client_id(obj, ref)
+    room = _room(obj, client_id)
+    target = _seq(obj.get("seq"), "seq", client_id)
+    if target == 0:
+        raise FrameError(InvalidFrame("seq must be a positive integer"), client_id)
+    return client_id, room, target
+
+
 def _client_id(obj: dict[str, Any], ref: str | None) -> str:
     client_id = obj.get("client_id")
     if not is_client_id(client_id):
@@ -295,20 +306,12 @@ def parse_frame(data: bytes | str, *, max_body_chars: int) -> Command:
     if kind == "presence":
         return Presence(_room(obj, None))
     if kind == "edit" or kind == "delete":
-        client_id = _client_id(obj, room_ref)
-        room = _room(obj, client_id)
-        target = _seq(obj.get("seq"), "seq", client_id)
-        if target == 0:
-            raise FrameError(InvalidFrame("seq must be a positive integer"), client_id)
+        client_id, room, target = _targeted(obj, room_ref)
         if kind == "delete":
             return Delete(room, target, client_id)
         return Edit(room, target, client_id, _content(obj, client_id, max_body_chars))
     if kind == "react" or kind == "unreact":
-        client_id = _client_id(obj, room_ref)
-        room = _room(obj, client_id)
-        target = _seq(obj.get("seq"), "seq", client_id)
-        if target == 0:
-            raise FrameError(InvalidFrame("seq must be a positive integer"), client_id)
+        client_id, room, target = _targeted(obj, room_ref)
         try:
             emoji = check_emoji(obj.get("emoji"))
         except InvalidRecord as exc:
