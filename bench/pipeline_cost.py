@@ -42,12 +42,12 @@ import nats
 import orjson
 import websockets
 from io_floor import receive_floor, send_floor  # bench/ is the script's directory
-from nats.js.api import StorageType, StreamConfig
 from pymongo import AsyncMongoClient
 from pymongo.write_concern import WriteConcern
 
 from roomcast.common.subjects import STREAM_NAME
 from roomcast.history.store import MESSAGES, META, WATERMARK_ID
+from roomcast.load.busceiling import bus_ceiling
 from roomcast.load.provision import Rest, UserCred, create_room, join_room, login, register
 from roomcast.testing.stack import Stack, StackPorts
 
@@ -60,9 +60,6 @@ HISTORY_DB = "roomcast_history"
 # History's default batch size (services/history settings): the baseline writes the
 # same batches.
 HISTORY_BATCH = 256
-# The scratch stream of the bus ceiling: file storage like CHAT, its own subjects.
-CEILING_STREAM = "BENCHCEILING"
-CEILING_SUBJECT = "benchceiling.room."
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # How long the end of the window may take to be acked, delivered and stored before the
 # run is declared failed: several seconds of backlog on a loaded machine.
@@ -162,33 +159,6 @@ async def server_writes(mongo: Any) -> int:
 async def stream_last_seq(js: Any) -> int:
     info = await js.stream_info(STREAM_NAME)
     return int(info.state.last_seq)
-
-
-async def bus_ceiling(url: str, messages: int, in_flight: int) -> float:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream(timeout=30)
-        await js.add_stream(
-            StreamConfig(
-                name=CEILING_STREAM,
-                subjects=[CEILING_SUBJECT + "*"],
-                storage=StorageType.FILE,
-            )
-        )
-        payload = send_frame("0" * 24, uuid.uuid4().hex)
-        counter = iter(range(messages))
-
-        async def worker() -> None:
-            for i in counter:
-                await js.publish(f"{CEILING_SUBJECT}{i % 100}", payload)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
-        seconds = time.perf_counter() - began
-        await js.delete_stream(CEILING_STREAM)
-        return messages / seconds
-    finally:
-        await nc.close()
 
 
 async def insert_ceiling(mongo: Any, mongo_pid: int) -> tuple[int, float, float]:

@@ -12,6 +12,7 @@ from roomcast.load.accounting import MemberLog, RoomLog, SendLog, reconcile
 from roomcast.load.histogram import Histogram
 from roomcast.load.plan import build_layout
 from roomcast.load.plots import write_plots
+from roomcast.load.proccpu import Reading, cpu_table
 from roomcast.load.report import build_report, summary_text
 from roomcast.load.scenario import parse_scenario
 from roomcast.load.timeline import Timeline, progress_line
@@ -153,3 +154,24 @@ def test_progress_line() -> None:
     assert "deliveries/s 19500" in line
     assert "p99 12.2 ms (run 9.5 ms)" in line
     assert "errors 2" in line
+
+
+def test_summary_shows_load_average_bus_ceiling_and_process_cpu() -> None:
+    report = _report(lost=False)
+    assert report["process_cpu"] is None
+    assert report["load_average"] is None
+    report["process_cpu"] = cpu_table(
+        {"history": Reading(7, 1.0)}, {"history": Reading(7, 1.3)}, acked=3, seconds=2.0
+    )
+    report["load_average"] = {"before": [1.0, 2.0, 3.0], "after": [4.0, 5.0, 6.0]}
+    report["bus_ceiling"] = {
+        "publishes_per_s": 6000.0,
+        "messages": 20000,
+        "in_flight": 256,
+        "ratio": 0.0001,
+    }
+    text = summary_text(report)
+    assert "load average [1.0, 2.0, 3.0] before, [4.0, 5.0, 6.0] after" in text
+    assert "raw JetStream publish 6000.0/s" in text
+    assert "acked msg/s / ceiling = 0.0001" in text
+    assert "| history | 0.3 | 100.0 | 15.0 |" in text

@@ -145,3 +145,27 @@ def test_too_few_sockets_for_a_room_is_refused() -> None:
 def test_workers_are_added_to_stay_under_the_descriptor_limit() -> None:
     assert check_workers(1000, 1) == 1
     assert check_workers(50_000, 2) == 3
+
+
+def test_scale_multiplies_every_rate_but_never_speeds_up_slow_mode() -> None:
+    sc = load_scenario("chat-mix")
+    up = sc.with_overrides(scale=2.0)
+    small, big, slow = sc.rooms
+    small2, big2, slow2 = up.rooms
+    assert small2.rate == pytest.approx(2 * small.rate)
+    assert big2.typing_rate == pytest.approx(2 * big.typing_rate)
+    assert big2.read_rate == pytest.approx(2 * big.read_rate)
+    assert small2.react_rate == pytest.approx(2 * small.react_rate)
+    assert up.inbox_rate == pytest.approx(2 * sc.inbox_rate)
+    assert slow2.rate == slow.rate  # already paced below the room's slow mode
+    assert slow2.read_rate == pytest.approx(2 * slow.read_rate)
+    down = sc.with_overrides(scale=0.5)
+    assert down.rooms[2].rate == pytest.approx(slow.rate / 2)
+    assert build_layout(down).offered_rate() == pytest.approx(build_layout(sc).offered_rate() / 2)
+    assert (small2.count, small2.members, small2.senders) == (
+        small.count,
+        small.members,
+        small.senders,
+    )
+    with pytest.raises(ScenarioError, match="scale"):
+        sc.with_overrides(scale=0)

@@ -7,6 +7,7 @@ duplicates, latency, connections...), 2 when the run could not be set up.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import uvloop
 
+from roomcast.load.busceiling import bus_ceiling
 from roomcast.load.provision import ProvisionError
 from roomcast.load.report import summary_text
 from roomcast.load.run import RunConfig, RunError, run_scenario
@@ -28,6 +30,14 @@ START_STACK_ENV = {
     "ROOMCAST_AUTH_REGISTER_RATE_LIMIT": "100000",
     "ROOMCAST_AUTH_LOGIN_RATE_LIMIT": "100000",
 }
+
+
+# The same-run bus ceiling after a --start-stack run (roomcast.load.busceiling), as
+# bench/pipeline_cost.py measures it: 20,000 publishes take a few seconds at the
+# ceilings seen on 2 shared cores (2-19k/s) and smooth out a stall of the machine;
+# 256 in flight keeps nats-server busy without one client's window as the limit.
+BUS_CEILING_MESSAGES = 20_000
+BUS_CEILING_IN_FLIGHT = 256
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +62,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(e.g. 127.0.0.1,127.0.0.2: more than one address's ephemeral ports)",
     )
     p.add_argument("--duration", type=float, help="seconds of sending (default: scenario's)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        help="multiply every traffic rate of the scenario (messages, typing, read "
+        "receipts, reactions, inbox reads) by this factor: one step of a rate ladder",
+    )
+    p.add_argument(
+        "--bus-ceiling-messages",
+        type=int,
+        default=BUS_CEILING_MESSAGES,
+        help="with --start-stack: raw JetStream publishes to the stack's nats-server after "
+        "the window, the same-run bus ceiling (0: skip it)",
+    )
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--plots", type=Path, help="write PNG plots into this directory")
     p.add_argument(
@@ -85,6 +108,20 @@ def _start_stack(scenario: Scenario, state_dir: Path | None) -> Any:
     return stack
 
 
+def add_bus_ceiling(report: dict[str, Any], nats_url: str, messages: int) -> None:
+    """Measure the bus ceiling against the run's nats-server (the window is over, the
+    stack idle) and add it, with the run's acked msg/s as a ratio of it, to the report."""
+    print("measuring the bus ceiling (raw JetStream publish) ...", file=sys.stderr, flush=True)
+    rate = asyncio.run(bus_ceiling(nats_url, messages, BUS_CEILING_IN_FLIGHT))
+    acked = float(report["throughput"]["acked_msgs_per_s"])
+    report["bus_ceiling"] = {
+        "publishes_per_s": round(rate, 1),
+        "messages": messages,
+        "in_flight": BUS_CEILING_IN_FLIGHT,
+        "ratio": round(acked / rate, 4) if rate > 0 else None,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         for name in builtin_names():
@@ -96,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         scenario = load_scenario(args.scenario).with_overrides(
-            duration=args.duration, workers=args.workers
+            duration=args.duration, workers=args.workers, scale=args.scale
         )
     except ScenarioError as exc:
         print(f"roomcast-load: {exc}", file=sys.stderr)
@@ -122,8 +159,11 @@ def run(args: argparse.Namespace) -> int:
             users_file=args.users_file,
             progress=not args.quiet,
             stack=stack,
+            stack_pids=(lambda: {n: p.pid for n, p in stack.parts().items()}) if stack else None,
         )
         report = uvloop.run(run_scenario(cfg))
+        if stack is not None and args.bus_ceiling_messages > 0:
+            add_bus_ceiling(report, stack.nats_url, args.bus_ceiling_messages)
     except (RunError, ProvisionError, ScenarioError, OSError, TimeoutError) as exc:
         print(f"\nroomcast-load: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,6 @@ of load-tool reports."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from roomcast.load.plan import Layout
+from roomcast.load.proccpu import proc_cpu_seconds
 from roomcast.load.provision import Rest, UserCred, provision_rooms, provision_users
 
 REPO = Path(__file__).resolve().parents[5]
 RAW_SERVER = REPO / "bench" / "raw_picows_server.py"
-_TICKS = os.sysconf("SC_CLK_TCK")
 # Environment of a benchmark stack: auth's attempt limits raised (thousands of users
 # from one address) and the gateway's per-socket frame rate raised, so a handful of
 # sender sockets can offer more than the fan-out can deliver. Nothing else changes.
@@ -29,12 +28,6 @@ BENCH_STACK_ENV = {
     "ROOMCAST_GATEWAY_RATE_LIMIT_PER_SECOND": "100000",
     "ROOMCAST_GATEWAY_RATE_LIMIT_BURST": "100000",
 }
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def proc_runqueue_wait_seconds(pid: int) -> float:

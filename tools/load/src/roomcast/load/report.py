@@ -12,6 +12,7 @@ from typing import Any
 from roomcast.load.accounting import Accounting
 from roomcast.load.histogram import Histogram
 from roomcast.load.plan import Layout
+from roomcast.load.proccpu import table_text
 from roomcast.load.promtext import memory_per_socket
 from roomcast.load.scenario import Scenario
 from roomcast.load.timeline import Timeline
@@ -93,6 +94,8 @@ def build_report(
     memory_before: list[dict[str, Any]],
     memory_after: list[dict[str, Any]],
     restarts: list[dict[str, Any]],
+    process_cpu: dict[str, Any] | None = None,
+    load_average: list[tuple[float, float, float]] | None = None,
 ) -> dict[str, Any]:
     lat = _merge(finals, "lat")
     ack = _merge(finals, "ack_lat")
@@ -170,6 +173,19 @@ def build_report(
         "signals": {
             key: sum(int(f.get("signals", {}).get(key, 0)) for f in finals) for key in SIGNALS
         },
+        # Each process's CPU from sending to the end of the drain, per acked message
+        # (roomcast.load.proccpu); the bus ceiling is added by --start-stack afterwards.
+        "process_cpu": process_cpu,
+        # The machine's 1/5/15-minute load average when the tool started and when the
+        # drain ended: how busy the (shared) machine was around this run.
+        "load_average": (
+            {
+                "before": [round(x, 2) for x in load_average[0]],
+                "after": [round(x, 2) for x in load_average[1]],
+            }
+            if load_average
+            else None
+        ),
         "worker_cpu_seconds": {str(f["worker"]): round(float(f["cpu"]), 2) for f in finals},
         "memory": (
             memory_per_socket(memory_before, memory_after, live_after_connect)
@@ -297,6 +313,18 @@ def summary_text(report: dict[str, Any]) -> str:
             lines.append(f"             {g}")
     for r in report["restarts"]:
         lines.append(f"restart      {r}")
+    load = report.get("load_average")
+    if load:
+        lines.append(f"load average {load['before']} before, {load['after']} after")
+    ceiling = report.get("bus_ceiling")
+    if ceiling:
+        lines.append(
+            f"bus ceiling  raw JetStream publish {ceiling['publishes_per_s']}/s "
+            f"({ceiling['messages']} publishes, {ceiling['in_flight']} in flight, after the "
+            f"window); acked msg/s / ceiling = {ceiling['ratio']}"
+        )
+    if report.get("process_cpu"):
+        lines.append(table_text(report["process_cpu"]))
     verdict = "PASS" if report["passed"] else "FAIL"
     failed = [
         f"{e['name']}={e['got']} (want {e['want']})" for e in report["expectations"] if not e["ok"]

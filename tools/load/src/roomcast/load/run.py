@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import os
 import secrets
 import socket
 import subprocess
@@ -23,10 +24,11 @@ import httpx
 
 from roomcast.load import plan as planning
 from roomcast.load import wire
-from roomcast.load.accounting import reconcile
+from roomcast.load.accounting import Accounting, reconcile
 from roomcast.load.client import SocketSpec
 from roomcast.load.histogram import Histogram
 from roomcast.load.pipe import EOF_MESSAGE, start_reader
+from roomcast.load.proccpu import Reading, cpu_table, read_all
 from roomcast.load.promtext import scrape_gateway
 from roomcast.load.provision import Rest, UserCred, provision_rooms, provision_users
 from roomcast.load.report import build_report
@@ -46,6 +48,11 @@ WORKER_EXIT_SECONDS = 10.0
 # Slack on top of each phase's own bound before the coordinator declares a worker hung:
 # worker start-up (interpreter, imports) and a busy machine.
 PHASE_SLACK_SECONDS = 60.0
+
+
+# Rows of the load generator's own processes in the per-process CPU table.
+COORDINATOR_ROW = "load coordinator"
+WORKER_ROW = "load worker"
 
 
 class RunError(RuntimeError):
@@ -69,6 +76,10 @@ class RunConfig:
     # [memory] measure = true); default: the gateways' /metrics. Benchmarks of the raw
     # server pass one reading /proc.
     memory_probe: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    # The stack's processes by name (pid, or None when not running), read at both ends
+    # of the window for the per-process CPU table; the load generator's own processes
+    # are always added. --start-stack passes the started stack's.
+    stack_pids: Callable[[], dict[str, int | None]] | None = None
 
 
 @dataclass
@@ -96,6 +107,18 @@ class Coordinator:
         self.phase = "setup"
         self.run_id = secrets.token_hex(3)
         self.t_connect = self.t_start
+        self.load_before = os.getloadavg()
+
+    def _pids(self) -> dict[str, int | None]:
+        """Every process of the CPU table: the stack's, then the load generator's."""
+        pids = dict(self.cfg.stack_pids()) if self.cfg.stack_pids is not None else {}
+        pids[COORDINATOR_ROW] = os.getpid()
+        for w in self.workers:
+            pids[f"{WORKER_ROW} {w.index}"] = w.process.pid
+        return pids
+
+    def _load_generator_rows(self) -> frozenset[str]:
+        return frozenset([COORDINATOR_ROW, *(f"{WORKER_ROW} {w.index}" for w in self.workers)])
 
     def say(self, text: str) -> None:
         if self.cfg.progress:
@@ -317,6 +340,8 @@ class Coordinator:
             self.phase = "settle"
             await self.pump(until=lambda: time.monotonic() >= settle_until)
             memory_after = await self.memory_snapshot()
+        cpu_before = read_all(self._pids())
+        t_cpu = time.monotonic()
         t0 = time.time() + GO_DELAY_SECONDS
         self.broadcast("go", t0, sc.duration)
         self.phase = "send"
@@ -334,6 +359,8 @@ class Coordinator:
                 heads[room] = max(heads.get(room, 0), seq)
         self.broadcast("heads", heads, sc.drain_timeout)
         finals = await self.pump(kind="final", within=sc.drain_timeout + PHASE_SLACK_SECONDS)
+        cpu_after = read_all(self._pids())
+        cpu_seconds = time.monotonic() - t_cpu
         await restarts
         if self.cfg.progress and self._tty:
             print(file=sys.stderr)
@@ -359,6 +386,23 @@ class Coordinator:
             memory_before=memory_before,
             memory_after=memory_after,
             restarts=self.restarts,
+            process_cpu=self._cpu_table(cpu_before, cpu_after, accounting, cpu_seconds),
+            load_average=[self.load_before, os.getloadavg()],
+        )
+
+    def _cpu_table(
+        self,
+        before: dict[str, Reading],
+        after: dict[str, Reading],
+        accounting: Accounting,
+        seconds: float,
+    ) -> dict[str, Any]:
+        return cpu_table(
+            before,
+            after,
+            acked=int(accounting.totals()["acked"]),
+            seconds=seconds,
+            load_generator=self._load_generator_rows(),
         )
 
     async def stop_workers(self) -> None:

@@ -106,9 +106,15 @@ class Scenario:
         return sum(g.count * g.members[1] for g in self.rooms)
 
     def with_overrides(
-        self, *, duration: float | None = None, workers: int | None = None
+        self,
+        *,
+        duration: float | None = None,
+        workers: int | None = None,
+        scale: float | None = None,
     ) -> Scenario:
         out = self
+        if scale is not None:
+            out = out.scaled(scale)
         if duration is not None:
             if duration <= 0:
                 raise ScenarioError("duration must be positive")
@@ -118,6 +124,26 @@ class Scenario:
                 raise ScenarioError("workers must be at least 1")
             out = replace(out, workers=workers)
         return out
+
+    def scaled(self, factor: float) -> Scenario:
+        """The same rooms and sockets with every traffic rate multiplied by ``factor``:
+        messages, typing, read receipts, reactions and inbox reads alike (a rate ladder
+        of one workload). A slow-mode group's message rate is never raised above the
+        scenario's own: its senders already pace below the room's limit, which a faster
+        rate would break (every extra send a refusal, not load)."""
+        if not factor > 0:
+            raise ScenarioError("scale must be positive")
+        groups = tuple(
+            replace(
+                g,
+                rate=min(g.rate, g.rate * factor) if g.slow_mode_seconds else g.rate * factor,
+                typing_rate=g.typing_rate * factor,
+                read_rate=g.read_rate * factor,
+                react_rate=g.react_rate * factor,
+            )
+            for g in self.rooms
+        )
+        return replace(self, rooms=groups, inbox_rate=self.inbox_rate * factor)
 
 
 def scenario_dirs() -> list[Path]:
