@@ -14,6 +14,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo, DeliverPolicy
+from prometheus_client import REGISTRY
 
 from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.durableconsumer import (
@@ -29,6 +30,8 @@ from roomcast.common.subjects import STREAM_NAME, room_subject
 from roomcast.testing.polling import eventually
 
 CONSUMER = "durable-test"
+# Named after the connection's service, "durable" (client_name "durable-test").
+RECREATED_METRIC = "roomcast_durable_consumer_recreated_total"
 # Long enough that nothing in these tests is redelivered by the ack timeout unless the
 # runner failed to keep a batch assigned (the retry test waits past a short one).
 ACK_WAIT_SECONDS = 30.0
@@ -298,3 +301,43 @@ async def test_finish_consumer_gives_up_on_a_stuck_consumer_and_cancel_tasks_end
     assert not stuck.done()
     await cancel_tasks(stuck)
     assert stuck.cancelled()
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+async def test_a_deleted_consumer_is_recreated_and_consumption_resumes(
+    nats_url: str, prefetch: int
+) -> None:
+    # An operator (or a re-created stream) deletes the durable consumer while the
+    # service runs: the runner must notice, create it again with its configuration and
+    # go on storing what is published afterwards instead of silently stopping.
+    recreated = REGISTRY.get_sample_value(RECREATED_METRIC) or 0.0
+    sink = Sink(options(nats_url, prefetch_batches=prefetch))
+    async with running(sink):
+        await publish(nats_url, 5)
+
+        async def first_stored() -> bool:
+            return len(sink.stored) == 5 and sink.lag == 0
+
+        await eventually(first_stored, "the first records stored", within=DEADLINE_SECONDS)
+        nc = await nats.connect(nats_url)
+        try:
+            assert await nc.jetstream().delete_consumer(STREAM_NAME, CONSUMER)
+        finally:
+            await nc.close()
+        await publish(nats_url, 5)
+
+        async def all_stored() -> bool:
+            return len(sink.stored) == 10
+
+        await eventually(
+            all_stored, "records published after the deletion", within=DEADLINE_SECONDS
+        )
+        info = await consumer_info(nats_url)
+    assert sorted(sink.stored) == list(range(1, 11))
+    assert sink.stored[10] == b"record 4"
+    assert REGISTRY.get_sample_value(RECREATED_METRIC) == recreated + 1
+    # The same configuration as before.
+    assert info.config.durable_name == CONSUMER
+    assert info.config.ack_wait == ACK_WAIT_SECONDS
+    assert info.config.max_ack_pending == 64
+    assert info.config.deliver_policy == DeliverPolicy.ALL

@@ -18,9 +18,17 @@ What the runner does, each step retried with backoff until it works or ``stop`` 
   an older one it cannot change, e.g. where delivery starts, is used as it is: the
   operator changes that deliberately) and bind;
 - fetch batches and ``handle`` each one; a fetch that fails otherwise than by timing out
-  (the consumer deleted, the connection closed) sets the subscription up again;
+  (the connection closed, ...) sets the subscription up again;
 - read the consumer's info every ``progress_poll_seconds`` (and, if asked, right after
-  an acked batch) and pass it to ``on_progress``.
+  an acked batch) and pass it to ``on_progress``;
+- when that read says the consumer is gone (an operator deleted it, the stream was
+  deleted and re-created), create it again with this configuration and bind anew.
+  A pull on a deleted consumer gets no error from nats-py, only timeouts for ever
+  (nats-server answers the pull in flight with 409 "Consumer Deleted", which nats-py
+  reports as a timeout, and later pulls with nothing), so the info read is what
+  notices. The new consumer delivers from the start of the stream: what was acked
+  before the deletion comes again and is a no-op (``write`` is idempotent), what was
+  not is written. Counted in ``roomcast_<service>_consumer_recreated_total``.
 
 With ``prefetch_batches`` > 0 the next batches are fetched and parsed while one is
 written (the fetch round trip overlaps the write); with 0 the next fetch starts only
@@ -46,10 +54,11 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
-from nats.js.errors import BadRequestError, ServerError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
+from prometheus_client import Counter
 
 from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
-from roomcast.common.natsconn import connect_nats
+from roomcast.common.natsconn import connect_nats, service_label
 from roomcast.common.retry import Backoff, sleep_unless
 from roomcast.common.subjects import ROOM_SUBJECT_PREFIX, STREAM_NAME
 
@@ -65,6 +74,23 @@ FLUSH_TIMEOUT_SECONDS = 2
 # up retrying a write at the grace period, then naks and flushes (at most
 # FLUSH_TIMEOUT_SECONDS) and unsubscribes; 5 s covers that on a loaded machine.
 FINISH_MARGIN_SECONDS = 5.0
+
+
+_RECREATED: dict[str, Counter] = {}
+
+
+def recreated_counter(client_name: str) -> Counter:
+    """``roomcast_<service>_consumer_recreated_total`` (no labels: one durable
+    consumer per service), named after the service of the NATS connection."""
+    service = service_label(client_name)
+    if service not in _RECREATED:
+        _RECREATED[service] = Counter(
+            f"roomcast_{service}_consumer_recreated_total",
+            "Times this process found its durable JetStream consumer gone (deleted by "
+            "an operator or with its stream) and created it again; its records are "
+            "then delivered again from the start of the stream (idempotent writes).",
+        )
+    return _RECREATED[service]
 
 
 def durable_consumer_config(
@@ -136,6 +162,12 @@ class DurableConsumer(abc.ABC, Generic[B]):
         self._give_up_at: float | None = None
         # Set when a batch was acknowledged: the ack floor has probably moved.
         self._acked = asyncio.Event()
+        # Set when the server says the consumer does not exist: bind to a new one.
+        self._gone = asyncio.Event()
+        # When the runner last bound to the consumer: an info read asked before that
+        # may still answer "not found" about the one it replaced.
+        self._bound_at = 0.0
+        self._recreated = recreated_counter(options.client_name)
         # Logged under the service's module: its log reads as the service's own.
         self.log = logging.getLogger(type(self).__module__)
 
@@ -200,16 +232,27 @@ class DurableConsumer(abc.ABC, Generic[B]):
         if not await self._prepare(stop):
             return
         progress = asyncio.create_task(self._track_progress(stop))
+        recreate = False
         try:
             while not stop.is_set():
                 sub = await self._subscribe(stop)
                 if sub is None:
                     break
+                self._bound_at = time.monotonic()
+                self._gone.clear()
+                if recreate:
+                    self._recreated.inc()
+                    self.log.warning(
+                        "JetStream consumer %s re-created; records are delivered again "
+                        "from the start of the stream",
+                        self.options.config.durable_name,
+                    )
                 try:
                     await self._consume(sub, stop)
                 finally:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
+                recreate = self._gone.is_set()
         finally:
             progress.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -313,7 +356,12 @@ class DurableConsumer(abc.ABC, Generic[B]):
             try:
                 msgs = await self.fetch(sub)
             except (TimeoutError, NatsTimeoutError):
+                if self._gone.is_set():
+                    return
                 continue
+            except NotFoundError as exc:
+                self._consumer_gone(exc)
+                return
             except Exception as exc:
                 # The consumer was deleted, the connection closed, ...: set up again.
                 self.log.warning("fetch failed (%s); re-subscribing", exc)
@@ -350,16 +398,37 @@ class DurableConsumer(abc.ABC, Generic[B]):
                 await queue.put(batch)
         await queue.put(None)
 
+    def _consumer_gone(self, exc: Exception) -> None:
+        """The server says the consumer (or ``CHAT``) does not exist: the fetch loop
+        ends at its next timeout and the runner creates the consumer again."""
+        if not self._gone.is_set():
+            self.log.warning(
+                "JetStream consumer %s is gone (%s); re-creating it",
+                self.options.config.durable_name,
+                exc,
+            )
+            self._gone.set()
+
     async def _track_progress(self, stop: asyncio.Event) -> None:
         name = self.options.config.durable_name
         assert name is not None
         after_ack = self.options.progress_after_ack_seconds
         while not stop.is_set():
             self._acked.clear()
+            info: ConsumerInfo | None = None
+            asked = time.monotonic()
             try:
-                await self.on_progress(await self.js.consumer_info(STREAM_NAME, name))
+                info = await self.js.consumer_info(STREAM_NAME, name)
+            except NotFoundError as exc:
+                if asked > self._bound_at:
+                    self._consumer_gone(exc)
             except Exception as exc:
-                self.log.debug("cannot read or use the consumer's info: %s", exc)
+                self.log.debug("cannot read the consumer's info: %s", exc)
+            if info is not None:
+                try:
+                    await self.on_progress(info)
+                except Exception as exc:
+                    self.log.debug("cannot use the consumer's info: %s", exc)
             if after_ack is None:
                 await sleep_unless(stop, self.options.progress_poll_seconds)
                 continue

@@ -26,10 +26,16 @@ RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024
 _CONNECTED_GAUGES: dict[str, Gauge] = {}
 
 
+def service_label(name: str) -> str:
+    """The ``<service>`` of a connection name ``roomcast-<service>[-suffix]``, as
+    metric names use it."""
+    return re.sub(r"[^a-z0-9_]", "_", name.removeprefix("roomcast-").split("-")[0].lower())
+
+
 def connected_gauge(name: str) -> Gauge:
     """``roomcast_<service>_nats_connected``: 1 while the connection is up, so an alert
     can tell "this service lost NATS" apart from "NATS is down"."""
-    service = re.sub(r"[^a-z0-9_]", "_", name.removeprefix("roomcast-").split("-")[0].lower())
+    service = service_label(name)
     if service not in _CONNECTED_GAUGES:
         _CONNECTED_GAUGES[service] = Gauge(
             f"roomcast_{service}_nats_connected",
