@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from roomcast.common import retention
+from roomcast.history.files import GridFSBlobStore
 from roomcast.history.retention import RetentionPurger
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore
@@ -71,7 +72,7 @@ async def test_messages_older_than_the_period_leave_and_the_rest_stay(
     nc = await nats.connect(nats_url)
     kv = await retention.open_bucket(nc.jetstream(), replicas=1, create=True)
     await kv.put(purged_room, retention.encode(7))
-    purger = RetentionPurger(settings, mongo)
+    purger = RetentionPurger(settings, mongo, blobs=GridFSBlobStore(mongo, mongo_db_name))
     try:
         # The first round stops at its budget of 3, the next finishes the room.
         assert await purger.run_round() == 3
@@ -118,7 +119,7 @@ async def test_a_failed_round_is_counted_and_the_next_one_retries(
     settings = make_settings(retention_interval_seconds=0.1)
     metric = "roomcast_history_retention_round_failures_total"
     before = REGISTRY.get_sample_value(metric, {"reason": "mongodb"}) or 0.0
-    purger = RetentionPurger(settings, gone)
+    purger = RetentionPurger(settings, gone, blobs=GridFSBlobStore(gone, settings.mongo_db))
     stop = asyncio.Event()
     running = asyncio.create_task(purger.run(stop))
 

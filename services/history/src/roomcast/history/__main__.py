@@ -90,11 +90,12 @@ async def serve(settings: Settings) -> None:
     # The consumer only returns when asked to; anything else is a crash, and a history
     # that serves reads but stores nothing must not look healthy.
     watch_consumer(consumer_task, stop)
-    # Messages past their room's retention period leave in the background (retention.py).
-    purger = RetentionPurger(settings, mongo)
+    # Messages past their room's retention period leave in the background (retention.py),
+    # and the files only they shared with them (retentionfiles.py).
+    purger = RetentionPurger(settings, mongo, blobs=blobs)
     purge_task = asyncio.create_task(purger.run(stop), name="history-retention")
-    # Files no live message shares are collected after a grace period (filesgc.py);
-    # retention's purge leaves a file unshared, so it goes with its messages.
+    # Files no live message shares are collected after a grace period (filesgc.py):
+    # never shared, or whose messages were deleted.
     collector = FileCollector(
         catalog,
         blobs,

@@ -15,7 +15,12 @@ Bounded cost, whatever the rooms hold:
   a short period (millions of messages due at once) is drained over several rounds
   instead of in one burst that would slow ingest and pages;
 - rounds run every ``retention_interval_seconds``; with several history replicas each
-  runs them, and deletes of the same messages are idempotent.
+  runs them, and deletes of the same messages are idempotent;
+- a purged message's file (metadata and blob) leaves in the same batch unless a kept
+  message still shares it (retentionfiles.py: which files, in which order, and how a
+  round killed midway is finished); a message shares at most one file, so a round
+  deletes at most as many files as messages, plus up to ``retention_batch_size`` files
+  a dead round left half-deleted.
 
 A message's age is its ``sent_at`` (the gateway's clock: what its readers see), not
 ``stored_at``, so messages stored late (a history outage replayed from the stream) do
@@ -58,6 +63,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from roomcast.common import retention
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
 from roomcast.common.natsconn import connect_nats
+from roomcast.history.files import BlobStore
+from roomcast.history.retentionfiles import PurgedFiles
 from roomcast.history.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,9 +126,13 @@ def message_time(doc: Doc) -> dt.datetime | None:
 
 
 class RetentionPurger:
-    def __init__(self, settings: Settings, mongo: AsyncMongoClient[Doc]) -> None:
+    def __init__(
+        self, settings: Settings, mongo: AsyncMongoClient[Doc], *, blobs: BlobStore
+    ) -> None:
         self.settings = settings
         db = mongo[settings.mongo_db]
+        # The files of purged messages go with them (through the configured store).
+        self.files = PurgedFiles(db, blobs)
         # The collections store.py writes (its docstring has their shape).
         self.messages: AsyncCollection[Doc] = db["messages"]
         self.rooms: AsyncCollection[Doc] = db["rooms"]
@@ -152,13 +163,19 @@ class RetentionPurger:
             cursor = (
                 self.messages.find(
                     {"room_id": room_id, "_id": {"$gt": after}},
-                    projection={"_id": True, "sent_at": True, "stored_at": True},
+                    projection={
+                        "_id": True,
+                        "sent_at": True,
+                        "stored_at": True,
+                        "body.file.id": True,
+                    },
                 )
                 .sort("_id", ASCENDING)
                 .limit(want)
             )
             docs = [doc async for doc in cursor]
             due: list[int] = []
+            due_docs: list[Doc] = []
             young: Doc | None = None
             for doc in docs:
                 sent = message_time(doc)
@@ -166,10 +183,14 @@ class RetentionPurger:
                     young = doc
                     break
                 due.append(int(doc["_id"]))
+                due_docs.append(doc)
             if due:
+                # Files only these messages share: intents first (retentionfiles.py).
+                taken = await self.files.take(due, due_docs)
                 result = await self.messages.delete_many({"room_id": room_id, "_id": {"$in": due}})
                 # Who reacted to a purged message goes with it (reactions.py).
                 await self.reactions.delete_many({"target_seq": {"$in": due}})
+                await self.files.delete(taken)
                 deleted += result.deleted_count
                 PURGED.inc(result.deleted_count)
                 after = due[-1]
@@ -185,6 +206,8 @@ class RetentionPurger:
     async def run_round(self) -> int:
         """One round over every room with a period; the number of messages deleted."""
         started = time.monotonic()
+        # Deletions of files a dead round left half done come first, period or not.
+        await self.files.finish(self.settings.retention_batch_size)
         periods = await self.periods()
         now = dt.datetime.now(dt.UTC)
         budget = self.settings.retention_max_per_round
