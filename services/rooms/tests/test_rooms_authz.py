@@ -4,7 +4,6 @@ refused call must leave the room exactly as it was."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ import grpc
 import pytest
 from rooms_harness import Rooms, User, code_of
 
+from roomcast.common.clock import now_ms
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
@@ -75,9 +75,7 @@ REQUESTS: dict[str, Request] = {
     "ListBans": lambda s: ("ListBans", pb.ListBansRequest(room_id=s.room.id)),
     "MuteMember": lambda s: (
         "MuteMember",
-        pb.MuteMemberRequest(
-            room_id=s.room.id, user_id=s.target.id, until_ms=int(time.time() * 1000) + 60_000
-        ),
+        pb.MuteMemberRequest(room_id=s.room.id, user_id=s.target.id, until_ms=now_ms() + 60_000),
     ),
     "UnmuteMember": lambda s: (
         "UnmuteMember",

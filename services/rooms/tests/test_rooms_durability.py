@@ -4,13 +4,13 @@ the MongoDB client built exactly as the service builds it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 from rooms_harness import IssueToken, Rooms, User, rooms_settings
 
+from roomcast.common.clock import now_ms
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.tokens import TokenVerifier
 from roomcast.rooms.__main__ import mongo_client
@@ -21,7 +21,7 @@ from roomcast.testing.mongowire import DURABLE, WRITE_COMMANDS, WriteRecorder, r
 
 
 def _in_a_minute() -> int:
-    return int(time.time() * 1000) + 60_000
+    return now_ms() + 60_000
 
 
 async def _code(rooms: Rooms, owner: User, room: pb.Room) -> str:

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import grpc
 from prometheus_client import REGISTRY
 from rooms_harness import EventSink, Rooms, code_of
 
+from roomcast.common.clock import now_ms
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 
 def strip_time(events: list[dict[str, Any]], since_ms: int) -> list[dict[str, Any]]:
-    now = int(time.time() * 1000)
+    now = now_ms()
     out = []
     for event in events:
         assert since_ms <= event["at_ms"] <= now
@@ -29,7 +29,7 @@ def published(type_: str) -> float:
 async def test_membership_events_have_the_documented_payloads(
     rooms: Rooms, events: EventSink
 ) -> None:
-    start = int(time.time() * 1000)
+    start = now_ms()
     joined_before = published("member_joined")
     owner, admin, member = rooms.user(), rooms.user(), rooms.user()
     room = await rooms.create(owner, name="ev")
@@ -84,7 +84,7 @@ async def test_membership_events_have_the_documented_payloads(
 async def test_room_updated_carries_public_fields_only(rooms: Rooms, events: EventSink) -> None:
     owner = rooms.user()
     room = await rooms.create(owner, name="before", visibility=pb.VISIBILITY_PRIVATE)
-    start = int(time.time() * 1000)
+    start = now_ms()
     updated = await rooms.stub.UpdateRoom(
         pb.UpdateRoomRequest(room_id=room.id, name="after", topic="hello"), metadata=owner.md
     )
@@ -126,7 +126,7 @@ async def test_ownership_transfer_publishes_both_role_changes(
     owner, heir = rooms.user(), rooms.user()
     room = await rooms.create(owner)
     await rooms.join(heir, room)
-    start = int(time.time() * 1000)
+    start = now_ms()
     await rooms.set_role(owner, room, heir, pb.ROLE_OWNER)
     got = strip_time((await events.wait_for(5))[2:], start)
     assert got[0] == {

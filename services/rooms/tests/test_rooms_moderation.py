@@ -3,7 +3,6 @@ server (grpc.aio, SecantusDB, nats-server)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import grpc
@@ -11,15 +10,12 @@ import pytest
 from rooms_harness import EventSink, Rooms, User, code_of
 
 from roomcast.common import retention
+from roomcast.common.clock import now_ms
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def refusal(call: Any) -> grpc.aio.AioRpcError:

@@ -22,7 +22,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 
-from roomcast.rooms.records import now_ms
+from roomcast.common.clock import now_ms
 
 Doc = dict[str, Any]
 

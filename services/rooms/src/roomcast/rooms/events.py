@@ -15,10 +15,11 @@ import orjson
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
+from roomcast.common.clock import now_ms
 from roomcast.common.subjects import RoomEvent, room_events_subject
 from roomcast.rooms.metrics import EVENT_PUBLISH_FAILURES, EVENTS_PUBLISHED
 from roomcast.rooms.policy import Role
-from roomcast.rooms.records import RoomRecord, now_ms
+from roomcast.rooms.records import RoomRecord
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from roomcast.common.clock import now_ms
 from roomcast.common.tokens import AccessClaims
 from roomcast.rooms import policy
 from roomcast.rooms import validation as v
@@ -22,7 +23,7 @@ from roomcast.rooms.audit import AuditAction, AuditEntry, AuditLog
 from roomcast.rooms.errors import Banned, ConcurrentChange, InvalidArgument
 from roomcast.rooms.events import EventPublisher, EventType
 from roomcast.rooms.policy import Visibility
-from roomcast.rooms.records import MemberRecord, RoomRecord, now_ms
+from roomcast.rooms.records import MemberRecord, RoomRecord
 from roomcast.rooms.restrictions import BanRecord, RestrictionStore
 from roomcast.rooms.store import RoomStore
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb

@@ -26,7 +26,7 @@ from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from roomcast.rooms.records import now_ms
+from roomcast.common.clock import now_ms
 
 Doc = dict[str, Any]
 

@@ -39,10 +39,11 @@ from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from roomcast.common.clock import now_ms
 from roomcast.common.mongo import ping
 from roomcast.rooms.errors import ConcurrentChange, MemberNotFound, RoomNotFound
 from roomcast.rooms.policy import Role, Visibility
-from roomcast.rooms.records import MemberRecord, RoomRecord, now_ms
+from roomcast.rooms.records import MemberRecord, RoomRecord
 
 Doc = dict[str, Any]
 

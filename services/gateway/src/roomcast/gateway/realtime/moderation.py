@@ -22,12 +22,12 @@ command a socket sends, on whichever gateway it is connected to:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Protocol
 
 import grpc
 
+from roomcast.common.clock import now_ms
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
@@ -48,6 +48,9 @@ class Answer(Protocol):
     """What the cached CheckMembership answer tells about posting (Membership)."""
 
     @property
+    def member(self) -> bool: ...
+
+    @property
     def role(self) -> int: ...
 
     @property
@@ -62,9 +65,7 @@ class MembershipLookup(Protocol):
 
     async def require_member(self, claims: AccessClaims, room_id: str) -> Answer: ...
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+    def cached(self, claims: AccessClaims, room_id: str) -> Answer | None: ...
 
 
 class PostingRules:
@@ -87,6 +88,18 @@ class PostingRules:
         if membership.muted_until_ms > self.clock_ms():
             raise Muted("you are muted in this room")
         return membership
+
+    def send_cleared(self, claims: AccessClaims, room: str) -> bool:
+        """Whether the cached answer alone admits a new message (a member, not muted, no
+        slow mode that applies): :meth:`check_send` without an await. False is not a
+        refusal, only "ask :meth:`check_send`" (not cached, or a rule to apply)."""
+        membership = self.membership.cached(claims, room)
+        return (
+            membership is not None
+            and membership.member
+            and membership.muted_until_ms <= self.clock_ms()
+            and (membership.slow_mode_seconds <= 0 or membership.role in EXEMPT_ROLES)
+        )
 
     async def check_send(self, claims: AccessClaims, room: str, client_id: str) -> None:
         """A new message: not muted, and within the room's slow mode."""

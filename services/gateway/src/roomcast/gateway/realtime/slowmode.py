@@ -33,13 +33,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from roomcast.common.clock import now_ms
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import SlowModeRefused
 
@@ -111,7 +111,7 @@ class SlowMode:
         key = f"{room_id}.{user_id}"
         interval_ms = interval * 1000
         for _ in range(MAX_ATTEMPTS):
-            now = int(time.time() * 1000)
+            now = now_ms()
             try:
                 entry = await kv.get(key)
             except KeyNotFoundError:  # also a deleted or expired key
