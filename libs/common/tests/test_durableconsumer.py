@@ -6,6 +6,7 @@ consumer updated or, where it cannot be, used as it is, and the service-main hel
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from roomcast.common.durableconsumer import (
 )
 from roomcast.common.subjects import STREAM_NAME, room_subject
 from roomcast.testing.polling import eventually
+from roomcast.testing.processes import NatsServer
 
 CONSUMER = "durable-test"
 # Named after the connection's service, "durable" (client_name "durable-test").
@@ -341,3 +343,51 @@ async def test_a_deleted_consumer_is_recreated_and_consumption_resumes(
     assert info.config.ack_wait == ACK_WAIT_SECONDS
     assert info.config.max_ack_pending == 64
     assert info.config.deliver_policy == DeliverPolicy.ALL
+
+
+async def test_nats_down_at_start_is_retried_in_sight_and_consumption_starts_once_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # NATS is not there yet when the service starts: each failed attempt is logged
+    # (not retried silently inside the client), and once NATS is up the runner connects
+    # and consumes.
+    caplog.set_level(logging.WARNING)
+    server = NatsServer()
+    sink = Sink(options(server.url))
+    try:
+        async with running(sink):
+
+            async def retried() -> bool:
+                return any("cannot connect to NATS" in r.getMessage() for r in caplog.records)
+
+            await eventually(retried, "a failed connection logged", within=DEADLINE_SECONDS)
+            await asyncio.to_thread(server.start)
+            await publish(server.url, 3)
+
+            async def all_stored() -> bool:
+                return len(sink.stored) == 3
+
+            await eventually(all_stored, "records once NATS is up", within=DEADLINE_SECONDS)
+    finally:
+        server.cleanup()
+
+
+async def test_stop_while_nats_is_down_at_start_ends_the_runner(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    sink = Sink(options(NatsServer().url))
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+
+    async def retried() -> bool:
+        return any("cannot connect to NATS" in r.getMessage() for r in caplog.records)
+
+    try:
+        await eventually(retried, "a failed connection logged", within=DEADLINE_SECONDS)
+        stop.set()
+        # SIGTERM during the outage: the runner ends rather than wait for NATS.
+        await asyncio.wait_for(task, DEADLINE_SECONDS)
+    finally:
+        await cancel_tasks(task)
+    assert not sink.nats_connected

@@ -217,7 +217,11 @@ class DurableConsumer(abc.ABC, Generic[B]):
         backoff = Backoff()
         while not stop.is_set():
             try:
-                self._nc = await connect_nats(self.options.nats_url, name=self.options.client_name)
+                # fail_fast: an outage at start is logged here and ``stop`` honoured,
+                # instead of nats-py retrying the first connection out of our sight.
+                self._nc = await connect_nats(
+                    self.options.nats_url, name=self.options.client_name, fail_fast=True
+                )
                 self._js = self._nc.jetstream()
                 return True
             except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,10 @@ RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024
 
 
 _CONNECTED_GAUGES: dict[str, Gauge] = {}
+
+
+class _FirstConnectFailed(Exception):
+    """Every server refused the first connection (``fail_fast``)."""
 
 
 def service_label(name: str) -> str:
@@ -51,16 +56,33 @@ async def connect_nats(
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
     on_disconnected: Callable[[], Awaitable[None]] | None = None,
     connect_timeout: float = 5.0,
+    fail_fast: bool = False,
 ) -> NatsClient:
     """Connect to NATS, retrying forever after the first successful connection.
 
     ``name`` is ``roomcast-<service>[-suffix]``; it names the connection on the server
     and the ``roomcast_<service>_nats_connected`` gauge.
+
+    The first connection is retried forever too (nats-py's ``max_reconnect_attempts``
+    covers it), unless ``fail_fast``: then each server is tried once and
+    ``NoServersError`` raised, so a caller with its own retry loop can count the
+    outage, log it and still honour its stop signal.
     """
     connected = connected_gauge(name)
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    first_failures = 0
+    connecting = True
 
     async def error_cb(exc: Exception) -> None:
+        nonlocal first_failures
         log.warning("nats error: %s", exc)
+        if fail_fast and connecting:
+            first_failures += 1
+            # nats-py tries the servers in turn: after this many, each failed once.
+            # Raised from the callback (of a type nats-py does not catch), it ends
+            # nats-py's first-connection loop.
+            if first_failures >= len(servers):
+                raise _FirstConnectFailed from exc
 
     async def disconnected_cb() -> None:
         log.warning("nats disconnected")
@@ -77,20 +99,32 @@ async def connect_nats(
     async def closed_cb() -> None:
         connected.set(0)
 
-    client = await nats.connect(
-        servers=[u.strip() for u in url.split(",") if u.strip()],
-        name=name,
-        connect_timeout=connect_timeout,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=RECONNECT_WAIT_SECONDS,
-        ping_interval=PING_INTERVAL_SECONDS,
-        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-        pending_size=RECONNECT_BUFFER_BYTES,
-        allow_reconnect=True,
-        error_cb=error_cb,
-        disconnected_cb=disconnected_cb,
-        reconnected_cb=reconnected_cb,
-        closed_cb=closed_cb,
-    )
+    client = NatsClient()
+    # nats-py annotates its timings as int, but they are seconds and fractions work
+    # (nats.connect, untyped, passes them through the same way).
+    connect: Callable[..., Awaitable[None]] = client.connect
+    try:
+        await connect(
+            servers=servers,
+            name=name,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_SECONDS,
+            ping_interval=PING_INTERVAL_SECONDS,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+            pending_size=RECONNECT_BUFFER_BYTES,
+            allow_reconnect=True,
+            error_cb=error_cb,
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+            closed_cb=closed_cb,
+        )
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await client.close()
+        if isinstance(exc, _FirstConnectFailed):
+            raise nats.errors.NoServersError from exc.__cause__
+        raise
+    connecting = False
     connected.set(1)
     return client
