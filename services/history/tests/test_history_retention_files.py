@@ -3,11 +3,13 @@ real nats-server (the periods bucket) and a real SecantusDB (GridFS): a purged
 message's file is refused and its blob deleted in the same round, a file another kept
 message shares stays, a round deletes no more files than its message budget, and a
 round that died between deleting a file's metadata and its blob is finished by the
-next one."""
+next one. And a file whose message its sender deleted is collected by filesgc.py a
+grace period later."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -18,13 +20,14 @@ from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from roomcast.common import retention
-from roomcast.history.files import BlobStore, GridFSBlobStore
+from roomcast.history.files import BlobStore, FileCatalog, FileMeta, GridFSBlobStore
+from roomcast.history.filesgc import FileCollector
 from roomcast.history.retention import RetentionPurger
 from roomcast.history.settings import Settings
 from roomcast.testing.fakes import FakeRooms
 
 if TYPE_CHECKING:
-    from conftest import History, Kit, Publisher
+    from conftest import History, Kit, Publisher, RunConsumer
 
 Mongo = AsyncMongoClient[dict[str, Any]]
 FILES_DELETED = "roomcast_history_retention_files_deleted_total"
@@ -237,3 +240,50 @@ async def test_a_round_killed_between_metadata_and_blob_is_finished_by_the_next(
         await kv.delete(room)
         await nc.close()
     assert not await blob_exists(mongo, mongo_db_name, file["id"])
+
+
+async def test_a_deleted_file_messages_blob_is_collected_a_grace_period_later(
+    publisher: Publisher,
+    make_settings: Callable[..., Settings],
+    run_consumer: RunConsumer,
+    mongo: Mongo,
+    mongo_db_name: str,
+    kit: type[Kit],
+) -> None:
+    # Not retention: the sender's delete frame. The delete removes the stored body (and
+    # its file reference), so the collector finds the file unshared and reclaims it.
+    room, alice = kit.oid(), kit.oid()
+    catalog = FileCatalog(mongo, mongo_db_name)
+    await catalog.ensure_indexes()
+    blobs = GridFSBlobStore(mongo, mongo_db_name)
+    file_id = kit.oid()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"y" * 3000
+
+    await blobs.put(file_id, chunks())
+    now = dt.datetime.now(dt.UTC)
+    digest = hashlib.sha256(b"y" * 3000).hexdigest()
+    meta = FileMeta(file_id, room, alice, "f", 3000, "text/plain", digest, now)
+    await catalog.add(meta)
+    seq = await share(publisher, kit, room, alice, meta.to_public(), 0)
+    await publisher.publish(room, kit.delete(room, alice, seq))
+    async with run_consumer(make_settings()):
+
+        async def deleted() -> bool:
+            doc = await catalog.messages.find_one({"_id": seq})
+            return doc is not None and bool(doc.get("deleted"))
+
+        await kit.eventually(deleted, within=20, what="the file message deleted")
+
+    later = FileCollector(
+        catalog,
+        blobs,
+        grace_seconds=86_400,
+        batch=10,
+        interval_seconds=600,
+        now=lambda: now + dt.timedelta(days=2),
+    )
+    assert await later.collect_once() == 1
+    assert not await blob_exists(mongo, mongo_db_name, file_id)
+    assert await catalog.get(file_id) is None

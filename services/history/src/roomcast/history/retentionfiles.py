@@ -25,8 +25,9 @@ bytes behind it, served as a broken download to anyone a live message shares it 
 Several replicas may finish the same intent; every step is idempotent.
 
 A narrow race stays: a new share of the file accepted by the gateway between step 1's
-check and step 3 ends as a message whose file answers 404. It needs the uploader to
-re-share, within milliseconds, a file whose every message was just past its period.
+check and step 3 (or on the gateway's one-minute cache of an earlier check,
+fileshares.py) ends as a message whose file answers 404. It needs the uploader to
+re-share a file whose every stored message was just past its period.
 """
 
 from __future__ import annotations
