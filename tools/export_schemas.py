@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from roomcast.common.accounts import LoginRequest, PrivateUser, PublicUser, RegisterRequest
 from roomcast.common.accounts import TokenPair as AuthTokenPair
 from roomcast.gateway.rest.auth import PublicUserEnvelope
+from roomcast.gateway.rest.files import FileInfo, FileUploaded
 from roomcast.gateway.rest.models import (
     CreateRoomBody,
     ErrorEnvelope,
@@ -54,6 +55,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "MessagePage": MessagePage,
     "CreateRoomBody": CreateRoomBody,
     "ErrorEnvelope": ErrorEnvelope,
+    "FileInfo": FileInfo,
+    "FileUploaded": FileUploaded,
 }
 
 

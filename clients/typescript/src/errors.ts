@@ -26,6 +26,14 @@ export class ApiError extends Error {
   }
 }
 
+/** An upload larger than the server's file limit (413 `file_too_large`; default 25 MiB). */
+export class FileTooLarge extends ApiError {
+  constructor(code: string, message: string) {
+    super(413, code, message);
+    this.name = "FileTooLarge";
+  }
+}
+
 /**
  * The session cannot be renewed: the refresh token is invalid, expired or reused, or
  * the gateway refused a freshly fetched token. Log in again; the SDK does not retry.

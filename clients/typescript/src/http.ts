@@ -3,9 +3,11 @@
  * refresh that never loops on a dead refresh token, and `accessToken()` for the socket's
  * token callback.
  */
-import { ApiError, SessionEnded } from "./errors.js";
+import { ApiError, FileTooLarge, SessionEnded } from "./errors.js";
 import type {
   CreateRoomBody,
+  FileInfo,
+  FileUploaded,
   HistoryItem,
   InboxState,
   InviteCode,
@@ -33,6 +35,10 @@ const REFRESH_LEEWAY_MS = 60_000;
 const CLOSE_REST_CONNECTIONS = typeof window === "undefined";
 // auth codes that mean the refresh token will never work again (docs/api.md).
 const DEAD_REFRESH_CODES = new Set(["invalid_refresh_token", "refresh_token_expired", "refresh_token_reused"]);
+// The servers' default file limit (ROOMCAST_GATEWAY_FILES_MAX_BYTES, 25 MiB). A larger
+// file is refused before a byte is sent: the gateway answers 413 from the declared size
+// and closes the connection, which fetch may report as a network error mid-upload.
+const DEFAULT_FILE_MAX_BYTES = 25 * 1024 * 1024;
 
 export interface HttpOptions {
   /** The gateway's base URL ("" in a page the gateway serves: same origin). */
@@ -42,6 +48,8 @@ export interface HttpOptions {
   /** Called whenever the pair changes (login, refresh) or ends (`null`). */
   onTokens?: (tokens: TokenPair | null) => void;
   fetch?: typeof fetch;
+  /** The gateway's file limit, when it is not the default 25 MiB (uploads above it are refused locally). */
+  fileMaxBytes?: number;
 }
 
 /** The `exp` claim of a JWT in milliseconds, or undefined (never verified here). */
@@ -63,12 +71,14 @@ export class RoomcastHttp {
   private refreshing: Promise<TokenPair> | null = null;
   private readonly onTokens: ((tokens: TokenPair | null) => void) | undefined;
   private readonly fetchImpl: typeof fetch;
+  private readonly fileMaxBytes: number;
 
   constructor(options: HttpOptions = {}) {
     this.baseUrl = (options.baseUrl ?? "").replace(/\/$/, "");
     this.pair = options.tokens ?? null;
     this.onTokens = options.onTokens;
     this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.fileMaxBytes = options.fileMaxBytes ?? DEFAULT_FILE_MAX_BYTES;
   }
 
   get tokens(): TokenPair | null {
@@ -200,6 +210,72 @@ export class RoomcastHttp {
     return this.call("GET", `/v1/rooms/${seg(roomId)}/messages?${query}`);
   }
 
+  /** The thread of message `seq`: its replies you may see, newest first (`before` pages back). */
+  replies(
+    roomId: string,
+    seq: number,
+    options: { before?: number; limit?: number } = {},
+  ): Promise<{ items: HistoryItem[]; next_before: number | null }> {
+    const query = new URLSearchParams({ limit: String(options.limit ?? 50) });
+    if (options.before !== undefined) query.set("before", String(options.before));
+    return this.call("GET", `/v1/rooms/${seg(roomId)}/messages/${seq}/replies?${query}`);
+  }
+
+  // ------------------------------------------------------------ files
+
+  /**
+   * Upload a file into a room (members only; docs/files.md): a browser `File` (its name
+   * is kept) or any `Blob` (Node too; pass `name`). Sent as multipart/form-data, which
+   * the platform streams from the blob with its Content-Length. Resolves with the
+   * metadata; share it with `socket.sendFile(room, file.id)`. A file over the limit
+   * (`fileMaxBytes`, default 25 MiB like the servers) rejects with {@link FileTooLarge}
+   * before anything is sent, and so does the server's 413.
+   */
+  async uploadFile(roomId: string, file: Blob, options: { name?: string } = {}): Promise<FileInfo> {
+    if (file.size > this.fileMaxBytes) {
+      throw new FileTooLarge("file_too_large", `the file is larger than ${this.fileMaxBytes} bytes`);
+    }
+    const name = options.name ?? (typeof File !== "undefined" && file instanceof File ? file.name : "file");
+    const path = `/v1/rooms/${seg(roomId)}/files`;
+    const response = await this.authorized(path, (headers) => {
+      const form = new FormData(); // a new one per attempt: its body is consumed by a send
+      form.append("file", file, name);
+      return { method: "POST", headers, body: form };
+    });
+    return ((await response.json()) as FileUploaded).file;
+  }
+
+  /**
+   * A shared file's bytes as a Blob (its `type` is the served content type), or bytes
+   * `start` to `end` (inclusive) of it. Members of a room where it was shared only: any
+   * other caller gets 404 `file_not_found`. In a page, `URL.createObjectURL(blob)` gives
+   * a link or an image source.
+   */
+  async downloadFile(fileId: string, options: { start?: number; end?: number } = {}): Promise<Blob> {
+    const range =
+      options.start !== undefined || options.end !== undefined
+        ? `bytes=${options.start ?? ""}-${options.end ?? ""}`
+        : undefined;
+    const response = await this.authorized(`/v1/files/${seg(fileId)}`, (headers) => {
+      if (range) headers.range = range;
+      return { method: "GET", headers };
+    });
+    return response.blob();
+  }
+
+  /**
+   * The download URL of a file. It needs the bearer token (`Authorization`), so a plain
+   * link or `<img src>` cannot use it: fetch it with `fileRequest` or use `downloadFile`.
+   */
+  fileUrl(fileId: string): string {
+    return `${this.baseUrl}/v1/files/${seg(fileId)}`;
+  }
+
+  /** `fileUrl` with a valid bearer header, for your own fetch (e.g. streaming a large file). */
+  async fileRequest(fileId: string): Promise<{ url: string; headers: Record<string, string> }> {
+    return { url: this.fileUrl(fileId), headers: { authorization: `Bearer ${await this.accessToken()}` } };
+  }
+
   // ------------------------------------------------------------ notifications
 
   /** One page of the inbox (mentions, replies, DMs), newest first, with the unread count. */
@@ -258,6 +334,23 @@ export class RoomcastHttp {
     }
   }
 
+  /** A request built by `init` with the bearer token; a 401 token_expired is refreshed and retried once. */
+  private async authorized(path: string, init: (headers: Record<string, string>) => RequestInit): Promise<Response> {
+    let token = await this.accessToken();
+    for (let attempt = 0; ; attempt++) {
+      const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+      if (CLOSE_REST_CONNECTIONS) headers.connection = "close";
+      const response = await this.fetchImpl(this.baseUrl + path, init(headers));
+      if (response.ok) return response;
+      const error = await errorOf(response);
+      if (attempt === 0 && error.status === 401 && error.code === "token_expired") {
+        token = await this.accessToken(true);
+        continue;
+      }
+      throw error;
+    }
+  }
+
   private store(pair: TokenPair | null): void {
     this.pair = pair;
     this.onTokens?.(pair);
@@ -279,5 +372,6 @@ async function errorOf(response: Response): Promise<ApiError> {
     // not JSON: keep the status text
   }
   const retry = Number(response.headers.get("retry-after"));
+  if (response.status === 413) return new FileTooLarge(code, message);
   return new ApiError(response.status, code, message, Number.isFinite(retry) && retry > 0 ? retry : undefined);
 }

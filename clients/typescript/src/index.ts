@@ -7,16 +7,20 @@ export {
   type Ack,
   type Gap,
   type Message,
+  type Reaction,
+  type SendOptions,
   type SocketEvents,
   type SocketOptions,
   type Status,
   type Subscribed,
   type TokenCallback,
 } from "./socket.js";
+export { fileOf, textOf } from "./body.js";
 export { backoffCap, fullJitter, reconnectDelay, type BackoffOptions } from "./backoff.js";
 export {
   ApiError,
   ConnectionClosed,
+  FileTooLarge,
   ModerationCode,
   RequestRejected,
   SendUnconfirmed,

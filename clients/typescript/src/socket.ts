@@ -28,6 +28,7 @@ import type {
   HistoryItem,
   MessageFrame,
   PresenceFrame,
+  ReactionFrame,
   ReadFrame,
   ServerFrame,
   TypingFrame,
@@ -39,6 +40,21 @@ export type Status = "connecting" | "online" | "reconnecting" | "offline" | "clo
 /** A message frame, and whether it came from a resume, a replay or a gap repair. */
 export interface Message extends MessageFrame {
   replayed: boolean;
+}
+
+/** A reaction frame, and whether it came from a resume or a replay. */
+export interface Reaction extends ReactionFrame {
+  replayed: boolean;
+}
+
+/** What `send` and `sendFile` take besides the room and the body. */
+export interface SendOptions {
+  /** A private message to this member. */
+  to?: string;
+  /** Your own client_id (a UUID), to make your own retries idempotent too. */
+  clientId?: string;
+  /** The seq of a message of the same room: this one is a reply in its thread. */
+  replyTo?: number;
 }
 
 export interface Gap {
@@ -72,6 +88,8 @@ export interface SocketEvents extends Record<string, unknown> {
   message: Message;
   edit: EditFrame;
   delete: DeleteFrame;
+  /** An emoji added or removed on a message (live, or replayed by a resume). */
+  reaction: Reaction;
   read: ReadFrame;
   typing: TypingFrame;
   presence: PresenceFrame;
@@ -137,7 +155,13 @@ const RESEND_CODES = new Set(["gateway_restarting"]);
 // Retried on the same connection after a backoff, with the same client_id.
 const RETRY_CODES = new Set(["rate_limited", "unavailable"]);
 
-type Chained = MessageFrame | EditFrame | DeleteFrame | { type: "skip"; room: string; seq: number; prev: number };
+type Chained =
+  | MessageFrame
+  | EditFrame
+  | DeleteFrame
+  | ReactionFrame
+  | { type: "skip"; room: string; seq: number; prev: number };
+type CommandKind = "send" | "edit" | "delete" | "react" | "unreact";
 
 interface Waiter<T> {
   resolve: (value: T) => void;
@@ -177,7 +201,7 @@ class Pending {
     readonly clientId: string,
     readonly frame: string,
     readonly room: string,
-    readonly kind: "send" | "edit" | "delete",
+    readonly kind: CommandKind,
     readonly waiter: Waiter<Ack>,
   ) {}
   markSent(): void {
@@ -294,12 +318,44 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
     this.transmit({ type: "unsubscribe", room });
   }
 
-  /** Send a text message (privately `to` a member); resolves at its ack (stored durably). */
-  send(room: string, content: string, options: { to?: string; clientId?: string } = {}): Promise<Ack> {
+  /**
+   * Send a text message (privately `to` a member, a reply in the thread of `replyTo`);
+   * resolves at its ack (stored durably, exactly once across reconnects).
+   */
+  send(room: string, content: string, options: SendOptions = {}): Promise<Ack> {
+    return this.sendBody(room, { type: "text", content }, options);
+  }
+
+  /**
+   * Share a file uploaded into the room (`RoomcastHttp.uploadFile`'s `id`), with an
+   * optional caption; acked like a send. Refused with `file_not_found` when the file is
+   * not your upload into this room.
+   */
+  sendFile(room: string, fileId: string, options: SendOptions & { caption?: string } = {}): Promise<Ack> {
+    const body: Record<string, unknown> = { type: "file", file_id: fileId };
+    if (options.caption) body.caption = options.caption;
+    return this.sendBody(room, body, options);
+  }
+
+  private sendBody(room: string, body: Record<string, unknown>, options: SendOptions): Promise<Ack> {
     const clientId = options.clientId ?? newClientId();
-    const frame: Record<string, unknown> = { type: "send", room, client_id: clientId, body: { type: "text", content } };
+    const frame: Record<string, unknown> = { type: "send", room, client_id: clientId, body };
     if (options.to) frame.to = options.to;
+    if (options.replyTo !== undefined) frame.reply_to = options.replyTo;
     return this.command(clientId, frame, room, "send");
+  }
+
+  /**
+   * Add `emoji` to message `seq`; resolves at its ack with the reaction's own seq. Kept
+   * and re-sent with the same client_id across reconnects: stored exactly once.
+   */
+  react(room: string, seq: number, emoji: string, clientId = newClientId()): Promise<Ack> {
+    return this.command(clientId, { type: "react", room, seq, emoji, client_id: clientId }, room, "react");
+  }
+
+  /** Remove your `emoji` from message `seq` (acked and exactly once, like `react`). */
+  unreact(room: string, seq: number, emoji: string, clientId = newClientId()): Promise<Ack> {
+    return this.command(clientId, { type: "unreact", room, seq, emoji, client_id: clientId }, room, "unreact");
   }
 
   edit(room: string, seq: number, content: string, clientId = newClientId()): Promise<Ack> {
@@ -639,7 +695,7 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
     clientId: string,
     frame: Record<string, unknown>,
     room: string,
-    kind: "send" | "edit" | "delete",
+    kind: CommandKind,
   ): Promise<Ack> {
     this.ensureOpen();
     if (this.pending.has(clientId)) return Promise.reject(new Error(`client_id ${clientId} is already pending`));
@@ -683,6 +739,7 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
       case "message":
       case "edit":
       case "delete":
+      case "reaction":
       case "skip":
         return this.onChained(frame);
       case "ack":
@@ -738,6 +795,7 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
     if (frame.type === "message") this.emit("message", { ...frame, replayed });
     else if (frame.type === "edit") this.emit("edit", frame);
     else if (frame.type === "delete") this.emit("delete", frame);
+    else if (frame.type === "reaction") this.emit("reaction", { ...frame, replayed });
   }
 
   /** Our own message carrying a pending send's client_id: it is stored. */
@@ -903,6 +961,8 @@ function historyMessage(item: HistoryItem): MessageFrame {
     body: item.body!,
     sent_at: item.sent_at,
     to: item.to ?? null,
+    ...(item.reply_to !== undefined ? { reply_to: item.reply_to } : {}),
+    ...(item.mentions !== undefined ? { mentions: item.mentions } : {}),
     client_id: "",
   };
 }

@@ -108,23 +108,60 @@ export interface InviteCode {
   invite_code: string;
 }
 
-/** A history item: a message, or a tombstone (`deleted: true`). */
+/** A message's reactions in history: one emoji, how many people, and whether you are one. */
+export interface ReactionCount {
+  emoji: string;
+  count: number;
+  /** The reader added this emoji. */
+  me: boolean;
+}
+
+/**
+ * A history item (a page of `messages()` or `replies()`): a message, or a tombstone
+ * (`deleted: true`). Optional fields are absent when empty.
+ */
 export interface HistoryItem {
   id: string;
   seq: number;
   room: string;
   sender: Sender;
-  body?: TextBody;
+  body?: MessageBody;
   sent_at: string;
   to?: string | null;
   edited_at?: string | null;
   deleted?: boolean;
   deleted_at?: string;
+  /** The seq of the message this one replies to (its thread's parent). */
+  reply_to?: number;
+  /** The parent was deleted (the reply still shows). */
+  reply_to_deleted?: boolean;
+  /** Ids of the room members it mentions. */
+  mentions?: string[];
+  /** On a parent: its replies not deleted, and when the newest was sent. */
+  reply_count?: number;
+  last_reply_at?: string;
+  /** Aggregated once per (user, emoji), most used first. */
+  reactions?: ReactionCount[];
 }
 
 export interface MessagePage {
   items: Record<string, unknown>[];
   next_before: number | null;
+}
+
+/** An uploaded file's metadata (`POST /v1/rooms/{id}/files`, and a file message's `body.file`). */
+export interface FileInfo {
+  /** 24 hex characters: what a file send's `file_id` and `downloadFile` take. */
+  id: string;
+  name: string;
+  size: number;
+  content_type: string;
+  /** Hex SHA-256 of the stored bytes. */
+  sha256: string;
+}
+
+export interface FileUploaded {
+  file: FileInfo;
 }
 
 export interface CreateRoomBody {
@@ -207,6 +244,23 @@ export interface TextBody {
   content: string;
 }
 
+/** What a send shares: a file the sender uploaded into the room (docs/files.md). */
+export interface FileSendBody {
+  type: "file";
+  file_id: string;
+  caption?: string;
+}
+
+/** A file message's stored body: the file's metadata, and the caption if any. */
+export interface FileBody {
+  type: "file";
+  file: FileInfo;
+  caption?: string;
+}
+
+/** A message's body: text, or a shared file. */
+export type MessageBody = TextBody | FileBody;
+
 export interface Sender {
   id: string;
   username: string;
@@ -226,9 +280,10 @@ export type ClientFrame =
   | { type: "auth"; token: string }
   | { type: "subscribe"; room: string; since?: number }
   | { type: "unsubscribe"; room: string }
-  | { type: "send"; room: string; client_id: string; body: TextBody; to?: string }
+  | { type: "send"; room: string; client_id: string; body: TextBody | FileSendBody; to?: string; reply_to?: number }
   | { type: "edit"; room: string; seq: number; client_id: string; body: TextBody }
   | { type: "delete"; room: string; seq: number; client_id: string }
+  | { type: "react" | "unreact"; room: string; seq: number; emoji: string; client_id: string }
   | { type: "read"; room: string; seq: number }
   | { type: "typing"; room: string }
   | { type: "presence"; room: string }
@@ -261,9 +316,13 @@ export interface MessageFrame {
   id: string;
   room: string;
   sender: Sender;
-  body: TextBody;
+  body: MessageBody;
   sent_at: string;
   to?: string | null;
+  /** The seq of the message this one replies to. */
+  reply_to?: number | null;
+  /** Ids of the room members it mentions (`@username` resolved when sent). */
+  mentions?: string[];
   client_id: string;
   kind?: "message";
 }
@@ -298,6 +357,21 @@ export interface DeleteFrame {
   deleted_at: string;
   sent_at: string;
   client_id: string;
+}
+
+/** An emoji added (`op: "add"`) to or removed from message `target_seq`; part of the chain. */
+export interface ReactionFrame {
+  type: "reaction";
+  seq: number;
+  prev: number;
+  room: string;
+  target_seq: number;
+  sender: Sender;
+  emoji: string;
+  op: "add" | "remove";
+  sent_at: string;
+  client_id: string;
+  kind?: "reaction";
 }
 
 export interface ReadFrame {
@@ -372,6 +446,7 @@ export type ServerFrame =
   | SkipFrame
   | EditFrame
   | DeleteFrame
+  | ReactionFrame
   | ReadFrame
   | AckFrame
   | EventFrame

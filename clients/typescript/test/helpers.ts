@@ -55,3 +55,20 @@ export async function control(action: "kill" | "restart", part: string): Promise
   const response = await fetch(`${stack.control}/${action}/${part}`, { method: "POST" });
   if (!response.ok) throw new Error(`${action} ${part}: ${await response.text()}`);
 }
+
+/** A platform WebSocket that loses the incoming frames `drop` picks (a lossy link). */
+export function lossyWebSocket(drop: (frame: Record<string, unknown>) => boolean): typeof WebSocket {
+  return class extends WebSocket {
+    override addEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: unknown): void {
+      if (type === "message" && typeof listener === "function") {
+        const inner = listener;
+        listener = (event: Event) => {
+          const data = (event as MessageEvent).data;
+          if (typeof data === "string" && drop(JSON.parse(data) as Record<string, unknown>)) return;
+          inner(event);
+        };
+      }
+      super.addEventListener(type, listener, options as AddEventListenerOptions);
+    }
+  } as typeof WebSocket;
+}

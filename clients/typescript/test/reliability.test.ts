@@ -3,10 +3,11 @@
  * frames, a send past the duplicate window, tokens refused and refresh tokens dead.
  */
 import { afterEach, describe, expect, it } from "vitest";
+import { textOf } from "../src/body.js";
 import { SessionEnded } from "../src/errors.js";
 import { RoomcastHttp } from "../src/http.js";
 import type { RoomcastSocket, Status } from "../src/socket.js";
-import { collect, control, newUser, socketFor, stack, until } from "./helpers.js";
+import { collect, control, lossyWebSocket, newUser, socketFor, stack, until } from "./helpers.js";
 
 const open: RoomcastSocket[] = [];
 afterEach(() => {
@@ -15,23 +16,6 @@ afterEach(() => {
 function track(s: RoomcastSocket): RoomcastSocket {
   open.push(s);
   return s;
-}
-
-/** A platform WebSocket that loses the incoming frames `drop` picks (a lossy link). */
-function lossyWebSocket(drop: (frame: Record<string, unknown>) => boolean): typeof WebSocket {
-  return class extends WebSocket {
-    override addEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: unknown): void {
-      if (type === "message" && typeof listener === "function") {
-        const inner = listener;
-        listener = (event: Event) => {
-          const data = (event as MessageEvent).data;
-          if (typeof data === "string" && drop(JSON.parse(data) as Record<string, unknown>)) return;
-          inner(event);
-        };
-      }
-      super.addEventListener(type, listener, options as AddEventListenerOptions);
-    }
-  } as typeof WebSocket;
 }
 
 async function pair() {
@@ -62,9 +46,9 @@ describe("reconnect and resume", () => {
       }
       const done = await Promise.all(acks);
       const expected = [...Array(20).keys()].map((i) => `m${i}`);
-      await until(() => seenB.filter((m) => m.body.content.startsWith("m")).length >= 20, "bob to get 20");
+      await until(() => seenB.filter((m) => textOf(m.body).startsWith("m")).length >= 20, "bob to get 20");
       await until(() => seenA.length >= seenB.length, "alice to catch up");
-      const fromA = (list: typeof seenA) => list.map((m) => m.body.content).filter((c) => c.startsWith("m"));
+      const fromA = (list: typeof seenA) => list.map((m) => textOf(m.body)).filter((c) => c.startsWith("m"));
       expect(fromA(seenB)).toEqual(expected);
       expect(fromA(seenA)).toEqual(expected);
       expect(seenA.map((m) => m.seq)).toEqual(seenB.map((m) => m.seq));
@@ -96,7 +80,7 @@ describe("reconnect and resume", () => {
     network.dispatchEvent(new Event("online"));
     await queued;
     await until(() => seenA.length === 5, "the missed messages");
-    expect(seenA.map((m) => m.body.content)).toEqual(["before", "while 1", "while 2", "while 3", "typed while offline"]);
+    expect(seenA.map((m) => textOf(m.body))).toEqual(["before", "while 1", "while 2", "while 3", "typed while offline"]);
     expect(seenA.slice(1, 4).every((m) => m.replayed)).toBe(true);
     expect(statuses).toEqual(["online", "offline", "reconnecting", "online"]);
   });
@@ -125,7 +109,7 @@ describe("exactly-once sends", () => {
     expect(result.seq).toBe(seenB[0]!.seq);
     await b.send(room.id, "marker");
     await until(() => seenB.length === 2, "the marker");
-    expect(seenB.map((m) => m.body.content)).toEqual(["once", "marker"]);
+    expect(seenB.map((m) => textOf(m.body))).toEqual(["once", "marker"]);
   });
 
   it("past the resend window: the send is found in the room's resume, not sent again", async () => {
@@ -159,7 +143,7 @@ describe("exactly-once sends", () => {
     await until(() => seenB.length === 2, "meanwhile");
     await a.send(room.id, "marker");
     await until(() => seenB.length === 3, "the marker");
-    expect(seenB.map((m) => m.body.content)).toEqual(["old send", "meanwhile", "marker"]);
+    expect(seenB.map((m) => textOf(m.body))).toEqual(["old send", "meanwhile", "marker"]);
   });
 });
 
@@ -183,7 +167,7 @@ describe("gaps", () => {
     await b.send(room.id, "lost 2");
     await b.send(room.id, "after");
     await until(() => seenA.length === 4, "the repaired messages");
-    expect(seenA.map((m) => m.body.content)).toEqual(["first", "lost 1", "lost 2", "after"]);
+    expect(seenA.map((m) => textOf(m.body))).toEqual(["first", "lost 1", "lost 2", "after"]);
     expect(gaps).toHaveLength(1);
   });
 });

@@ -1,5 +1,6 @@
 /** The socket against the real stack: chat across gateways, typing/presence/read, edit and delete. */
 import { afterEach, describe, expect, it } from "vitest";
+import { textOf } from "../src/body.js";
 import { RequestRejected } from "../src/errors.js";
 import type { PresenceFrame, ReadFrame, TypingFrame } from "../src/types.js";
 import type { RoomcastSocket } from "../src/socket.js";
@@ -35,7 +36,7 @@ describe("RoomcastSocket", () => {
     expect(ack1.duplicate).toBe(false);
     expect(ack2.seq).toBeGreaterThan(ack1.seq);
 
-    const texts = (list: typeof seenA) => list.map((m) => m.body.content);
+    const texts = (list: typeof seenA) => list.map((m) => textOf(m.body));
     await until(() => seenA.length >= 3 && seenB.length >= 3, "both sides to see 3 messages");
     expect(texts(seenA)).toEqual(["hi bob", "hi alice", "how are you?"]);
     expect(texts(seenB)).toEqual(["hi bob", "hi alice", "how are you?"]);
@@ -106,8 +107,8 @@ describe("RoomcastSocket", () => {
     await a.send(room.id, "for bob only", { to: bob.user!.id });
     const after = await a.send(room.id, "for everyone");
     await until(() => seenB.length === 2 && seenC.length === 1, "the messages");
-    expect(seenB.map((m) => m.body.content)).toEqual(["for bob only", "for everyone"]);
-    expect(seenC.map((m) => m.body.content)).toEqual(["for everyone"]);
+    expect(seenB.map((m) => textOf(m.body))).toEqual(["for bob only", "for everyone"]);
+    expect(seenC.map((m) => textOf(m.body))).toEqual(["for everyone"]);
     expect(c.lastSeq(room.id)).toEqual(after.seq);
     expect(gaps).toEqual([]);
   });
