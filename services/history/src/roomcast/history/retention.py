@@ -142,8 +142,9 @@ class RetentionPurger:
     async def periods(self) -> dict[str, int]:
         """``{room_id: days}`` from the bucket; empty while nobody has set a period."""
         if self._nats is None:
+            # fail_fast: NATS down fails the round (counted "nats"), not hangs it.
             self._nats = await connect_nats(
-                self.settings.nats_url, name="roomcast-history-retention"
+                self.settings.nats_url, name="roomcast-history-retention", fail_fast=True
             )
         try:
             kv = await retention.open_bucket(self._nats.jetstream(), replicas=1, create=False)
