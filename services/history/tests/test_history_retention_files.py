@@ -23,6 +23,7 @@ from roomcast.common import retention
 from roomcast.history.files import BlobStore, FileCatalog, FileMeta, GridFSBlobStore
 from roomcast.history.filesgc import FileCollector
 from roomcast.history.retention import RetentionPurger
+from roomcast.history.retentionfiles import PURGING
 from roomcast.history.settings import Settings
 from roomcast.testing.fakes import FakeRooms
 
@@ -287,3 +288,42 @@ async def test_a_deleted_file_messages_blob_is_collected_a_grace_period_later(
     assert await later.collect_once() == 1
     assert not await blob_exists(mongo, mongo_db_name, file_id)
     assert await catalog.get(file_id) is None
+
+
+async def test_an_intent_left_before_its_messages_went_keeps_a_file_still_shared(
+    make_settings: Callable[..., Settings],
+    mongo: Mongo,
+    mongo_db_name: str,
+    kit: type[Kit],
+) -> None:
+    # A round died after recording its intents but before deleting the messages, and
+    # the room's period was then removed: the message stays, so its file must too.
+    room, alice = kit.oid(), kit.oid()
+    catalog = FileCatalog(mongo, mongo_db_name)
+    await catalog.ensure_indexes()
+    blobs = GridFSBlobStore(mongo, mongo_db_name)
+    kept, orphan = kit.oid(), kit.oid()
+    for file_id in (kept, orphan):
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"z" * 100
+
+        await blobs.put(file_id, chunks())
+    now = dt.datetime.now(dt.UTC)
+    await catalog.add(FileMeta(kept, room, alice, "f", 100, "text/plain", "0", now))
+    await catalog.messages.insert_one(
+        {"_id": 1, "room_id": room, "body": {"type": "file", "file": {"id": kept}}}
+    )
+    # ``orphan`` lost its metadata before the round died: only its blob is left.
+    intents = mongo[mongo_db_name][PURGING]
+    await intents.insert_many([{"_id": kept, "at": now}, {"_id": orphan, "at": now}])
+
+    purger = RetentionPurger(make_settings(), mongo, blobs=blobs)
+    try:
+        await purger.run_round()
+    finally:
+        await purger.close()
+    assert await intents.count_documents({}) == 0
+    assert await catalog.get(kept) is not None
+    assert await blob_exists(mongo, mongo_db_name, kept)
+    assert not await blob_exists(mongo, mongo_db_name, orphan)

@@ -18,8 +18,8 @@ could download whose blob is gone, and never leaks a blob for good:
    (``BlobStore.delete``, idempotent), then its intent.
 
 A round that dies after step 1 leaves intents; every round starts by finishing up to
-``retention_batch_size`` of them (steps 3), so the blob goes on the next round instead
-of never (metadata first alone would orphan it: the collector walks metadata, not
+``retention_batch_size`` of them (step 3, see ``finish``), so the blob goes on the next
+round instead of never (metadata first alone would orphan it: the collector walks metadata, not
 blobs). Deleting the blob first instead would let a crash leave metadata with no
 bytes behind it, served as a broken download to anyone a live message shares it with.
 Several replicas may finish the same intent; every step is idempotent.
@@ -108,7 +108,25 @@ class PurgedFiles:
         return deleted
 
     async def finish(self, limit: int) -> int:
-        """Finish up to ``limit`` deletions a dead round left (their intents)."""
+        """Finish up to ``limit`` deletions a dead round left (their intents); how
+        many files were deleted.
+
+        A file whose metadata is still there and that a live message shares is kept
+        (the intent alone goes): the round died before deleting its messages, and they
+        may no longer be due (the period was removed); whichever round purges its last
+        message takes it again. Without metadata nobody can download it any more, so
+        its blob goes whatever shares it."""
         cursor = self.intents.find({}, {"_id": 1}).limit(limit)
         left = [str(doc["_id"]) async for doc in cursor]
-        return await self.delete(left) if left else 0
+        doomed: list[str] = []
+        for file_id in left:
+            if await self.files.find_one({"_id": file_id}, {"_id": 1}) is not None and (
+                await self.messages.find_one(
+                    {"body.file.id": file_id, "deleted": {"$exists": False}}, {"_id": 1}
+                )
+                is not None
+            ):
+                await self.intents.delete_one({"_id": file_id})
+            else:
+                doomed.append(file_id)
+        return await self.delete(doomed) if doomed else 0
