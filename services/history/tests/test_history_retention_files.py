@@ -198,6 +198,9 @@ class FailingOnce:
             raise OSError("blob storage unreachable")
         await self.inner.delete(file_id)
 
+    async def close(self) -> None:
+        """Nothing to release: the MongoDB client is the test's."""
+
 
 async def test_a_round_killed_between_metadata_and_blob_is_finished_by_the_next(
     start_history: Callable[..., Any],
