@@ -7,10 +7,14 @@
 import {
   RoomcastHttp,
   RoomcastSocket,
+  fileOf,
+  textOf,
+  type FileInfo,
   type HistoryItem,
   type ListedMember,
   type ListedRoom,
   type Message,
+  type Reaction,
   type Status,
   type TokenPair,
   type UserRef,
@@ -24,6 +28,13 @@ const GATEWAYS_KEY = "roomcast.gateways";
 const TYPING_SHOW_MS = 4_000;
 // History page size for the first view of a room and each scroll-back step.
 const PAGE = 50;
+// The one-click reaction of each message (any other emoji arrives as a chip).
+const QUICK_EMOJI = "👍";
+// A downloaded file's object URL is kept this long: enough for the browser to save it.
+const OBJECT_URL_TTL_MS = 60_000;
+
+/** A message's reactions: per emoji the count, whether you are in it, and who was seen adding it live. */
+type Reactions = Map<string, { count: number; me: boolean; users: Set<string> }>;
 
 interface Shown {
   seq: number;
@@ -32,6 +43,39 @@ interface Shown {
   to?: string | null;
   edited?: boolean;
   pending?: boolean;
+  file?: FileInfo;
+  replyTo?: number;
+  replyToDeleted?: boolean;
+  replyCount?: number;
+  reactions?: Reactions;
+}
+
+function reactionsFrom(list: { emoji: string; count: number; me: boolean }[] | undefined): Reactions {
+  return new Map((list ?? []).map((r) => [r.emoji, { count: r.count, me: r.me, users: new Set<string>() }]));
+}
+
+/** Applies a live reaction once per (user, emoji): history's counts do not name users, yours are `me`. */
+function applyReaction(reactions: Reactions, r: Reaction, myId: string): void {
+  const entry = reactions.get(r.emoji) ?? { count: 0, me: false, users: new Set<string>() };
+  const mine = r.sender.id === myId;
+  const has = mine ? entry.me : entry.users.has(r.sender.id);
+  if (r.op === "add" && !has) {
+    entry.count++;
+    if (mine) entry.me = true;
+    else entry.users.add(r.sender.id);
+  } else if (r.op === "remove") {
+    if (mine ? entry.me : has || entry.count > (entry.me ? 1 : 0)) entry.count--;
+    if (mine) entry.me = false;
+    else entry.users.delete(r.sender.id);
+  }
+  if (entry.count > 0) reactions.set(r.emoji, entry);
+  else reactions.delete(r.emoji);
+}
+
+function sizeText(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
 interface RoomView {
@@ -138,6 +182,8 @@ async function startChat(): Promise<void> {
   const views = new Map<string, RoomView>();
   let active: string | null = null;
   let editing: number | null = null;
+  let replying: number | null = null; // the seq the next send replies to
+  let threadOf: number | null = null; // the parent whose thread is open
 
   const socket = new RoomcastSocket({
     urls: gatewayUrls(),
@@ -208,7 +254,24 @@ async function startChat(): Promise<void> {
   });
   const to = h("select", { id: "message-to", "data-testid": "message-to", "aria-label": "Send to" });
   const send = h("button", { type: "submit", "data-testid": "message-send", disabled: true }, "Send");
-  const composer = h("form", { class: "composer", "aria-label": "Write a message" }, to, input, send);
+  const fileInput = h("input", { id: "file-input", type: "file", class: "file-input", "data-testid": "file-input", disabled: true });
+  const attach = h("label", { for: "file-input", class: "attach" }, "Attach a file", fileInput);
+  const replyText = h("span", { "data-testid": "reply-target" });
+  const replyCancel = h("button", { type: "button", class: "link", "data-testid": "reply-cancel" }, "Cancel reply");
+  const replyBanner = h("div", { class: "reply-banner muted", "data-testid": "reply-banner", hidden: true }, replyText, " ", replyCancel);
+  const composer = h("form", { class: "composer", "aria-label": "Write a message" }, replyBanner, to, input, send, attach);
+  const threadTitle = h("h2", { id: "thread-title" }, "Thread");
+  const threadParent = h("p", { "data-testid": "thread-parent" });
+  const threadList = h("ol", { class: "thread", "data-testid": "thread-list", "aria-labelledby": "thread-title" });
+  const threadClose = h("button", { type: "button", class: "link", "data-testid": "thread-close" }, "Close thread");
+  const threadView = h(
+    "section",
+    { class: "thread-view", "data-testid": "thread-view", "aria-labelledby": "thread-title", hidden: true },
+    threadTitle,
+    threadParent,
+    threadList,
+    threadClose,
+  );
   const presence = h("ul", { class: "presence", "data-testid": "presence-list", "aria-label": "Online" });
   const receipts = h("p", { class: "muted", "data-testid": "read-receipts", "aria-live": "polite" });
 
@@ -220,7 +283,7 @@ async function startChat(): Promise<void> {
       {},
       h("nav", { "aria-label": "Rooms and actions" }, h("h2", {}, "Rooms"), roomList, createForm, joinForm, dmForm, navError),
       h("section", { class: "chat", "aria-labelledby": "room-title" }, h("div", {}, title, invite), list, typing, composer),
-      h("aside", { "aria-label": "People" }, h("h2", {}, "Online"), presence, receipts),
+      h("aside", { "aria-label": "People and thread" }, threadView, h("h2", {}, "Online"), presence, receipts),
     ),
   );
   root.removeAttribute("aria-busy");
@@ -254,13 +317,31 @@ async function startChat(): Promise<void> {
     const li = h(
       "li",
       { "data-testid": "message-item", "data-seq": String(m.seq), class: [m.to ? "private" : "", m.pending ? "pending" : ""].join(" ").trim() || undefined },
+      m.replyTo !== undefined ? replyRef(v, m) : null,
       h("span", { class: "who" }, name(m.sender)),
       privateTo ? h("span", { class: "muted" }, `(private to ${privateTo}) `) : null,
+      m.file ? fileLink(m.file) : null,
+      m.file && m.content ? " " : null,
       h("span", { "data-testid": "message-text" }, m.content),
       m.edited ? h("span", { class: "muted" }, " (edited)") : null,
       m.pending ? h("span", { class: "muted" }, " sending…") : null,
     );
-    if (own && !m.pending) {
+    if (m.pending) return li;
+    li.append(reactionChips(v, m));
+    const reply = h("button", { type: "button", class: "link", "data-testid": "message-reply", "aria-label": `Reply to ${m.content || m.file?.name || "message"}` }, "Reply");
+    reply.addEventListener("click", () => startReply(m));
+    li.append(" ", reply);
+    if (!m.reactions?.get(QUICK_EMOJI)?.me) {
+      const quick = h("button", { type: "button", class: "link", "data-testid": "message-react", "aria-label": `React ${QUICK_EMOJI}` }, `+${QUICK_EMOJI}`);
+      quick.addEventListener("click", () => void socket.react(v.room.id, m.seq, QUICK_EMOJI).catch(showError));
+      li.append(quick);
+    }
+    if (m.replyCount) {
+      const thread = h("button", { type: "button", class: "link", "data-testid": "message-thread" }, `Thread (${m.replyCount})`);
+      thread.addEventListener("click", () => void openThread(v, m.seq));
+      li.append(thread);
+    }
+    if (own && !m.file) {
       const edit = h("button", { type: "button", class: "link", "data-testid": "message-edit", "aria-label": `Edit message ${m.content}` }, "Edit");
       const del = h("button", { type: "button", class: "link", "data-testid": "message-delete", "aria-label": `Delete message ${m.content}` }, "Delete");
       edit.addEventListener("click", () => {
@@ -275,6 +356,92 @@ async function startChat(): Promise<void> {
     return li;
   }
 
+  function replyRef(v: RoomView, m: Shown): HTMLElement {
+    const parent = v.messages.get(m.replyTo!);
+    const what = m.replyToDeleted ? "a deleted message" : parent ? `${name(parent.sender)}: ${parent.content || parent.file?.name || ""}` : `message ${m.replyTo}`;
+    const ref = h("button", { type: "button", class: "link reply-ref", "data-testid": "reply-ref" }, `↪ ${what}`);
+    ref.addEventListener("click", () => void openThread(v, m.replyTo!));
+    return h("div", {}, ref);
+  }
+
+  /** A download link: the file is fetched with the bearer token and saved from an object URL. */
+  function fileLink(file: FileInfo): HTMLElement {
+    const link = h("a", { href: "#", class: "file", "data-testid": "file-link", "data-file-id": file.id }, `📎 ${file.name}`);
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      void http
+        .downloadFile(file.id)
+        .then((blob) => {
+          const url = URL.createObjectURL(blob);
+          const save = h("a", { href: url, download: file.name });
+          document.body.append(save);
+          save.click();
+          save.remove();
+          setTimeout(() => URL.revokeObjectURL(url), OBJECT_URL_TTL_MS);
+        })
+        .catch(showError);
+    });
+    return h("span", {}, link, h("span", { class: "muted" }, ` (${sizeText(file.size)})`));
+  }
+
+  function reactionChips(v: RoomView, m: Shown): HTMLElement {
+    const chips = [...(m.reactions ?? new Map()).entries()].map(([emoji, r]) => {
+      const chip = h(
+        "button",
+        { type: "button", class: "chip", "data-testid": "reaction-chip", "data-emoji": emoji, "aria-pressed": r.me ? "true" : "false", "aria-label": `${emoji} ${r.count}${r.me ? ", yours" : ""}` },
+        `${emoji} ${r.count}`,
+      );
+      chip.addEventListener("click", () => {
+        const done = r.me ? socket.unreact(v.room.id, m.seq, emoji) : socket.react(v.room.id, m.seq, emoji);
+        void done.catch(showError);
+      });
+      return chip;
+    });
+    return h("span", { class: "reactions", "data-testid": "reactions" }, ...chips);
+  }
+
+  function startReply(m: Shown): void {
+    replying = m.seq;
+    editing = null;
+    send.textContent = "Send";
+    replyText.textContent = `Replying to ${name(m.sender)}: ${m.content || m.file?.name || ""}`;
+    replyBanner.hidden = false;
+    input.focus();
+  }
+
+  function stopReply(): void {
+    replying = null;
+    replyBanner.hidden = true;
+  }
+  replyCancel.addEventListener("click", stopReply);
+
+  async function openThread(v: RoomView, seq: number): Promise<void> {
+    threadOf = seq;
+    threadView.hidden = false;
+    threadList.replaceChildren();
+    const page = await http.replies(v.room.id, seq, { limit: PAGE }).catch((e: unknown) => {
+      showError(e);
+      return { items: [] as HistoryItem[] };
+    });
+    for (const item of page.items) addHistory(v, item);
+    renderThread();
+  }
+
+  function renderThread(): void {
+    const v = active ? views.get(active) : undefined;
+    if (!v || threadOf === null) return;
+    const parent = v.messages.get(threadOf);
+    threadParent.textContent = parent ? `${name(parent.sender)}: ${parent.content || parent.file?.name || ""}` : `Message ${threadOf}`;
+    const replies = [...v.messages.values()].filter((m) => m.replyTo === threadOf && !m.pending).sort((a, b) => a.seq - b.seq);
+    threadList.replaceChildren(
+      ...replies.map((m) => h("li", { "data-testid": "thread-item", "data-seq": String(m.seq) }, h("span", { class: "who" }, name(m.sender)), m.content || m.file?.name || "")),
+    );
+  }
+  threadClose.addEventListener("click", () => {
+    threadOf = null;
+    threadView.hidden = true;
+  });
+
   function renderMessages(keepBottom = true): void {
     const v = active ? views.get(active) : undefined;
     if (!v) return;
@@ -284,6 +451,7 @@ async function startChat(): Promise<void> {
     list.replaceChildren(...sorted.map((m) => messageEl(v, m)));
     if (keepBottom && (atBottom || sorted.length <= PAGE)) list.scrollTop = list.scrollHeight;
     else if (!keepBottom) list.scrollTop = list.scrollHeight - previousHeight;
+    renderThread();
   }
 
   function renderSide(): void {
@@ -329,10 +497,14 @@ async function startChat(): Promise<void> {
     if (!v) return;
     active = id;
     editing = null;
+    stopReply();
+    threadOf = null;
+    threadView.hidden = true;
     title.textContent = v.room.visibility === "direct" ? dmName(v) : v.room.name;
     invite.textContent = v.room.invite_code ? `Invite: ${v.room.id}:${v.room.invite_code}` : "";
     input.disabled = false;
     send.disabled = false;
+    fileInput.disabled = false;
     if (!v.loaded) {
       const page = await http.messages(id, { limit: PAGE });
       for (const item of page.items) addHistory(v, item);
@@ -356,7 +528,18 @@ async function startChat(): Promise<void> {
   function addHistory(v: RoomView, item: HistoryItem): void {
     if (item.deleted || !item.body) return;
     if (!v.messages.has(item.seq)) {
-      v.messages.set(item.seq, { seq: item.seq, sender: item.sender, content: item.body.content, to: item.to, edited: Boolean(item.edited_at) });
+      v.messages.set(item.seq, {
+        seq: item.seq,
+        sender: item.sender,
+        content: textOf(item.body),
+        file: fileOf(item.body),
+        to: item.to,
+        edited: Boolean(item.edited_at),
+        replyTo: item.reply_to,
+        replyToDeleted: item.reply_to_deleted,
+        replyCount: item.reply_count,
+        reactions: reactionsFrom(item.reactions),
+      });
     }
   }
 
@@ -404,7 +587,18 @@ async function startChat(): Promise<void> {
     const v = views.get(m.room);
     if (m.sender.id !== me.id && !m.replayed) inbox.poke();
     if (!v) return;
-    v.messages.set(m.seq, { seq: m.seq, sender: m.sender, content: m.body.content, to: m.to });
+    const known = v.messages.get(m.seq);
+    v.messages.set(m.seq, {
+      ...known,
+      seq: m.seq,
+      sender: m.sender,
+      content: textOf(m.body),
+      file: fileOf(m.body),
+      to: m.to,
+      replyTo: m.reply_to ?? undefined,
+    });
+    const parent = !known && m.reply_to ? v.messages.get(m.reply_to) : undefined;
+    if (parent) parent.replyCount = (parent.replyCount ?? 0) + 1;
     for (const [seq, shown] of v.messages) {
       if (shown.pending && seq < 0 && m.client_id && pendingIds.get(seq) === m.client_id) v.messages.delete(seq);
     }
@@ -420,9 +614,16 @@ async function startChat(): Promise<void> {
   socket.on("edit", (e) => {
     const shown = views.get(e.room)?.messages.get(e.target_seq);
     if (!shown) return;
-    shown.content = e.body.content;
+    shown.content = textOf(e.body);
     shown.edited = true;
     if (e.room === active) renderMessages();
+  });
+  socket.on("reaction", (r) => {
+    const shown = views.get(r.room)?.messages.get(r.target_seq);
+    if (!shown) return; // not shown yet: history's counts include it when it loads
+    shown.reactions ??= new Map();
+    applyReaction(shown.reactions, r, me.id);
+    if (r.room === active) renderMessages();
   });
   socket.on("delete", (d) => {
     views.get(d.room)?.messages.delete(d.target_seq);
@@ -481,11 +682,13 @@ async function startChat(): Promise<void> {
     }
     const key = --localSeq;
     const clientId = crypto.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+    const replyTo = replying ?? undefined;
+    stopReply();
     pendingIds.set(key, clientId);
     v.messages.set(key, { seq: Number.MAX_SAFE_INTEGER + key, sender: me, content: text, to: to.value || null, pending: true });
     renderMessages();
     socket
-      .send(v.room.id, text, { to: to.value || undefined, clientId })
+      .send(v.room.id, text, { to: to.value || undefined, clientId, replyTo })
       .catch(showError)
       .finally(() => {
         v.messages.delete(key);
@@ -494,6 +697,19 @@ async function startChat(): Promise<void> {
       });
   });
   input.addEventListener("input", () => active && socket.typing(active));
+  // A chosen file is uploaded into the room, then shared (as a reply when one is being written).
+  fileInput.addEventListener("change", () => {
+    const v = active ? views.get(active) : undefined;
+    const file = fileInput.files?.[0];
+    fileInput.value = "";
+    if (!v || !file) return;
+    const replyTo = replying ?? undefined;
+    stopReply();
+    void http
+      .uploadFile(v.room.id, file)
+      .then((info) => socket.sendFile(v.room.id, info.id, { to: to.value || undefined, replyTo }))
+      .catch(showError);
+  });
   createForm.addEventListener("submit", (event) => {
     event.preventDefault();
     void http
