@@ -367,7 +367,7 @@ class DurableConsumer(abc.ABC, Generic[B]):
                 self._consumer_gone(exc)
                 return
             except Exception as exc:
-                # The consumer was deleted, the connection closed, ...: set up again.
+                # The connection closed, a JetStream API error, ...: set up again.
                 self.log.warning("fetch failed (%s); re-subscribing", exc)
                 await sleep_unless(stop, backoff.next_delay())
                 return
