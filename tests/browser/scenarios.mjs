@@ -222,6 +222,62 @@ const scenarios = {
     await bob.getByTestId("notifications-panel").waitFor({ state: "hidden" });
   },
 
+  /** Replies and the thread view, reaction chips toggled on both sides, a file shared and downloaded. */
+  async conversations(browser) {
+    const { alice, bob } = await twoUsers(browser);
+    // The parent by its own text (a reply's item also shows its parent's text).
+    const parent = (page) => page.getByTestId("message-item").filter({ has: page.getByTestId("message-text").getByText("pick a date", { exact: true }) });
+    await say(alice, "pick a date");
+    await parent(bob).getByTestId("message-reply").click();
+    await bob.getByTestId("reply-banner").filter({ hasText: "pick a date" }).waitFor();
+    await say(bob, "friday works");
+    const reply = item(alice, "friday works");
+    await reply.getByTestId("reply-ref").filter({ hasText: "pick a date" }).waitFor();
+    assert(await bob.getByTestId("reply-banner").isHidden(), "the reply banner stays after sending");
+    await parent(alice).getByTestId("message-thread").filter({ hasText: "Thread (1)" }).click();
+    await alice.getByTestId("thread-view").getByTestId("thread-item").filter({ hasText: "friday works" }).waitFor();
+    assert((await alice.getByTestId("thread-parent").textContent()).includes("pick a date"), "the thread names another parent");
+
+    // Reactions: bob's quick 👍 shows on alice's side; alice joins it, then takes hers back.
+    await parent(bob).getByTestId("message-react").click();
+    const chip = (page) => parent(page).getByTestId("reaction-chip");
+    await chip(alice).filter({ hasText: "👍 1" }).waitFor();
+    assert((await chip(alice).getAttribute("aria-pressed")) === "false", "bob's reaction is shown as alice's");
+    await chip(alice).click();
+    await chip(bob).filter({ hasText: "👍 2" }).waitFor();
+    await chip(alice).filter({ hasText: "👍 2" }).and(alice.locator('[aria-pressed="true"]')).waitFor();
+    await chip(alice).click();
+    await chip(bob).filter({ hasText: "👍 1" }).waitFor();
+    await chip(alice).filter({ hasText: "👍 1" }).and(alice.locator('[aria-pressed="false"]')).waitFor();
+
+    // A file: alice attaches it, bob downloads it with his token and gets the same bytes.
+    const content = `minutes of ${run}\n`;
+    await alice.getByTestId("file-input").setInputFiles({ name: "minutes.txt", mimeType: "text/plain", buffer: Buffer.from(content) });
+    const link = item(bob, "minutes.txt").getByTestId("file-link");
+    await link.waitFor();
+    // The share is checked against history, which trails the live message by a batch:
+    // a click that lands first shows file_not_found; click again until it downloads.
+    let download = null;
+    const deadline = Date.now() + UI_TIMEOUT_MS;
+    while (!download) {
+      const waiting = bob.waitForEvent("download", { timeout: 2_000 }).catch(() => null);
+      await link.click();
+      download = await waiting;
+      assert(download || Date.now() < deadline, "the file never downloaded");
+    }
+    assert(download.suggestedFilename() === "minutes.txt", `saved as ${download.suggestedFilename()}`);
+    const chunks = [];
+    for await (const chunk of await download.createReadStream()) chunks.push(chunk);
+    assert(Buffer.concat(chunks).toString() === content, "the downloaded bytes differ");
+
+    // After a reload everything comes from history: the reply's parent, the count, the file.
+    await bob.reload();
+    await item(bob, "friday works").getByTestId("reply-ref").filter({ hasText: "pick a date" }).waitFor();
+    await chip(bob).filter({ hasText: "👍 1" }).and(bob.locator('[aria-pressed="true"]')).waitFor();
+    await parent(bob).getByTestId("message-thread").filter({ hasText: "Thread (1)" }).waitFor();
+    await item(bob, "minutes.txt").getByTestId("file-link").waitFor();
+  },
+
   /** The main screens, for the README (docs/img/). */
   // Web Push registration through the app. Headless Chromium has no push service
   // (pushManager.subscribe fails "permission denied" even with the permission

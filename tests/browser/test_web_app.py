@@ -86,6 +86,12 @@ def test_the_bell_counts_dms_and_the_panel_marks_them_read(js: Any, stack_line: 
     run_scenario(js, "notifications", stack_line)
 
 
+def test_replies_reactions_and_files_between_two_users(js: Any, stack_line: str) -> None:
+    """A reply and its thread view, reaction chips toggled across gateways, a file shared
+    and downloaded by the other member; all of it again from history after a reload."""
+    run_scenario(js, "conversations", stack_line)
+
+
 def test_push_registration_subscribes_with_the_vapid_key_and_logout_forgets_it(
     js: Any, stack_line: str
 ) -> None:
