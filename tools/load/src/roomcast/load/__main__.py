@@ -12,15 +12,16 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from roomcast.load.busceiling import bus_ceiling
-from roomcast.load.provision import ProvisionError
+from roomcast.load.provision import ProvisionError, UserCred
 from roomcast.load.report import summary_text
-from roomcast.load.run import RunConfig, RunError, run_scenario
+from roomcast.load.run import Coordinator, RunConfig, RunError
 from roomcast.load.scenario import Scenario, ScenarioError, builtin_names, load_scenario
 
 # What --start-stack changes in the services it starts: auth's per-address attempt
@@ -65,8 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scale",
         type=float,
+        action="append",
+        default=[],
         help="multiply every traffic rate of the scenario (messages, typing, read "
-        "receipts, reactions, inbox reads) by this factor: one step of a rate ladder",
+        "receipts, reactions, inbox reads) by this factor; repeat for a rate ladder: one "
+        "run per factor, in order, on the same users and rooms (provisioned once)",
     )
     p.add_argument(
         "--bus-ceiling-messages",
@@ -132,12 +136,15 @@ def run(args: argparse.Namespace) -> int:
         print("roomcast-load: --scenario is required (see --list)", file=sys.stderr)
         return 2
     try:
-        scenario = load_scenario(args.scenario).with_overrides(
-            duration=args.duration, workers=args.workers, scale=args.scale
-        )
+        base = load_scenario(args.scenario)
+        steps = [
+            base.with_overrides(duration=args.duration, workers=args.workers, scale=f)
+            for f in (args.scale or [None])
+        ]
     except ScenarioError as exc:
         print(f"roomcast-load: {exc}", file=sys.stderr)
         return 2
+    scenario = steps[0]
     if args.start_stack and args.gateway:
         print("roomcast-load: --start-stack and --gateway exclude each other", file=sys.stderr)
         return 2
@@ -148,25 +155,36 @@ def run(args: argparse.Namespace) -> int:
         print("roomcast-load: give --gateway URL (or --start-stack)", file=sys.stderr)
         return 2
     stack = None
+    reports: list[dict[str, Any]] = []
     try:
         if args.start_stack:
             stack = _start_stack(scenario, args.state_dir)
-        cfg = RunConfig(
-            scenario=scenario,
-            gateways=list(stack.gateway_urls) if stack is not None else list(args.gateway),
-            workers=scenario.workers,
-            source_ips=[ip.strip() for ip in args.source_ips.split(",") if ip.strip()],
-            users_file=args.users_file,
-            progress=not args.quiet,
-            stack=stack,
-            stack_pids=(lambda: {n: p.pid for n, p in stack.parts().items()}) if stack else None,
-        )
-        report = uvloop.run(run_scenario(cfg))
-        if stack is not None and args.bus_ceiling_messages > 0:
-            add_bus_ceiling(report, stack.nats_url, args.bus_ceiling_messages)
+        users: list[UserCred] | None = None
+        room_ids: list[str] | None = None
+        for i, step in enumerate(steps):
+            cfg = RunConfig(
+                scenario=step,
+                gateways=list(stack.gateway_urls) if stack is not None else list(args.gateway),
+                workers=step.workers,
+                source_ips=[ip.strip() for ip in args.source_ips.split(",") if ip.strip()],
+                users_file=args.users_file,
+                progress=not args.quiet,
+                stack=stack,
+                users=users,
+                room_ids=room_ids,
+                stack_pids=_stack_pids(stack),
+            )
+            coordinator = Coordinator(cfg)
+            report = uvloop.run(coordinator.run())
+            users, room_ids = coordinator.users, coordinator.room_ids
+            report["scale"] = args.scale[i] if args.scale else None
+            if stack is not None and args.bus_ceiling_messages > 0:
+                add_bus_ceiling(report, stack.nats_url, args.bus_ceiling_messages)
+            _output(report, args, len(steps) > 1)
+            reports.append(report)
     except (RunError, ProvisionError, ScenarioError, OSError, TimeoutError) as exc:
         print(f"\nroomcast-load: {exc}", file=sys.stderr)
-        return 2
+        return 1 if reports else 2  # a ladder's higher step may overload the stack
     except KeyboardInterrupt:
         print("\nroomcast-load: interrupted", file=sys.stderr)
         return 130
@@ -175,17 +193,37 @@ def run(args: argparse.Namespace) -> int:
             stack.stop()
             if args.state_dir is None:  # a temporary directory of ours
                 shutil.rmtree(stack.state_dir, ignore_errors=True)
-    print(summary_text(report))
+    return 0 if all(r["passed"] for r in reports) else 1
+
+
+def _stack_pids(stack: Any) -> Callable[[], dict[str, int | None]] | None:
+    """The started stack's processes by name, read at each end of the window (a
+    restarted service has a new pid)."""
+    if stack is None:
+        return None
+    return lambda: {name: proc.pid for name, proc in stack.parts().items()}
+
+
+def _output(report: dict[str, Any], args: argparse.Namespace, ladder: bool) -> None:
+    """Print one run's summary and write its report and plots; a ladder's step files
+    are named after their factor (``out.json`` -> ``out-x0.5.json``)."""
+    scale = report["scale"]
+    if ladder:
+        print(f"== step: every rate x{scale:g}")
+    print(summary_text(report), flush=True)
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=1))
-        print(f"report: {args.report}")
+        path = args.report
+        if ladder:
+            path = path.with_name(f"{path.stem}-x{scale:g}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+        print(f"report: {path}")
     if args.plots:
         from roomcast.load.plots import write_plots
 
-        for path in write_plots(report, args.plots):
-            print(f"plot: {path}")
-    return 0 if report["passed"] else 1
+        plots = args.plots / f"x{scale:g}" if ladder else args.plots
+        for plot in write_plots(report, plots):
+            print(f"plot: {plot}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -230,16 +230,28 @@ async def provision_users(
         [functools.partial(register, rest, u) for u in fresh], step("registering users", len(fresh))
     )
     users.extend(fresh)
+    await refresh_tokens(rest, users, progress=step)
+    if users_file is not None:
+        save_users_file(users_file, users)
+    return users
+
+
+async def refresh_tokens(
+    rest: Rest,
+    users: Sequence[UserCred],
+    *,
+    progress: Callable[[str, int], Callable[[int], None] | None] | None = None,
+) -> None:
+    """Log in again every user without a token valid for MIN_TOKEN_LIFETIME_SECONDS
+    more (a users file's, or a rate ladder's next step on the same users)."""
     deadline = time.time() + MIN_TOKEN_LIFETIME_SECONDS
     stale = [u for u in users if not u.token or not u.user_id or token_expiry(u.token) < deadline]
     if any(not u.password for u in stale):
         raise ProvisionError("users file: a user without a valid token needs a password")
     await _gather_bounded(
-        [functools.partial(login, rest, u) for u in stale], step("logging in", len(stale))
+        [functools.partial(login, rest, u) for u in stale],
+        None if progress is None else progress("logging in", len(stale)),
     )
-    if users_file is not None:
-        save_users_file(users_file, users)
-    return users
 
 
 async def create_room(rest: Rest, token: str, name: str) -> str:

@@ -30,7 +30,13 @@ from roomcast.load.histogram import Histogram
 from roomcast.load.pipe import EOF_MESSAGE, start_reader
 from roomcast.load.proccpu import Reading, cpu_table, read_all
 from roomcast.load.promtext import scrape_gateway
-from roomcast.load.provision import Rest, UserCred, provision_rooms, provision_users
+from roomcast.load.provision import (
+    Rest,
+    UserCred,
+    provision_rooms,
+    provision_users,
+    refresh_tokens,
+)
 from roomcast.load.report import build_report
 from roomcast.load.scenario import Scenario
 from roomcast.load.timeline import Timeline, progress_line
@@ -108,6 +114,9 @@ class Coordinator:
         self.run_id = secrets.token_hex(3)
         self.t_connect = self.t_start
         self.load_before = os.getloadavg()
+        # What provisioning gave (or was given): a rate ladder's next step reuses them.
+        self.users: list[UserCred] = []
+        self.room_ids: list[str] = []
 
     def _pids(self) -> dict[str, int | None]:
         """Every process of the CPU table: the stack's, then the load generator's."""
@@ -133,11 +142,14 @@ class Coordinator:
     async def provision(self) -> tuple[list[UserCred], list[str]]:
         if self.cfg.raw:
             return [], []
-        if self.cfg.users is not None and self.cfg.room_ids is not None:
-            return self.cfg.users, self.cfg.room_ids
         bases = [wire.http_base(u) if "://" in u else u for u in self.cfg.gateways]
         rest = Rest(bases)
         try:
+            if self.cfg.users is not None and self.cfg.room_ids is not None:
+                # Provisioned by an earlier run (a rate ladder's previous step): only
+                # the tokens may need renewing.
+                await refresh_tokens(rest, self.cfg.users)
+                return self.cfg.users, self.cfg.room_ids
             t = time.monotonic()
             users = await provision_users(
                 rest,
@@ -314,6 +326,7 @@ class Coordinator:
         if sc.restarts and self.cfg.stack is None:
             raise RunError(f"scenario {sc.name} restarts services: run it with --start-stack")
         users, room_ids = await self.provision()
+        self.users, self.room_ids = users, room_ids
         memory_before = await self.memory_snapshot() if sc.measure_memory else []
         plans = self.worker_plans(users, room_ids)
         self.phase = "connect"

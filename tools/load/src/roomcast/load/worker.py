@@ -67,6 +67,20 @@ async def poll_until(condition: Callable[[], bool], deadline: float) -> bool:
     return True
 
 
+def first_dues(
+    intervals_us: list[int], t0_us: int, end_us: int, rng: random.Random
+) -> list[tuple[int, int]]:
+    """The timetable's heap of (first due time, sender index): each sender starts at a
+    random offset within its first interval, so senders of the same rate do not fire in
+    lockstep. A sender whose first turn falls after the end of sending has none: an
+    interval longer than the run (an inbox read a minute, a scaled-down rate) must not
+    keep the send phase going past ``end_us``."""
+    heap = [(t0_us + int(rng.random() * interval), i) for i, interval in enumerate(intervals_us)]
+    heap = [entry for entry in heap if entry[0] < end_us]
+    heapq.heapify(heap)
+    return heap
+
+
 class Exit(Exception):
     """The coordinator asked this worker to stop."""
 
@@ -210,10 +224,7 @@ class Worker:
                 senders.append((c, room, max(1, int(1e6 / rate)), _REACT))
             if c.spec.inbox_rate:
                 senders.append((c, "", max(1, int(1e6 / c.spec.inbox_rate)), _INBOX))
-        # Each sender starts at a random offset within its first interval, so senders
-        # of the same rate do not fire in lockstep.
-        heap = [(t0_us + int(rng.random() * s[2]), i) for i, s in enumerate(senders)]
-        heapq.heapify(heap)
+        heap = first_dues([s[2] for s in senders], t0_us, end_us, rng)
         while heap:
             now = wire.now_us()
             due = heap[0][0]
