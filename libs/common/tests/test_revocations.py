@@ -5,6 +5,7 @@ closed for sessions while it cannot be loaded, and empty until auth creates the 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from roomcast.common.errors import DependencyUnavailable, Unauthenticated
 from roomcast.common.revocations import BUCKET, RevocationWatcher, revocation_value
+from roomcast.testing.polling import eventually
 from roomcast.testing.processes import NatsServer, free_port
 
 # A revocation reaches a running watcher within this (the promise is 1 s end to end).
@@ -167,3 +169,34 @@ async def test_the_watch_resumes_after_nats_restarts(tmp_path: Path) -> None:
     finally:
         await watcher.close()
         server.stop()
+
+
+async def test_nats_down_at_start_is_logged_then_loaded_once_nats_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher's own retry loop sees the outage (a warning per attempt) instead of
+    nats-py retrying the first connection out of sight, and loads once NATS is up."""
+    caplog.set_level(logging.WARNING, logger="roomcast.common.revocations")
+    port = free_port()
+    watcher = RevocationWatcher()
+    watcher.start(f"nats://127.0.0.1:{port}", name="roomcast-test-revocations")
+    server: NatsServer | None = None
+    try:
+        await eventually(
+            lambda: any(
+                "revocations: NATS not reachable" in r.getMessage() for r in caplog.records
+            ),
+            "the watcher's warning about NATS being down",
+            within=LOAD_DEADLINE_SECONDS,
+        )
+        with pytest.raises(DependencyUnavailable):
+            watcher.check("some-session")
+        server = NatsServer(port, str(tmp_path))
+        server.start()
+        async with asyncio.timeout(RESUME_DEADLINE_SECONDS):
+            await watcher.wait_loaded()
+        watcher.check("some-session")
+    finally:
+        await watcher.close()
+        if server is not None:
+            server.stop()

@@ -155,8 +155,8 @@ class RevocationWatcher:
     # --- keeping it current ----------------------------------------------------------------
 
     def start(self, nats_url: str, *, name: str) -> None:
-        """Connect to NATS (its own connection, retried forever) and watch, in the
-        background."""
+        """Connect to NATS (its own connection, retried forever with a warning per
+        failed attempt) and watch, in the background."""
         if self._task is None:
             self._task = asyncio.create_task(self._run_own(nats_url, name), name="revocations")
 
@@ -166,10 +166,11 @@ class RevocationWatcher:
             self._task = asyncio.create_task(self._watch_loop(nc), name="revocations")
 
     async def _run_own(self, nats_url: str, name: str) -> None:
-        # Retried until it connects; close() cancels this task.
+        # Retried until it connects; close() cancels this task. fail_fast: each failed
+        # attempt is logged here rather than retried by nats-py out of sight.
         self._own_nc = await retry_until_ready(
             "revocations: NATS",
-            lambda: connect_nats(nats_url, name=name),
+            lambda: connect_nats(nats_url, name=name, fail_fast=True),
             errors=(Exception,),
             backoff=Backoff.fixed(RETRY_SECONDS),
             log=log,
