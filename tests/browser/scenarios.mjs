@@ -276,6 +276,11 @@ const scenarios = {
     await chip(bob).filter({ hasText: "👍 1" }).and(bob.locator('[aria-pressed="true"]')).waitFor();
     await parent(bob).getByTestId("message-thread").filter({ hasText: "Thread (1)" }).waitFor();
     await item(bob, "minutes.txt").getByTestId("file-link").waitFor();
+
+    // The parent deleted: the reply stays, marked as a reply to a deleted message.
+    await parent(alice).getByTestId("message-delete").click();
+    await item(bob, "friday works").getByTestId("reply-ref").filter({ hasText: "a deleted message" }).waitFor();
+    assert((await parent(bob).count()) === 0, "the deleted parent is still shown");
   },
 
   /** The main screens, for the README (docs/img/). */

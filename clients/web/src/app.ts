@@ -626,7 +626,13 @@ async function startChat(): Promise<void> {
     if (r.room === active) renderMessages();
   });
   socket.on("delete", (d) => {
-    views.get(d.room)?.messages.delete(d.target_seq);
+    const v = views.get(d.room);
+    const gone = v?.messages.get(d.target_seq);
+    v?.messages.delete(d.target_seq);
+    // Its replies stay, marked as replies to a deleted message; its parent counts one less.
+    for (const m of v?.messages.values() ?? []) if (m.replyTo === d.target_seq) m.replyToDeleted = true;
+    const parent = gone?.replyTo !== undefined ? v?.messages.get(gone.replyTo) : undefined;
+    if (parent?.replyCount) parent.replyCount--;
     if (d.room === active) renderMessages();
   });
   socket.on("typing", (t) => {
