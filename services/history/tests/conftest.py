@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,6 +17,7 @@ import httpx
 import nats
 import orjson
 import pytest
+from aiobotocore.session import get_session
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from pymongo import AsyncMongoClient
@@ -23,10 +25,19 @@ from pymongo import AsyncMongoClient
 from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.subjects import STREAM_NAME, room_subject
 from roomcast.history.consumer import HistoryConsumer
+from roomcast.history.files import BLOB_BUCKET
+from roomcast.history.s3blobs import S3Config
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore
 from roomcast.testing.fakes import FakeRooms, JwksServer
-from roomcast.testing.processes import ServiceProcess, free_port
+from roomcast.testing.processes import (
+    START_TIMEOUT_SECONDS,
+    ManagedProcess,
+    ServiceProcess,
+    free_port,
+    port_accepts,
+    wait_until,
+)
 
 
 class Kit:
@@ -296,3 +307,123 @@ async def start_history(
     yield start
     for client in clients:
         await client.aclose()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto's standalone S3-compatible server (a real HTTP server in its own process)
+    and the settings that point history at one of its buckets."""
+
+    endpoint_url: str
+    region: str = "us-east-1"
+    # moto accepts any keys; history's settings require some, as for a real store.
+    access_key_id: str = "roomcast-test-key"
+    secret_access_key: str = "roomcast-test-secret"
+
+    def client(self) -> Any:
+        """An async S3 client (``async with``) for the tests' own checks."""
+        return get_session().create_client(
+            "s3",
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def config(self, bucket: str, **overrides: Any) -> S3Config:
+        values: dict[str, Any] = {
+            "bucket": bucket,
+            "region": self.region,
+            "access_key_id": self.access_key_id,
+            "secret_access_key": self.secret_access_key,
+            "endpoint_url": self.endpoint_url,
+            "addressing_style": "path",
+        }
+        values.update(overrides)
+        return S3Config(**values)
+
+    async def new_bucket(self) -> str:
+        """A new, empty bucket."""
+        name = f"roomcast-{uuid.uuid4().hex[:16]}"
+        async with self.client() as client:
+            await client.create_bucket(Bucket=name)
+        return name
+
+    def history_env(self, bucket: str) -> dict[str, str]:
+        """``start_history`` overrides that select this bucket."""
+        return {
+            "files_backend": "s3",
+            "files_s3_bucket": bucket,
+            "files_s3_region": self.region,
+            "files_s3_endpoint_url": self.endpoint_url,
+            "files_s3_access_key_id": self.access_key_id,
+            "files_s3_secret_access_key": self.secret_access_key,
+            "files_s3_addressing_style": "path",
+        }
+
+
+@dataclass
+class BlobStorage:
+    """What a blob store's storage holds: GridFS's collections in ``db_name``, or the
+    S3 bucket when ``s3`` is set; ``env`` selects it in ``start_history``."""
+
+    mongo: AsyncMongoClient[dict[str, Any]]
+    db_name: str
+    s3: S3Server | None = None
+    bucket: str = ""
+
+    @property
+    def name(self) -> str:
+        return "gridfs" if self.s3 is None else "s3"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {} if self.s3 is None else self.s3.history_env(self.bucket)
+
+    async def stored(self) -> tuple[int, int]:
+        """(complete blobs, pieces of unfinished uploads) in the storage."""
+        if self.s3 is None:
+            db = self.mongo[self.db_name]
+            ids = [d["_id"] async for d in db[f"{BLOB_BUCKET}.files"].find({}, {"_id": 1})]
+            chunks = db[f"{BLOB_BUCKET}.chunks"]
+            orphans = await chunks.count_documents({"files_id": {"$nin": ids}})
+            return len(ids), orphans
+        async with self.s3.client() as client:
+            objects = await client.list_objects_v2(Bucket=self.bucket)
+            uploads = await client.list_multipart_uploads(Bucket=self.bucket)
+        return int(objects.get("KeyCount", 0)), len(uploads.get("Uploads", []))
+
+
+@pytest.fixture(params=["gridfs", "s3"])
+async def blob_storage(
+    request: pytest.FixtureRequest, mongo: AsyncMongoClient[dict[str, Any]], mongo_db_name: str
+) -> BlobStorage:
+    """Each blob store backend in turn (moto's server is only started for s3)."""
+    if request.param == "gridfs":
+        return BlobStorage(mongo, mongo_db_name)
+    s3: S3Server = request.getfixturevalue("s3_server")
+    return BlobStorage(mongo, mongo_db_name, s3, await s3.new_bucket())
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    port = free_port()
+    proc = ManagedProcess(
+        "moto-s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    )
+    proc.start()
+    try:
+        wait_until(
+            lambda: proc.check_alive() and port_accepts("127.0.0.1", port),
+            timeout=START_TIMEOUT_SECONDS,
+            what=f"moto's S3 server on {port}",
+        )
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def s3_bucket(s3_server: S3Server) -> str:
+    """A new, empty bucket for one test."""
+    return await s3_server.new_bucket()

@@ -1,9 +1,10 @@
-"""Files in a real history process over real MongoDB (GridFS): upload limits and
-streaming, who may download, ranges, and the collection of unshared files."""
+"""Files in a real history process over real MongoDB, with each blob store (GridFS,
+and S3 on moto's S3-compatible server): upload limits and streaming, who may download,
+and ranges. The stores themselves and the collection of unshared files:
+test_history_blobstores.py."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -11,15 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from pymongo import AsyncMongoClient
 
-from roomcast.history.files import FileCatalog, GridFSBlobStore
-from roomcast.history.filesgc import FileCollector
 from roomcast.history.filesupload import sanitise_name
 from roomcast.testing.fakes import FakeRooms
 
 if TYPE_CHECKING:
-    from conftest import Kit, Publisher
+    from conftest import BlobStorage, Kit, Publisher
 
 
 def auth(token: str) -> dict[str, str]:
@@ -46,11 +44,12 @@ async def test_upload_share_download_ranges_and_delete(
     fake_rooms: FakeRooms,
     issue_token: Callable[..., str],
     kit: type[Kit],
+    blob_storage: BlobStorage,
 ) -> None:
     room, alice, bob, eve = kit.oid(), kit.oid(), kit.oid(), kit.oid()
     fake_rooms.add_member(room, alice)
     fake_rooms.add_member(room, bob)
-    history = await start_history()
+    history = await start_history(**blob_storage.env)
     ta, tb, te = issue_token(user_id=alice), issue_token(user_id=bob), issue_token(user_id=eve)
     data = os.urandom(600_000)
 
@@ -117,12 +116,12 @@ async def test_size_limit_and_streaming_memory(
     fake_rooms: FakeRooms,
     issue_token: Callable[..., str],
     kit: type[Kit],
-    tmp_path: Path,
+    blob_storage: BlobStorage,
 ) -> None:
     room, alice = kit.oid(), kit.oid()
     fake_rooms.add_member(room, alice)
     limit = 48 * 1024 * 1024
-    history = await start_history(files_max_bytes=str(limit))
+    history = await start_history(files_max_bytes=str(limit), **blob_storage.env)
     token = issue_token(user_id=alice)
 
     too_big = await upload(
@@ -175,56 +174,26 @@ async def test_size_limit_and_streaming_memory(
     growth_mib = (rss_kib() - before) / 1024
     # A 40 MiB file passes through in chunks: the peak grows by a few MiB, not 40.
     assert growth_mib < 16, f"peak RSS grew by {growth_mib:.1f} MiB for a 40 MiB upload"
+    assert await blob_storage.stored() == (1, 0)
 
-
-async def test_unshared_files_are_collected_after_the_grace_period(
-    mongo: AsyncMongoClient[dict[str, Any]],
-    mongo_db_name: str,
-    kit: type[Kit],
-) -> None:
-    catalog = FileCatalog(mongo, mongo_db_name)
-    await catalog.ensure_indexes()
-    blobs = GridFSBlobStore(mongo, mongo_db_name)
-    from roomcast.history.files import FileMeta
-
-    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
-    room = kit.oid()
-    ids = []
-    for i in range(5):
-        file_id = kit.oid()
-        ids.append(file_id)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield b"x" * 1000
-
-        await blobs.put(file_id, chunks())
-        await catalog.add(FileMeta(file_id, room, "u", f"f{i}", 1000, "text/plain", "0", old))
-    # ids[0] is shared by a live message, ids[1] only by a deleted one.
-    await catalog.messages.insert_many(
-        [
-            {"_id": 1, "room_id": room, "body": {"type": "file", "file": {"id": ids[0]}}},
-            {
-                "_id": 2,
-                "room_id": room,
-                "deleted": True,
-                "body": {"type": "file", "file": {"id": ids[1]}},
-            },
-        ]
+    # A file that grows past the limit while streaming (its declared length is within
+    # the framing allowance): refused, and nothing of it stays in the store (for S3,
+    # the multipart upload already holds parts and is aborted).
+    over = b"\1" * (limit + 32 * 1024)
+    framed = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="b.bin"\r\n\r\n'
+        + over
+        + b"\r\n--B--\r\n"
     )
-    collector = FileCollector(catalog, blobs, grace_seconds=3600, batch=2, interval_seconds=60)
-    assert await collector.collect_once() == 1  # bounded: 2 examined, one of them shared
-    total = 1
-    while (removed := await collector.collect_once()) > 0:
-        total += removed
-    assert total == 4
-    left = [d["_id"] async for d in catalog.files.find({}, {"_id": 1})]
-    assert left == [ids[0]]
-    assert [b async for b in blobs.read(ids[0], 0, 999)] == [b"x" * 1000]
-    assert await mongo[mongo_db_name]["blobs.files"].count_documents({}) == 1
-
-    fresh = FileCollector(catalog, blobs, grace_seconds=3 * 3600, batch=10, interval_seconds=60)
-    await catalog.messages.delete_many({})
-    assert await fresh.collect_once() == 0  # within its grace period: kept
+    refused = await history.client.post(
+        f"/v1/rooms/{room}/files",
+        headers={**auth(token), "Content-Type": "multipart/form-data; boundary=B"},
+        content=framed,
+        timeout=60,
+    )
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"]["code"] == "file_too_large"
+    assert await blob_storage.stored() == (1, 0)
 
 
 def test_names_are_sanitised() -> None:

@@ -24,7 +24,8 @@ from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.tokens import TokenVerifier
 from roomcast.history.app import create_app
 from roomcast.history.consumer import HistoryConsumer
-from roomcast.history.files import FileCatalog, GridFSBlobStore
+from roomcast.history.files import FileCatalog
+from roomcast.history.filesbackend import open_blob_store
 from roomcast.history.filesgc import FileCollector
 from roomcast.history.membership import MembershipChecker
 from roomcast.history.retention import RetentionPurger
@@ -74,7 +75,7 @@ async def serve(settings: Settings) -> None:
     )
     catalog = FileCatalog(mongo, settings.mongo_db)
     await catalog.ensure_indexes()
-    blobs = GridFSBlobStore(mongo, settings.mongo_db)
+    blobs = await open_blob_store(settings, mongo)
     app = create_app(
         store=store,
         verifier=verifier,
@@ -112,6 +113,7 @@ async def serve(settings: Settings) -> None:
     finally:
         await cancel_tasks(consumer_task, purge_task, gc_task)
         await purger.close()
+        await blobs.close()
         await consumer.close()
         await membership.close()
         await revocations.close()

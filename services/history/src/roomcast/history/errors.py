@@ -83,3 +83,7 @@ class FileNotFound(NotFound):
     """No such file, or not shared with the caller in a message they may see."""
 
     code = "file_not_found"
+
+
+class BlobStoreUnavailable(DependencyUnavailable):
+    """The file store (an S3-compatible bucket) failed or cannot be reached."""

@@ -4,9 +4,10 @@ History owns room data and MongoDB, so it owns shared files too; the gateways re
 uploads and downloads here without keeping anything (docs/files.md).
 
 - :class:`BlobStore` is the byte storage: GridFS in history's own database by default
-  (:class:`GridFSBlobStore`, pymongo's ``AsyncGridFSBucket``), chosen by
-  ``ROOMCAST_HISTORY_FILES_BACKEND``. Blobs are written from an async iterator of
-  chunks and read back as a byte range, so neither side holds a whole file in memory.
+  (:class:`GridFSBlobStore`, pymongo's ``AsyncGridFSBucket``) or an S3-compatible
+  bucket (s3blobs.py), chosen by ``ROOMCAST_HISTORY_FILES_BACKEND`` (filesbackend.py).
+  Blobs are written from an async iterator of chunks and read back as a byte range, so
+  neither side holds a whole file in memory.
 - :class:`FileCatalog` keeps one metadata document per file in ``files`` (room,
   uploader, name, size, content type, sha256, upload time) and answers whether a file
   is shared by a message the viewer may see.
@@ -111,6 +112,9 @@ class GridFSBlobStore:
         # Already gone (a crash between blob and catalog deletes): nothing to do.
         with contextlib.suppress(NoFile):
             await self._bucket.delete(file_id)
+
+    async def close(self) -> None:
+        """Nothing of its own to release: the MongoDB client is the service's."""
 
 
 class FileCatalog:

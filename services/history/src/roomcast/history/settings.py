@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from roomcast.common.chatstream import StreamSettings
@@ -81,9 +81,31 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
     # round (100k per 5 minutes drains a million-message room in under an hour).
     retention_max_per_round: int = Field(default=100_000, ge=1, le=10_000_000)
 
-    # Files (docs/files.md). Where blobs live: GridFS in mongo_db (the only backend so
-    # far; an S3 backend would be chosen here).
-    files_backend: Literal["gridfs"] = "gridfs"
+    # Files (docs/files.md). Where blobs live: GridFS in mongo_db (nothing more to run),
+    # or an S3-compatible bucket (s3blobs.py) configured by the files_s3_* fields below.
+    files_backend: Literal["gridfs", "s3"] = "gridfs"
+    # The bucket, its region and the service's own keys: no default, so choosing s3
+    # never falls back on a bucket, a region or ambient credentials by accident.
+    files_s3_bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    files_s3_region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    files_s3_access_key_id: SecretStr | None = Field(default=None, min_length=1, max_length=256)
+    files_s3_secret_access_key: SecretStr | None = Field(default=None, min_length=1, max_length=256)
+    # Another S3-compatible service (MinIO, Ceph, a cloud's S3 API); unset: AWS S3.
+    files_s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://\S{1,240}$")
+    # "path" (bucket in the URL's path) for most self-hosted servers; "auto" lets the
+    # client choose (virtual-hosted on AWS).
+    files_s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # Prefix of every object key, so the bucket can be shared with other data.
+    files_s3_key_prefix: str = Field(default="files/", pattern=r"^[A-Za-z0-9!_.*'()/-]{0,64}$")
+    # Multipart upload part: S3 refuses parts under 5 MiB (but the last). An upload
+    # holds one part in memory while it is sent, so 8 MiB bounds an upload's cost and a
+    # 25 MiB file takes 4 requests.
+    files_s3_part_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=256 * 1024 * 1024
+    )
+    # Connect and read timeout of one S3 request: a part of 8 MiB goes in well under a
+    # second on a datacenter link; 30 s means the store is in trouble (then 503).
+    files_s3_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     # Largest file accepted: 25 MiB holds photos, PDFs and short clips, and bounds what
     # one upload costs MongoDB; the gateway enforces the same limit in front.
     files_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
@@ -96,3 +118,20 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
     # Files examined per pass at most: one small find and a lookup each, so a pass
     # never holds MongoDB up; a backlog drains over a few passes.
     files_gc_batch: int = Field(default=200, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _s3_configured(self) -> Settings:
+        if self.files_backend == "s3":
+            missing = [
+                f"ROOMCAST_HISTORY_{name.upper()}"
+                for name in (
+                    "files_s3_bucket",
+                    "files_s3_region",
+                    "files_s3_access_key_id",
+                    "files_s3_secret_access_key",
+                )
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"files_backend=s3 needs {', '.join(missing)}")
+        return self

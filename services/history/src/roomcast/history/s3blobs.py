@@ -1,0 +1,199 @@
+"""File blobs in an S3-compatible bucket (``ROOMCAST_HISTORY_FILES_BACKEND=s3``).
+
+The same :class:`~roomcast.history.files.BlobStore` contract as GridFS, over the S3 API
+with aiobotocore (asyncio-native, so no thread holds a request):
+
+- ``put`` streams: chunks gather into one part of ``part_bytes`` (S3 refuses parts
+  under 5 MiB but the last), each full part is sent with ``UploadPart`` before more of
+  the upload is read, so an upload holds about one part in memory. A file smaller than
+  one part goes in one ``PutObject``. Any failure, a file over the limit included,
+  aborts the multipart upload so that no object and no stored parts are left behind.
+- ``read`` asks for the byte range with ``GetObject`` and ``Range`` and hands the
+  response body on in chunks of at most ``READ_BYTES``.
+- ``delete`` is ``DeleteObject``, which succeeds for a key that is already gone (the
+  collector and retention may both delete the same file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from roomcast.history.errors import BlobStoreUnavailable
+from roomcast.history.files import READ_BYTES
+from roomcast.history.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The smallest part S3 accepts in a multipart upload, but for the last one.
+MIN_PART_BYTES = 5 * 1024 * 1024
+# Attempts per request (botocore's "standard" retry mode, which backs off with jitter):
+# rides out a throttling answer or a dropped connection without holding an upload for
+# long; a store that fails three times in a row answers 503.
+MAX_ATTEMPTS = 3
+# Connections kept to the store: one per upload or download in flight; 32 covers a
+# replica's concurrent transfers without opening a socket per request.
+MAX_POOL_CONNECTIONS = 32
+# How long aborting a failed upload may take: it runs after the request already
+# failed, and a stuck abort must not hold the handler (a bucket lifecycle rule is the
+# backstop, docs/files.md).
+ABORT_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    bucket: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    endpoint_url: str | None = None
+    addressing_style: str = "auto"
+    key_prefix: str = "files/"
+    part_bytes: int = 8 * 1024 * 1024
+    timeout_seconds: float = 30.0
+
+
+def s3_config(settings: Settings) -> S3Config:
+    """The S3 fields of history's settings (Settings already refused s3 without them)."""
+    if (
+        settings.files_s3_bucket is None
+        or settings.files_s3_region is None
+        or settings.files_s3_access_key_id is None
+        or settings.files_s3_secret_access_key is None
+    ):
+        raise ValueError("files_backend=s3 needs a bucket, a region and keys")
+    return S3Config(
+        bucket=settings.files_s3_bucket,
+        region=settings.files_s3_region,
+        access_key_id=settings.files_s3_access_key_id.get_secret_value(),
+        secret_access_key=settings.files_s3_secret_access_key.get_secret_value(),
+        endpoint_url=settings.files_s3_endpoint_url,
+        addressing_style=settings.files_s3_addressing_style,
+        key_prefix=settings.files_s3_key_prefix,
+        part_bytes=settings.files_s3_part_bytes,
+        timeout_seconds=settings.files_s3_timeout_seconds,
+    )
+
+
+class S3BlobStore:
+    """Blobs as objects ``<key_prefix><file id>`` of one bucket."""
+
+    def __init__(self, config: S3Config, client: Any, exits: contextlib.AsyncExitStack) -> None:
+        if config.part_bytes < MIN_PART_BYTES:
+            raise ValueError(f"S3 parts must be at least {MIN_PART_BYTES} bytes")
+        self._config = config
+        self._client = client
+        self._exits = exits
+
+    @classmethod
+    async def open(cls, config: S3Config) -> S3BlobStore:
+        """A store with its client connected (no request is made until the first use)."""
+        exits = contextlib.AsyncExitStack()
+        client = await exits.enter_async_context(
+            get_session().create_client(
+                "s3",
+                region_name=config.region,
+                endpoint_url=config.endpoint_url,
+                aws_access_key_id=config.access_key_id,
+                aws_secret_access_key=config.secret_access_key,
+                config=AioConfig(
+                    connect_timeout=config.timeout_seconds,
+                    read_timeout=config.timeout_seconds,
+                    retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+                    max_pool_connections=MAX_POOL_CONNECTIONS,
+                    s3={"addressing_style": config.addressing_style},
+                ),
+            )
+        )
+        return cls(config, client, exits)
+
+    async def close(self) -> None:
+        await self._exits.aclose()
+
+    def key(self, file_id: str) -> str:
+        return f"{self._config.key_prefix}{file_id}"
+
+    @property
+    def bucket(self) -> str:
+        return self._config.bucket
+
+    async def put(self, file_id: str, chunks: AsyncIterator[bytes]) -> None:
+        key = self.key(file_id)
+        part = bytearray()
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        try:
+            async for chunk in chunks:
+                part += chunk
+                if len(part) < self._config.part_bytes:
+                    continue
+                if upload_id is None:
+                    started = await self._client.create_multipart_upload(
+                        Bucket=self.bucket, Key=key
+                    )
+                    upload_id = str(started["UploadId"])
+                parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
+                part = bytearray()
+            if upload_id is None:  # smaller than one part: a single request
+                await self._client.put_object(Bucket=self.bucket, Key=key, Body=part)
+                return
+            if part:
+                parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
+            await self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException as exc:
+            if upload_id is not None:
+                await self._abort(key, upload_id)
+            if isinstance(exc, BotoCoreError | ClientError):
+                raise BlobStoreUnavailable("the file store refused or failed the upload") from exc
+            raise
+
+    async def _upload_part(
+        self, key: str, upload_id: str, number: int, data: bytearray
+    ) -> dict[str, Any]:
+        answer = await self._client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        """Drop the parts stored so far. Shielded: a cancelled upload (the client went
+        away) still cleans up. A failed abort is logged; the parts then wait for the
+        bucket's lifecycle rule."""
+        abort = self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        try:
+            await asyncio.shield(asyncio.wait_for(abort, ABORT_TIMEOUT_SECONDS))
+        except (BotoCoreError, ClientError, TimeoutError, asyncio.CancelledError):
+            log.warning("could not abort the multipart upload of %s", key, exc_info=True)
+
+    async def read(self, file_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+        try:
+            answer = await self._client.get_object(
+                Bucket=self.bucket, Key=self.key(file_id), Range=f"bytes={start}-{end}"
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreUnavailable("the file store could not be read") from exc
+        async with answer["Body"] as body:
+            left = end - start + 1
+            while left > 0:
+                data = await body.read(min(READ_BYTES, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+    async def delete(self, file_id: str) -> None:
+        # DeleteObject answers success for a missing key: deleting twice is harmless.
+        try:
+            await self._client.delete_object(Bucket=self.bucket, Key=self.key(file_id))
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreUnavailable("the file store could not delete a file") from exc
