@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-# The suite starts a whole stack (~10 s) and runs ~30 tests (~10 s); a loaded 2-core
-# machine can take several times that.
-VITEST_TIMEOUT_SECONDS = 240
+# The suite starts a whole stack (~10 s) and runs ~45 tests (~25 s, the file and
+# reaction tests included); a loaded 2-core machine can take several times that.
+VITEST_TIMEOUT_SECONDS = 300
 
 
 # The subprocess has its own budget; the suite-wide 120 s pytest-timeout would kill the
