@@ -178,3 +178,34 @@ async def test_an_answer_with_no_ttl_is_used_once_and_not_stored() -> None:
     await rooms.release(1)
     assert await lookup is False
     assert len(cache) == 0
+
+
+async def test_peek_answers_only_what_get_would_answer_without_asking() -> None:
+    rooms = ScriptedRooms()
+    rooms.truth[(BOB, ROOM)] = True
+    now = [0.0]
+    seen: list[str] = []
+    cache = RoomAnswerCache(
+        rooms.fetch,
+        ttl_for=lambda _a: 60.0,
+        max_entries=100,
+        observe=seen.append,
+        clock=lambda: now[0],
+    )
+    assert cache.peek(BOB, ROOM) is None  # never asked: the caller must await get()
+    lookup = asyncio.ensure_future(cache.get(BOB, ROOM, "t"))
+    await rooms.called(1)
+    assert cache.peek(BOB, ROOM) is None  # asked, not answered yet
+    await rooms.release(1)
+    assert await lookup is True
+    assert cache.peek(BOB, ROOM) is True
+    assert cache.peek(ALICE, ROOM) is None
+    assert seen == ["miss", "hit"]  # a peek that answers counts as a hit
+    cache.invalidate(BOB, ROOM)  # a kick: the cached answer is gone at once
+    assert cache.peek(BOB, ROOM) is None
+    lookup = asyncio.ensure_future(cache.get(BOB, ROOM, "t"))
+    await rooms.release(2)
+    await lookup
+    now[0] = 61.0  # past its TTL
+    assert cache.peek(BOB, ROOM) is None
+    assert len(rooms.calls) == 2  # peek never asked rooms

@@ -35,6 +35,7 @@ API::
     MembershipCache(client, *, ttl, negative_ttl, max_entries, observe=None,
                     clock=time.monotonic)
         await .lookup(claims, room_id) -> Membership
+        .cached(claims, room_id) -> Membership | None   (a hit, without an await)
         await .require_member(claims, room_id) -> Membership  (or raise not_found /
             not_member)
         .fresh(user_id, room_id); .invalidate(user_id, room_id);
@@ -243,6 +244,11 @@ class MembershipCache:
 
     async def lookup(self, claims: AccessClaims, room_id: str) -> Membership:
         return await self._cache.get(claims.user_id, room_id, claims.raw)
+
+    def cached(self, claims: AccessClaims, room_id: str) -> Membership | None:
+        """The cached answer (member or not) without an await; None on a miss, where
+        :meth:`lookup` would ask rooms. For a hot path that awaits only on a miss."""
+        return self._cache.peek(claims.user_id, room_id)
 
     def fresh(self, user_id: str, room_id: str) -> bool:
         """Is the user's answer for the room cached and within its maximum age?"""

@@ -30,6 +30,7 @@ API::
     RoomAnswerCache(fetch, *, ttl_for, max_entries, observe=None, clock=time.monotonic,
                     overtaken=DependencyUnavailable)
     await cache.get(user_id, room_id, token) -> Answer
+    cache.peek(user_id, room_id) -> Answer | None   (a hit without an await)
     cache.fresh(user_id, room_id) -> bool
     cache.invalidate(user_id, room_id); cache.invalidate_room(room_id)
     cache.invalidate_all(); len(cache)
@@ -134,6 +135,16 @@ class RoomAnswerCache(Generic[Answer]):
             if self._observe is not None:
                 self._observe("overtaken")
         raise self._overtaken("membership changing, retry")
+
+    def peek(self, user_id: str, room_id: str) -> Answer | None:
+        """The cached answer, without an await: what :meth:`get` returns on a hit (and
+        counted as one); None when :meth:`get` would have to ask rooms."""
+        entry = self._entries.get((user_id, room_id))
+        if entry is None or entry[0] <= self._clock():
+            return None
+        if self._observe is not None:
+            self._observe("hit")
+        return entry[1]
 
     def fresh(self, user_id: str, room_id: str) -> bool:
         """Is an answer for (user, room) cached and younger than its TTL?"""
