@@ -224,7 +224,7 @@ const scenarios = {
 
   /** Replies and the thread view, reaction chips toggled on both sides, a file shared and downloaded. */
   async conversations(browser) {
-    const { alice, bob } = await twoUsers(browser);
+    const { alice, bob, names } = await twoUsers(browser);
     // The parent by its own text (a reply's item also shows its parent's text).
     const parent = (page) => page.getByTestId("message-item").filter({ has: page.getByTestId("message-text").getByText("pick a date", { exact: true }) });
     await say(alice, "pick a date");
@@ -276,6 +276,15 @@ const scenarios = {
     await chip(bob).filter({ hasText: "👍 1" }).and(bob.locator('[aria-pressed="true"]')).waitFor();
     await parent(bob).getByTestId("message-thread").filter({ hasText: "Thread (1)" }).waitFor();
     await item(bob, "minutes.txt").getByTestId("file-link").waitFor();
+
+    // A mention while alice looks at another room: an @ badge, then the message marked.
+    await createRoom(alice, `side ${run}`);
+    await say(bob, `@${names.alice} look at the minutes`);
+    const general = alice.getByTestId("room-item").filter({ hasText: `general ${run}` });
+    await general.getByTestId("mention-badge").filter({ hasText: "@1" }).waitFor();
+    await general.getByRole("button").click();
+    await item(alice, "look at the minutes").and(alice.locator(".mention")).waitFor();
+    assert((await general.getByTestId("mention-badge").count()) === 0, "the mention badge stays after reading");
 
     // The parent deleted: the reply stays, marked as a reply to a deleted message.
     await parent(alice).getByTestId("message-delete").click();

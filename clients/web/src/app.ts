@@ -48,6 +48,7 @@ interface Shown {
   replyToDeleted?: boolean;
   replyCount?: number;
   reactions?: Reactions;
+  mentionsMe?: boolean;
 }
 
 function reactionsFrom(list: { emoji: string; count: number; me: boolean }[] | undefined): Reactions {
@@ -82,6 +83,8 @@ interface RoomView {
   room: ListedRoom;
   messages: Map<number, Shown>;
   unread: number;
+  /** Unread messages that mention you (the joined list's `mentions`, then live). */
+  mentions: number;
   oldest: number | null; // next_before for scroll-back (null: start reached)
   loaded: boolean;
   members: ListedMember[];
@@ -299,7 +302,11 @@ async function startChat(): Promise<void> {
           v.unread > 0
             ? h("span", { class: "badge", "data-testid": "unread-badge", "aria-label": `${v.unread} unread` }, v.unread > 999 ? "999+" : String(v.unread))
             : null;
-        const button = h("button", { type: "button", "aria-current": v.room.id === active ? "true" : "false" }, h("span", {}, label), badge);
+        const mentioned =
+          v.mentions > 0
+            ? h("span", { class: "badge mention", "data-testid": "mention-badge", "aria-label": `${v.mentions} unread mentions` }, `@${v.mentions > 999 ? "999+" : v.mentions}`)
+            : null;
+        const button = h("button", { type: "button", "aria-current": v.room.id === active ? "true" : "false" }, h("span", {}, label), h("span", {}, mentioned, badge));
         button.addEventListener("click", () => void openRoom(v.room.id));
         return h("li", { "data-testid": "room-item", "data-room-id": v.room.id }, button);
       }),
@@ -316,7 +323,7 @@ async function startChat(): Promise<void> {
     const privateTo = m.to ? v.members.find((x) => x.user_id === m.to)?.username ?? "someone" : null;
     const li = h(
       "li",
-      { "data-testid": "message-item", "data-seq": String(m.seq), class: [m.to ? "private" : "", m.pending ? "pending" : ""].join(" ").trim() || undefined },
+      { "data-testid": "message-item", "data-seq": String(m.seq), class: [m.to ? "private" : "", m.pending ? "pending" : "", m.mentionsMe ? "mention" : ""].join(" ").trim() || undefined },
       m.replyTo !== undefined ? replyRef(v, m) : null,
       h("span", { class: "who" }, name(m.sender)),
       privateTo ? h("span", { class: "muted" }, `(private to ${privateTo}) `) : null,
@@ -475,10 +482,10 @@ async function startChat(): Promise<void> {
   }
 
   // ---- rooms
-  async function addRoom(room: ListedRoom, unread = 0): Promise<RoomView> {
+  async function addRoom(room: ListedRoom, unread = 0, mentions = 0): Promise<RoomView> {
     let v = views.get(room.id);
     if (!v) {
-      v = { room, messages: new Map(), unread, oldest: null, loaded: false, members: [], online: new Map(), typing: new Map(), reads: new Map() };
+      v = { room, messages: new Map(), unread, mentions, oldest: null, loaded: false, members: [], online: new Map(), typing: new Map(), reads: new Map() };
       views.set(room.id, v);
       const page = await http.members(room.id).catch(() => ({ items: [] as ListedMember[] }));
       v.members = page.items;
@@ -512,6 +519,7 @@ async function startChat(): Promise<void> {
       v.loaded = true;
     }
     v.unread = 0;
+    v.mentions = 0;
     renderRooms();
     renderMessages();
     markRead(v);
@@ -535,6 +543,7 @@ async function startChat(): Promise<void> {
         file: fileOf(item.body),
         to: item.to,
         edited: Boolean(item.edited_at),
+        mentionsMe: item.mentions?.includes(me.id),
         replyTo: item.reply_to,
         replyToDeleted: item.reply_to_deleted,
         replyCount: item.reply_count,
@@ -595,6 +604,7 @@ async function startChat(): Promise<void> {
       content: textOf(m.body),
       file: fileOf(m.body),
       to: m.to,
+      mentionsMe: m.mentions?.includes(me.id),
       replyTo: m.reply_to ?? undefined,
     });
     const parent = !known && m.reply_to ? v.messages.get(m.reply_to) : undefined;
@@ -608,6 +618,7 @@ async function startChat(): Promise<void> {
       markRead(v);
     } else if (m.sender.id !== me.id && !m.replayed) {
       v.unread++;
+      if (m.mentions?.includes(me.id)) v.mentions++;
       renderRooms();
     }
   });
@@ -768,7 +779,7 @@ async function startChat(): Promise<void> {
   try {
     await socket.start();
     const page = await http.listRooms("joined");
-    for (const room of page.items) await addRoom(room, room.unread ?? 0);
+    for (const room of page.items) await addRoom(room, room.unread ?? 0, room.mentions ?? 0);
     renderRooms();
     const first = page.items[0];
     if (first) await openRoom(first.id);
