@@ -174,6 +174,9 @@ class Gateway:
                 settings.nats_url,
                 name=f"roomcast-{settings.instance_name}",
                 on_reconnected=self._on_reconnected,
+                # Each failed attempt comes back to the loop below (logged), instead of
+                # nats-py retrying the first connection out of sight.
+                fail_fast=True,
             )
 
         async def ensure_stream() -> None:
