@@ -25,6 +25,7 @@ from gridfs import NoFile
 from gridfs.asynchronous.grid_file import AsyncGridFSBucket
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
 
 from roomcast.history.store import MESSAGES, visible_to
 
@@ -77,22 +78,64 @@ class BlobStore(Protocol):
 
 
 class GridFSBlobStore:
-    """Blobs as GridFS files in history's database (the default backend)."""
+    """Blobs as GridFS files in history's database (the default backend).
+
+    Written chunk by chunk here rather than through pymongo's upload stream, which
+    gathers up to 32 MiB of chunks before one ``insert_many`` (then encodes them too):
+    over 100 MiB of peak memory for a 40 MiB upload. Each 255 KiB chunk is inserted as
+    it fills, in GridFS's own layout (``blobs.chunks`` then the ``blobs.files``
+    document, which makes the file visible), so reads and deletes use the bucket."""
 
     def __init__(self, client: AsyncMongoClient[Doc], db_name: str) -> None:
+        db = client[db_name]
         self._bucket = AsyncGridFSBucket(
-            client[db_name], bucket_name=BLOB_BUCKET, chunk_size_bytes=GRIDFS_CHUNK_BYTES
+            db, bucket_name=BLOB_BUCKET, chunk_size_bytes=GRIDFS_CHUNK_BYTES
         )
+        self._files: AsyncCollection[Doc] = db[f"{BLOB_BUCKET}.files"]
+        self._chunks: AsyncCollection[Doc] = db[f"{BLOB_BUCKET}.chunks"]
+        self._indexed = False
+
+    async def _ensure_indexes(self) -> None:
+        # GridFS's own two indexes (the ones pymongo's upload stream would create).
+        if not self._indexed:
+            await self._files.create_index([("filename", 1), ("uploadDate", 1)])
+            await self._chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
+            self._indexed = True
 
     async def put(self, file_id: str, chunks: AsyncIterator[bytes]) -> None:
-        stream = self._bucket.open_upload_stream_with_id(file_id, file_id)
+        await self._ensure_indexes()
+        pending = bytearray()
+        number = length = 0
         try:
             async for chunk in chunks:
-                await stream.write(chunk)
+                pending += chunk
+                while len(pending) >= GRIDFS_CHUNK_BYTES:
+                    await self._put_chunk(file_id, number, pending, GRIDFS_CHUNK_BYTES)
+                    number += 1
+                    length += GRIDFS_CHUNK_BYTES
+            if pending:
+                length += len(pending)
+                await self._put_chunk(file_id, number, pending, len(pending))
+            await self._files.insert_one(
+                {
+                    "_id": file_id,
+                    "filename": file_id,
+                    "length": length,
+                    "chunkSize": GRIDFS_CHUNK_BYTES,
+                    "uploadDate": dt.datetime.now(dt.UTC),
+                }
+            )
         except BaseException:
-            await stream.abort()
+            # The chunks written so far, as pymongo's abort does; a failed delete
+            # leaves chunks no file document points to, never a readable partial file.
+            with contextlib.suppress(PyMongoError):
+                await self._chunks.delete_many({"files_id": file_id})
             raise
-        await stream.close()
+
+    async def _put_chunk(self, file_id: str, number: int, pending: bytearray, size: int) -> None:
+        data = bytes(memoryview(pending)[:size])
+        del pending[:size]
+        await self._chunks.insert_one({"files_id": file_id, "n": number, "data": data})
 
     async def read(self, file_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         stream = await self._bucket.open_download_stream(file_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -127,13 +128,13 @@ class S3BlobStore:
 
     async def put(self, file_id: str, chunks: AsyncIterator[bytes]) -> None:
         key = self.key(file_id)
-        part = bytearray()
+        part = io.BytesIO()
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         try:
             async for chunk in chunks:
-                part += chunk
-                if len(part) < self._config.part_bytes:
+                part.write(chunk)
+                if part.tell() < self._config.part_bytes:
                     continue
                 if upload_id is None:
                     started = await self._client.create_multipart_upload(
@@ -141,11 +142,12 @@ class S3BlobStore:
                     )
                     upload_id = str(started["UploadId"])
                 parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
-                part = bytearray()
+                part = io.BytesIO()
             if upload_id is None:  # smaller than one part: a single request
+                part.seek(0)
                 await self._client.put_object(Bucket=self.bucket, Key=key, Body=part)
                 return
-            if part:
+            if part.tell():
                 parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
             await self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
@@ -158,8 +160,9 @@ class S3BlobStore:
             raise
 
     async def _upload_part(
-        self, key: str, upload_id: str, number: int, data: bytearray
+        self, key: str, upload_id: str, number: int, data: io.BytesIO
     ) -> dict[str, Any]:
+        data.seek(0)
         answer = await self._client.upload_part(
             Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
         )
