@@ -3,8 +3,10 @@ ceiling (roomcast.load.busceiling) against a real nats-server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import nats
@@ -12,7 +14,14 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from roomcast.load.busceiling import CEILING_STREAM, bus_ceiling
-from roomcast.load.proccpu import Reading, cpu_table, proc_cpu_seconds, read_all, table_text
+from roomcast.load.proccpu import (
+    Reading,
+    cpu_table,
+    proc_cpu_seconds,
+    proc_wait_seconds,
+    read_all,
+    table_text,
+)
 
 # A child that burns CPU until killed, and one that sleeps: the table must tell them apart.
 BURN = "while True: pass"
@@ -52,6 +61,33 @@ def test_the_table_charges_cpu_to_the_process_that_used_it() -> None:
     )
 
 
+def test_waiting_for_a_cpu_is_counted_over_every_thread() -> None:
+    # Two threads of this process spin while a busy child competes for the CPUs: the
+    # wait is the threads' sum, and it only grows.
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    burner = _child(BURN)
+    threads = [threading.Thread(target=spin) for _ in range(2)]
+    try:
+        first = proc_wait_seconds(os.getpid())
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + WINDOW_DEADLINE_SECONDS
+        while proc_wait_seconds(os.getpid()) - first <= 0:
+            assert time.monotonic() < deadline, "three busy threads on this machine never waited"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        burner.kill()
+        burner.wait()
+
+
 def test_a_gone_process_is_left_out_not_an_error() -> None:
     child = _child("pass")
     child.wait()
@@ -62,12 +98,12 @@ def test_a_gone_process_is_left_out_not_an_error() -> None:
 def test_restarted_process_has_no_figures_and_the_load_generator_is_apart() -> None:
     before = {
         "gateway-a": Reading(10, 1.0),
-        "history": Reading(11, 2.0),
+        "history": Reading(11, 2.0, wait_seconds=1.0),
         "load worker 0": Reading(12, 0.5),
     }
     after = {
         "gateway-a": Reading(20, 0.3),  # restarted: a new process, its CPU restarted at 0
-        "history": Reading(11, 2.5),
+        "history": Reading(11, 2.5, wait_seconds=3.0),
         "load worker 0": Reading(12, 1.5),
     }
     table = cpu_table(
@@ -80,13 +116,14 @@ def test_restarted_process_has_no_figures_and_the_load_generator_is_apart() -> N
         "cpu_s": 0.5,
         "ms_per_msg": 2.0,
         "core_pct": 5.0,
+        "wait_pct": 20.0,  # 2 s of the 10 s window runnable but without a CPU
     }
     assert table["stack_total"]["cpu_s"] == 0.5  # the load generator is not the stack
     assert table["load_generator_total"]["ms_per_msg"] == 4.0
     text = table_text(table)
-    assert "| gateway-a | - | - | - |" in text
-    assert "| history | 0.5 | 2.0 | 5.0 |" in text
-    assert "| load generator | 1.0 | 4.0 | 10.0 |" in text
+    assert "| gateway-a | - | - | - | - |" in text
+    assert "| history | 0.5 | 2.0 | 5.0 | 20.0 |" in text
+    assert "| load generator | 1.0 | 4.0 | 10.0 | - |" in text
 
 
 def test_no_acked_messages_gives_no_per_message_figure() -> None:

@@ -174,4 +174,4 @@ def test_summary_shows_load_average_bus_ceiling_and_process_cpu() -> None:
     assert "load average [1.0, 2.0, 3.0] before, [4.0, 5.0, 6.0] after" in text
     assert "raw JetStream publish 6000.0/s" in text
     assert "acked msg/s / ceiling = 0.0001" in text
-    assert "| history | 0.3 | 100.0 | 15.0 |" in text
+    assert "| history | 0.3 | 100.0 | 15.0 | 0.0 |" in text

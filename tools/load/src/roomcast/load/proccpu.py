@@ -24,13 +24,28 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def proc_wait_seconds(pid: int) -> float:
+    """Seconds the process's threads were runnable but waiting for a CPU (the second
+    field of each thread's /proc/<pid>/task/<tid>/schedstat, summed; a thread that has
+    exited is no longer counted). On a machine shared with other work this is the
+    time a process lost to the others, which no code change of its own would recover."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
 @dataclass(frozen=True)
 class Reading:
-    """One process's CPU seconds at one moment; ``pid`` tells a restarted process
-    (a new pid) from the one read before."""
+    """One process's CPU seconds (and time waiting for a CPU) at one moment; ``pid``
+    tells a restarted process (a new pid) from the one read before."""
 
     pid: int
     cpu_seconds: float
+    wait_seconds: float = 0.0
 
 
 def read_all(pids: dict[str, int | None]) -> dict[str, Reading]:
@@ -41,7 +56,7 @@ def read_all(pids: dict[str, int | None]) -> dict[str, Reading]:
         if not pid:
             continue
         try:
-            out[name] = Reading(pid, proc_cpu_seconds(pid))
+            out[name] = Reading(pid, proc_cpu_seconds(pid), proc_wait_seconds(pid))
         except (OSError, IndexError, ValueError):
             continue
     return out
@@ -55,7 +70,8 @@ def cpu_table(
     seconds: float,
     load_generator: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Rows of (process, CPU s, ms per acked message, % of one core) for every process
+    """Rows of (process, CPU s, ms per acked message, % of one core, % of the window
+    waiting for a CPU) for every process
     read at both ends with the same pid, in ``before``'s order, then the stack's total
     (every row but the load generator's) and the load generator's. A process restarted
     or gone in between has a row without figures: its CPU over the window is unknown."""
@@ -65,14 +81,25 @@ def cpu_table(
     for name, first in before.items():
         last = after.get(name)
         if last is None or last.pid != first.pid:
-            rows.append({"process": name, "cpu_s": None, "ms_per_msg": None, "core_pct": None})
+            rows.append(
+                {
+                    "process": name,
+                    "cpu_s": None,
+                    "ms_per_msg": None,
+                    "core_pct": None,
+                    "wait_pct": None,
+                }
+            )
             continue
         used = max(0.0, last.cpu_seconds - first.cpu_seconds)
+        waited = max(0.0, last.wait_seconds - first.wait_seconds)
         if name in load_generator:
             generator_total += used
         else:
             stack_total += used
-        rows.append(_row(name, used, acked, seconds))
+        row = _row(name, used, acked, seconds)
+        row["wait_pct"] = round(100 * waited / seconds, 1) if seconds > 0 else None
+        rows.append(row)
     return {
         "acked": acked,
         "window_s": round(seconds, 3),
@@ -99,12 +126,12 @@ def table_text(table: dict[str, Any]) -> str:
     """The table as markdown, the stack's total and the load generator's last."""
     lines = [
         f"CPU over the window ({table['window_s']} s, {table['acked']} acked messages)",
-        "| process | CPU s | CPU ms per acked message | % of one core |",
-        "|---|---:|---:|---:|",
+        "| process | CPU s | CPU ms per acked message | % of one core | % waiting for a CPU |",
+        "|---|---:|---:|---:|---:|",
     ]
     for row in [*table["rows"], table["stack_total"], table["load_generator_total"]]:
         lines.append(
             f"| {row['process']} | {_cell(row['cpu_s'])} | {_cell(row['ms_per_msg'])} "
-            f"| {_cell(row['core_pct'])} |"
+            f"| {_cell(row['core_pct'])} | {_cell(row.get('wait_pct'))} |"
         )
     return "\n".join(lines)
