@@ -17,7 +17,7 @@ from roomcast.history.filesupload import sanitise_name
 from roomcast.testing.fakes import FakeRooms
 
 if TYPE_CHECKING:
-    from conftest import BlobStorage, Kit, Publisher
+    from conftest import BlobStorage, Kit, Publisher, S3Server
 
 
 def auth(token: str) -> dict[str, str]:
@@ -138,9 +138,12 @@ async def test_size_limit_and_streaming_memory(
                 return int(line.split()[1])
         raise AssertionError("no VmHWM")
 
-    # Reset the peak to the current resident set (Linux: "5" to clear_refs), so that
-    # a peak left by startup (loading the S3 client's models) does not hide the upload's.
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    def reset_peak() -> None:
+        # The peak becomes the current resident set (Linux: "5" to clear_refs), so that
+        # a peak left by startup (loading the S3 client's models) cannot hide the upload's.
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+    reset_peak()
     before = rss_kib()
     size = 40 * 1024 * 1024
     block = os.urandom(1024 * 1024)
@@ -204,3 +207,21 @@ def test_names_are_sanitised() -> None:
     assert sanitise_name("a\u202eb\x00c\r\n.txt") == "abc.txt"
     assert sanitise_name("../..") == "file"
     assert len(sanitise_name("é" * 1000)) == 255
+
+
+async def test_an_s3_store_that_refuses_the_upload_answers_503(
+    start_history: Callable[..., Any],
+    fake_rooms: FakeRooms,
+    issue_token: Callable[..., str],
+    kit: type[Kit],
+    s3_server: S3Server,
+) -> None:
+    room, alice = kit.oid(), kit.oid()
+    fake_rooms.add_member(room, alice)
+    # A bucket that does not exist: the store answers NoSuchBucket.
+    history = await start_history(**s3_server.history_env("roomcast-no-such-bucket"))
+    response = await upload(
+        history.client, room, issue_token(user_id=alice), b"x" * 1000, "a.txt", "text/plain"
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "dependency_unavailable"
