@@ -6,6 +6,17 @@ unsubscribe, send) go to a per-socket queue worked by one task at a time, so a c
 commands take effect in the order it sent them (its messages in one room are stored in
 send order). The task exists only while the queue is non-empty.
 
+A plain text send whose checks are answered from the caches (a cached membership that
+is neither muted nor slow-moded; no recipient, reply, file or mention to look up) is
+not queued: it is published from ``on_ws_frame`` itself, with no task or coroutine, and
+its ack is written when JetStream's ack comes back (:class:`_InlineSend`). Several such
+sends of one socket are in flight at once (pipelined): they are published in arrival
+order with the socket as the publisher's ``key``, so JetStream stores them in that
+order, and their ack and error frames are written strictly in arrival order (a later
+send's answer waits for the earlier ones'). Any other command waits until the inline
+sends before it are answered, and an inline send never starts while a queued command
+is pending, so every command still takes effect in the order the client sent it.
+
 Writes go straight to the transport (``write``) with frames built by protocol.py. The
 transport's high-water mark is the send-buffer limit: crossing it calls
 ``pause_writing``, which closes the socket with 4009 outside the fan-out loop; replays
@@ -24,7 +35,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,6 +44,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport
 from prometheus_client import Counter
 
 from roomcast.common.errors import DependencyUnavailable, RoomcastError, Unauthenticated
+from roomcast.common.jspublisher import Ack
 from roomcast.common.ratelimit import TokenBucket
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
@@ -76,7 +88,7 @@ from roomcast.gateway.realtime.protocol import (
 )
 from roomcast.gateway.realtime.reactions import ReactionTargets, publish_reaction
 from roomcast.gateway.realtime.replies import reply_recipient
-from roomcast.gateway.realtime.stream import PublishResult
+from roomcast.gateway.realtime.stream import PublishResult, publish_error
 from roomcast.gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,6 +115,34 @@ _SENT_BY_RESULT: dict[str, Counter] = {}
 
 def _noop_write(_: bytes) -> None:
     return None
+
+
+def _count_sent(result: str) -> None:
+    sent = _SENT_BY_RESULT.get(result)
+    if sent is None:
+        sent = _SENT_BY_RESULT[result] = metrics.MESSAGES_SENT.labels(result)
+    sent.inc()
+
+
+class _InlineSend:
+    """A send published from ``on_ws_frame``, awaiting its answer (the module docstring).
+
+    ``answer`` is the ack frame, or the error, once known; the socket writes answers
+    strictly in the order of its sends."""
+
+    __slots__ = ("answer", "command", "drain", "started")
+
+    def __init__(self, command: Send, drain: AbstractContextManager[None]) -> None:
+        self.command = command
+        self.drain = drain  # entered while the publish awaits its ack
+        self.started = time.perf_counter()
+        self.answer: bytes | RoomcastError | None = None
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a finished helper task's outcome retrieved (it records its own errors)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _ref_of(data: bytes, max_body_chars: int) -> str | None:
@@ -152,6 +192,10 @@ class MessageStore(Protocol):
 
     async def publish(self, room: str, record: bytes, headers: dict[str, str]) -> PublishResult: ...
 
+    def publish_started(
+        self, room: str, record: bytes, headers: dict[str, str], *, key: Hashable
+    ) -> asyncio.Future[Ack] | None: ...
+
     async def is_stored(self, room: str, seq: int) -> bool: ...
 
     async def stored_record(self, room: str, seq: int) -> bytes | None: ...
@@ -198,6 +242,8 @@ class PostingCheck(Protocol):
     async def check_send(self, claims: AccessClaims, room: str, client_id: str) -> None: ...
 
     async def check_post(self, claims: AccessClaims, room: str) -> object: ...
+
+    def send_cleared(self, claims: AccessClaims, room: str) -> bool: ...
 
 
 class FileLookup(Protocol):
@@ -256,6 +302,7 @@ class Connection(WSListener):
         )
         self._violations: deque[float] = deque()
         self._queue: deque[Command] = deque()
+        self._inline: deque[_InlineSend] = deque()  # in send order
         self._worker: asyncio.Task[None] | None = None
         self._fragments: bytearray | None = None
         self._fragment_type = WSMsgType.TEXT
@@ -369,11 +416,18 @@ class Connection(WSListener):
             self._auth_started = True
         if isinstance(command, Ping):
             self.send_payload(PONG_FRAME)
-        elif len(self._queue) >= MAX_QUEUED_COMMANDS:
+        elif len(self._queue) + len(self._inline) >= MAX_QUEUED_COMMANDS:
             self._error(FrameRateLimited("too many commands in flight"), command_ref(command))
+        elif (
+            isinstance(command, Send)
+            and self._worker is None
+            and not self._queue
+            and self._send_inline(command)
+        ):
+            return
         else:
             self._queue.append(command)
-            if self._worker is None:
+            if self._worker is None and not self._inline:
                 self._worker = self.loop.create_task(self._work())
 
     def _within_rate(self, data: bytes) -> bool:
@@ -401,8 +455,17 @@ class Connection(WSListener):
 
     async def _work(self) -> None:
         try:
-            while self._queue and not self.closed:
-                command = self._queue.popleft()
+            queue = self._queue
+            while queue and not self.closed:
+                command = queue[0]
+                if isinstance(command, Send) and self._send_inline(command):
+                    queue.popleft()
+                    continue
+                if self._inline:
+                    # Inline sends before it still await their answers: _answer_inline
+                    # starts the worker again once they are written.
+                    return
+                queue.popleft()
                 try:
                     await self._execute(command)
                 except RoomcastError as exc:
@@ -509,6 +572,103 @@ class Connection(WSListener):
         if self.paused and not self._replaying:
             await self.wait_writable()
 
+    # --- sends answered from the caches (the module docstring) -------------------------
+
+    def _send_inline(self, command: Send) -> bool:
+        """Publish ``command`` now if every check is answered without an await; False
+        (nothing done) when it needs the queued path, which also reports any refusal."""
+        services = self.services
+        claims = self.claims
+        if (
+            claims is None
+            or command.to is not None
+            or command.reply_to is not None
+            or command.file_id is not None
+            or (services.mentions is not None and "@" in command.content)
+            or services.drain.draining
+            or not services.moderation.send_cleared(claims, command.room)
+        ):
+            return False
+        try:
+            record = message_record(
+                room=command.room,
+                sender=claims,
+                content=command.content,
+                to=None,
+                client_id=command.client_id,
+            )
+        except RoomcastError:
+            return False  # refused by the queued path, with its error
+        headers = record_headers(sender_id=self.user_id, client_id=command.client_id, to=None)
+        future = services.stream.publish_started(command.room, record, headers, key=self)
+        if future is None:
+            return False
+        drain = services.drain.publishing()
+        drain.__enter__()
+        entry = _InlineSend(command, drain)
+        self._inline.append(entry)
+        future.add_done_callback(lambda done: self._on_inline_ack(entry, done))
+        return True
+
+    def _on_inline_ack(self, entry: _InlineSend, done: asyncio.Future[Ack]) -> None:
+        entry.drain.__exit__(None, None, None)
+        command = entry.command
+        if done.cancelled() or done.exception() is not None:
+            exc: BaseException = (
+                asyncio.CancelledError() if done.cancelled() else done.exception()  # type: ignore[assignment]
+            )
+            error = publish_error(exc)
+            if error.code == "internal":
+                log.error("send failed", exc_info=exc)
+            _count_sent(error.code)
+            entry.answer = error
+        else:
+            ack = done.result()
+            metrics.PUBLISH_SECONDS.observe(time.perf_counter() - entry.started)
+            if ack.duplicate:
+                # The key user:client_id may be another room's message: checked by the
+                # queued path's rule, off the read loop.
+                task = self.loop.create_task(self._confirm_duplicate(entry, ack.seq))
+                task.add_done_callback(_retrieve)
+                return
+            _count_sent("ok")
+            entry.answer = ack_frame(command.client_id, ack.seq, duplicate=False)
+        self._answer_inline()
+
+    async def _confirm_duplicate(self, entry: _InlineSend, seq: int) -> None:
+        command = entry.command
+        try:
+            if not await self.services.stream.is_stored(command.room, seq):
+                raise ClientIdReused("client_id already used for another message")
+        except RoomcastError as exc:
+            _count_sent(exc.code)
+            entry.answer = exc
+        except Exception:
+            log.exception("duplicate check failed")
+            _count_sent("error")
+            entry.answer = RoomcastError("internal error")
+        else:
+            _count_sent("duplicate")
+            entry.answer = ack_frame(command.client_id, seq, duplicate=True)
+        finally:
+            if entry.answer is None:  # cancelled
+                entry.answer = RoomcastError("internal error")
+            self._answer_inline()
+
+    def _answer_inline(self) -> None:
+        """Write the answers now known, in send order; then run the queued commands."""
+        inline = self._inline
+        while inline and inline[0].answer is not None:
+            entry = inline.popleft()
+            answer = entry.answer
+            if isinstance(answer, RoomcastError):
+                self._fail(answer, entry.command.client_id)
+            else:
+                assert answer is not None
+                self.send_payload(answer)
+        if not inline and self._queue and self._worker is None and not self.closed:
+            self._worker = self.loop.create_task(self._work())
+
     async def _send(self, command: Send) -> None:
         services = self.services
         assert self.claims is not None
@@ -563,10 +723,7 @@ class Connection(WSListener):
             result = exc.code
             raise
         finally:
-            sent = _SENT_BY_RESULT.get(result)
-            if sent is None:
-                sent = _SENT_BY_RESULT[result] = metrics.MESSAGES_SENT.labels(result)
-            sent.inc()
+            _count_sent(result)
         self.send_payload(
             ack_frame(command.client_id, published.seq, duplicate=published.duplicate)
         )

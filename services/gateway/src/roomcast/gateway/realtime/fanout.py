@@ -208,7 +208,11 @@ class Fanout:
         except (TypeError, KeyError, ValueError):
             log.warning("live message without sequence headers dropped")
             return
-        self._process(room, seq, prev, msg.data, headers, received)
+        last = room.last
+        if room.repairing or seq <= last or prev > last:
+            self._process(room, seq, prev, msg.data, headers, received)
+        else:  # the next link of the chain, the common case: _process's last branch
+            self._relay(room, seq, prev, msg.data, headers, received)
 
     def _process(
         self,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
@@ -31,7 +32,8 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from roomcast.common.jspublisher import JetStreamPublisher, PublishFailed
+from roomcast.common.errors import RoomcastError
+from roomcast.common.jspublisher import Ack, JetStreamPublisher, PublishFailed
 from roomcast.common.subjects import (
     STREAM_NAME,
     room_subject,
@@ -65,6 +67,15 @@ class PublishResult:
     duplicate: bool
 
 
+def publish_error(exc: BaseException) -> RoomcastError:
+    """The error a client gets for a publish that failed with ``exc``: "unavailable,
+    retry" for the failures a retry with the same client_id resolves (its deduplication
+    answers a stored one with its seq)."""
+    if isinstance(exc, PublishFailed | NatsError | OSError | asyncio.CancelledError):
+        return Unavailable("message not stored: the stream is unavailable, retry")
+    return RoomcastError("internal error")
+
+
 class ChatStream:
     """Publishes chat records and reads a room's stored messages."""
 
@@ -75,6 +86,21 @@ class ChatStream:
         self.request_timeout = settings.stream_request_timeout_seconds
         self.publisher = JetStreamPublisher(nc, timeout=settings.publish_timeout_seconds)
         self._publisher_ready: asyncio.Task[None] | None = None
+
+    def publish_started(
+        self, room: str, record: bytes, headers: dict[str, str], *, key: Hashable
+    ) -> asyncio.Future[Ack] | None:
+        """Queue one publish without an await: the future of its ack (failures are
+        :func:`publish_error`'s to map), or None when it could not be queued (the
+        publisher not started yet, NATS down, too many in flight): :meth:`publish`
+        then reports why. Publishes of one ``key`` resolve in call order (jspublisher)."""
+        ready = self._publisher_ready
+        if ready is None or not ready.done() or ready.cancelled() or ready.exception():
+            return None
+        try:
+            return self.publisher.publish(room_subject(room), record, headers, key=key)
+        except (PublishFailed, NatsError, OSError):
+            return None
 
     async def publish(self, room: str, record: bytes, headers: dict[str, str]) -> PublishResult:
         """Store one record; publishes of different callers are in flight together."""
@@ -89,7 +115,7 @@ class ChatStream:
                 raise Unavailable("message not stored: the stream is unavailable, retry")
             ack = await self.publisher.publish(room_subject(room), record, headers)
         except (PublishFailed, NatsError, OSError) as exc:
-            raise Unavailable("message not stored: the stream is unavailable, retry") from exc
+            raise publish_error(exc) from exc
         return PublishResult(ack.seq, ack.duplicate)
 
     async def close(self) -> None:
