@@ -74,8 +74,9 @@ async function joinRoom(page, code) {
   await page.getByTestId("room-item").filter({ has: page.locator(`[aria-current="true"]`) }).waitFor();
 }
 
+/** Sends `text`; `to`: a username (privately), "" (to everyone again), or omitted (as chosen). */
 async function say(page, text, to) {
-  if (to) await page.getByTestId("message-to").selectOption({ label: `Only ${to}` });
+  if (to !== undefined) await page.getByTestId("message-to").selectOption({ label: to ? `Only ${to}` : "Everyone" });
   await page.getByTestId("message-input").fill(text);
   await page.getByTestId("message-send").click();
 }

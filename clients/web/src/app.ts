@@ -471,10 +471,14 @@ async function startChat(): Promise<void> {
     const newest = Math.max(0, ...[...v.messages.keys()]);
     const seen = [...v.reads.values()].filter((r) => r.seq >= newest && r.username !== me.username).map((r) => r.username);
     receipts.textContent = seen.length ? `Seen by ${seen.join(", ")}` : "";
+    // The chosen recipient stays while the room does (a message arriving re-renders this).
+    const keep = to.dataset.room === v.room.id ? to.value : "";
     to.replaceChildren(
       h("option", { value: "" }, "Everyone"),
       ...v.members.filter((m) => m.user_id !== me.id).map((m) => h("option", { value: m.user_id }, `Only ${m.username}`)),
     );
+    if (Array.from(to.options).some((o) => o.value === keep)) to.value = keep;
+    to.dataset.room = v.room.id;
   }
 
   function showError(error: unknown): void {
