@@ -5,6 +5,7 @@ collection of unshared files, and the settings that choose a backend."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import os
@@ -106,6 +107,30 @@ async def test_an_upload_that_fails_leaves_nothing_behind(backend: Backend, kit:
         with pytest.raises(FileTooLarge):
             await backend.blobs.put(kit.oid(), too_large(limit))
         assert await backend.stored() == (0, 0), f"{backend.storage.name}, limit {limit}"
+
+
+async def test_an_upload_cancelled_midway_leaves_nothing_behind(
+    backend: Backend, kit: type[Kit]
+) -> None:
+    """The client goes away (the request's task is cancelled) after part of the file is
+    stored: GridFS chunks, or an S3 part of a begun multipart upload."""
+    stalled = asyncio.Event()
+
+    async def then_stall() -> AsyncIterator[bytes]:
+        async for chunk in chunked(os.urandom(MIN_PART_BYTES + MiB)):
+            yield chunk
+        await stalled.wait()  # never set: the client stops sending
+
+    upload = asyncio.create_task(backend.blobs.put(kit.oid(), then_stall()))
+
+    async def partly_stored() -> bool:
+        return (await backend.stored())[1] > 0
+
+    await kit.eventually(partly_stored, within=30, what="part of the upload stored")
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert await backend.stored() == (0, 0)
 
 
 async def test_unshared_files_are_collected_after_the_grace_period(
