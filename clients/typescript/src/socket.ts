@@ -162,6 +162,9 @@ type Chained =
   | ReactionFrame
   | { type: "skip"; room: string; seq: number; prev: number };
 type CommandKind = "send" | "edit" | "delete" | "react" | "unreact";
+// Commands whose stored frame names our client_id in the room's replay (a message, a
+// reaction): past the resend window they wait for the resume instead of going out again.
+const CHAINED_KINDS: ReadonlySet<CommandKind> = new Set(["send", "react", "unreact"]);
 
 interface Waiter<T> {
   resolve: (value: T) => void;
@@ -612,8 +615,8 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
   }
 
   /**
-   * Re-send every unacked frame, except sends the server may no longer deduplicate:
-   * those wait for their room's resume. Found there (our user, our client_id): acked
+   * Re-send every unacked frame, except sends and reactions the server may no longer
+   * deduplicate: those wait for their room's resume. Found there (our user, our client_id): acked
    * without a resend; not found: re-sent; not checkable: SendUnconfirmed.
    */
   private restorePending(): void {
@@ -624,7 +627,7 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
         this.confirmStored(p);
         continue;
       }
-      if (p.kind === "send" && p.firstSent !== undefined && now - p.firstSent > this.options.resendWindowMs) {
+      if (CHAINED_KINDS.has(p.kind) && p.firstSent !== undefined && now - p.firstSent > this.options.resendWindowMs) {
         const state = this.rooms.get(p.room);
         if (!state || state.last === undefined) this.unconfirmed(p);
         else {
@@ -772,7 +775,7 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
       state.buffer.push(frame); // a gap repair is running: keep the order
       return;
     }
-    if (frame.type === "message" && this.pending.size > 0) this.sawStored(frame);
+    if ((frame.type === "message" || frame.type === "reaction") && this.pending.size > 0) this.sawStored(frame);
     let replayed = false;
     if (state) {
       const last = state.last;
@@ -798,12 +801,16 @@ export class RoomcastSocket extends Emitter<SocketEvents> {
     else if (frame.type === "reaction") this.emit("reaction", { ...frame, replayed });
   }
 
-  /** Our own message carrying a pending send's client_id: it is stored. */
-  private sawStored(frame: MessageFrame): void {
+  /**
+   * Our own message (or reaction) carrying a pending send's (or react's) client_id: it is
+   * stored, so after a reconnect it is acked from the stream instead of sent again.
+   */
+  private sawStored(frame: MessageFrame | ReactionFrame): void {
     const p = this.pending.get(frame.client_id);
-    if (!p || p.kind !== "send" || p.room !== frame.room) return;
+    const kind = frame.type === "message" ? "send" : frame.op === "add" ? "react" : "unreact";
+    if (!p || p.kind !== kind || p.room !== frame.room) return;
     if (!this.user || frame.sender?.id !== this.user.id) return;
-    p.stored = { id: frame.id, seq: frame.seq };
+    p.stored = { id: frame.type === "message" ? frame.id : String(frame.seq), seq: frame.seq };
     if (p.held) this.confirmStored(p);
   }
 

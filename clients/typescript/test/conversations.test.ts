@@ -181,40 +181,59 @@ describe("reactions", () => {
     expect(bad).toMatchObject({ code: "invalid_emoji" });
   });
 
-  it("a react whose ack was lost is re-sent with its client_id after a reconnect and applied once", async () => {
+  it("a react whose ack was lost is re-sent with its client_id after a reconnect, or found in the resume, and applied once", async () => {
     const { alice, bob, room } = await pair("retried reactions");
     const network = new EventTarget();
-    let loseAcks = true;
-    const b = track(
-      socketFor(bob, 1, { networkEvents: network, WebSocket: lossyWebSocket((f) => loseAcks && f.type === "ack") }),
-    );
+    let lose: (frame: Record<string, unknown>) => boolean = () => false;
+    const b = track(socketFor(bob, 1, { networkEvents: network, WebSocket: lossyWebSocket((f) => lose(f)) }));
     const a = track(socketFor(alice, 0));
     await Promise.all([a.start(), b.start()]);
     await Promise.all([a.subscribe(room.id), b.subscribe(room.id)]);
-    loseAcks = false;
     const message = await a.send(room.id, "vote here");
     const reactionsA: Reaction[] = [];
     const reactionsB: Reaction[] = [];
     a.on("reaction", (r) => reactionsA.push(r));
     b.on("reaction", (r) => reactionsB.push(r));
+    const reconnect = () => {
+      network.dispatchEvent(new Event("offline"));
+      lose = () => false;
+      network.dispatchEvent(new Event("online"));
+    };
 
-    loseAcks = true;
-    const ack = b.react(room.id, message.seq, "🎉");
-    await until(() => reactionsB.length === 1, "the reaction to be stored");
+    // The ack and bob's copy of the reaction lost: re-sent with the same client_id.
+    lose = (f) => f.type === "ack" || f.type === "reaction";
+    const first = b.react(room.id, message.seq, "🎉");
+    await until(() => reactionsA.length === 1, "the reaction to be stored");
     expect(b.pendingCount).toBe(1); // its ack never arrived
-    network.dispatchEvent(new Event("offline"));
-    loseAcks = false;
-    network.dispatchEvent(new Event("online"));
-    const result = await ack;
-    expect(result.duplicate).toBe(true);
-    expect(result.seq).toBe(reactionsB[0]!.seq);
-    expect(b.stats.resent).toBeGreaterThanOrEqual(1);
+    reconnect();
+    const resent = await first;
+    expect(resent).toMatchObject({ duplicate: true, seq: reactionsA[0]!.seq });
+    expect(b.stats.resent).toBe(1);
+
+    // Only the ack lost: bob saw his own reaction, so the resume confirms it unsent.
+    lose = (f) => f.type === "ack";
+    const second = b.react(room.id, message.seq, "🚀");
+    await until(() => reactionsB.some((r) => r.emoji === "🚀"), "bob to see his reaction");
+    reconnect();
+    const confirmed = await second;
+    expect(confirmed).toMatchObject({ duplicate: true, seq: reactionsB.find((r) => r.emoji === "🚀")!.seq });
+    expect(b.stats.resent).toBe(1);
+    expect(b.stats.confirmedByResume).toBe(1);
 
     const marker = await b.send(room.id, "marker");
-    await until(() => a.lastSeq(room.id) === marker.seq, "alice to see the marker");
-    expect(reactionsA.map((r) => [r.seq, r.emoji, r.op])).toEqual([[result.seq, "🎉", "add"]]);
-    const item = await historyItem(alice, room.id, message.seq, (i) => (i.reactions ?? []).length > 0);
-    expect(item.reactions).toEqual([{ emoji: "🎉", count: 1, me: false }]);
+    await until(() => a.lastSeq(room.id) === marker.seq && b.lastSeq(room.id) === marker.seq, "both to see the marker");
+    const seen = (list: Reaction[]) => list.map((r) => [r.seq, r.emoji, r.op]);
+    const expected = [
+      [resent.seq, "🎉", "add"],
+      [confirmed.seq, "🚀", "add"],
+    ];
+    expect(seen(reactionsA)).toEqual(expected);
+    expect(seen(reactionsB)).toEqual(expected);
+    const item = await historyItem(alice, room.id, message.seq, (i) => (i.reactions ?? []).length === 2);
+    expect(item.reactions!.map((r) => [r.emoji, r.count, r.me]).sort()).toEqual([
+      ["🎉", 1, false],
+      ["🚀", 1, false],
+    ]);
   });
 });
 
