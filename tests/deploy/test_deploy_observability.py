@@ -40,6 +40,9 @@ CONTRACT = {
     "roomcast_history_retention_round_seconds",
     "roomcast_history_retention_unfinished_rooms",
     "roomcast_history_retention_round_failures_total",
+    "roomcast_history_consumer_recreated_total",
+    "roomcast_history_stream_mismatch",
+    "roomcast_notifier_consumer_recreated_total",
     "roomcast_notifier_consumer_lag_messages",
     "roomcast_notifier_notifications_total",
     "roomcast_notifier_pushes_total",
@@ -75,6 +78,9 @@ def source_metric_names(service: str) -> set[str] | None:
         return None
     text = "".join(p.read_text() for p in package.rglob("*.py"))  # subpackages too
     names = set(re.findall(r"\"(roomcast_[a-z0-9_]+)\"", text))
+    if "DurableConsumer" in text:
+        # The shared durable-consumer runner names its counter after the service.
+        names.add(f"roomcast_{service}_consumer_recreated_total")
     return names | {
         f"roomcast_{service}_http_requests_total",
         f"roomcast_{service}_http_request_duration_seconds",

@@ -13,10 +13,11 @@ What the runner does, each step retried with backoff until it works or ``stop`` 
 
 - connect to NATS (the client then reconnects forever by itself);
 - ``prepare()`` (e.g. MongoDB indexes);
-- create ``CHAT`` if missing, create the durable consumer or bring it to this
-  configuration (the server edits limits such as ack_wait and max_ack_pending in place;
-  an older one it cannot change, e.g. where delivery starts, is used as it is: the
-  operator changes that deliberately) and bind;
+- create ``CHAT`` if missing, let the service ``check_stream`` it (history refuses a
+  re-created one), create the durable consumer or bring it to this configuration
+  (the server edits limits such as ack_wait and max_ack_pending in place; an older one
+  it cannot change, e.g. where delivery starts, is used as it is: the operator changes
+  that deliberately) and bind;
 - fetch batches and ``handle`` each one; a fetch that fails otherwise than by timing out
   (the connection closed, ...) sets the subscription up again;
 - read the consumer's info every ``progress_poll_seconds`` (and, if asked, right after
@@ -53,7 +54,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamInfo
 from nats.js.errors import BadRequestError, NotFoundError, ServerError
 from prometheus_client import Counter
 
@@ -191,6 +192,10 @@ class DurableConsumer(abc.ABC, Generic[B]):
 
     async def on_progress(self, info: ConsumerInfo) -> None:
         """The consumer's info, read from the server (lag gauges, watermarks)."""
+
+    async def check_stream(self, info: StreamInfo) -> None:
+        """Before every bind (at start, after the consumer was re-created): raise to
+        refuse consuming this ``CHAT`` (e.g. a re-created one); retried with backoff."""
 
     def write_failed(self, exc: Exception) -> None:
         """A write attempt failed (``write_then_ack`` retries it); count it here."""
@@ -333,7 +338,8 @@ class DurableConsumer(abc.ABC, Generic[B]):
         backoff = Backoff()
         while not stop.is_set():
             try:
-                await ensure_chat_stream(self.js, self.options.stream, update=False)
+                stream = await ensure_chat_stream(self.js, self.options.stream, update=False)
+                await self.check_stream(stream)
                 try:
                     await self.js.add_consumer(STREAM_NAME, self.options.config)
                 except (BadRequestError, ServerError) as exc:

@@ -24,6 +24,7 @@ from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.tokens import TokenVerifier
 from roomcast.history.app import create_app
 from roomcast.history.consumer import HistoryConsumer
+from roomcast.history.errors import StreamMismatch
 from roomcast.history.files import FileCatalog
 from roomcast.history.filesbackend import open_blob_store
 from roomcast.history.filesgc import FileCollector
@@ -67,6 +68,8 @@ async def serve(settings: Settings) -> None:
         await ping(mongo)
         if not consumer.nats_connected:
             raise DependencyUnavailable("NATS is not connected")
+        if consumer.stream_mismatch:
+            raise StreamMismatch("CHAT was re-created; history refuses to consume it")
         if not revocations.loaded:
             raise DependencyUnavailable("revoked sessions not loaded")
 

@@ -32,7 +32,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, ConsumerInfo
+from nats.js.api import ConsumerConfig, ConsumerInfo, StreamInfo
 from nats.js.errors import NotFoundError
 
 from roomcast.common.durableconsumer import (
@@ -44,6 +44,7 @@ from roomcast.common.durableconsumer import (
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
 from roomcast.common.subjects import STREAM_NAME
 from roomcast.history import metrics
+from roomcast.history.errors import StreamMismatch
 from roomcast.history.reactions import RejectedReaction
 from roomcast.history.records import (
     Change,
@@ -56,6 +57,7 @@ from roomcast.history.records import (
 )
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore, Rejected
+from roomcast.history.streamidentity import check_identity
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +178,34 @@ class HistoryConsumer(DurableConsumer[ParsedBatch]):
         # Whether the last take of records found any (see fetch), and when.
         self._flowing = False
         self._last_take = 0.0
+        # CHAT is not the stream history recorded: nothing is consumed (readiness fails).
+        self.stream_mismatch = False
 
     async def prepare(self) -> None:
         await self.store.ensure_indexes()
+
+    async def check_stream(self, info: StreamInfo) -> None:
+        """Refuse a ``CHAT`` other than the one recorded (streamidentity.py): raising
+        keeps the runner from binding, retrying with backoff until the operator
+        recovers."""
+        try:
+            recorded_now = await check_identity(self.store.meta, info)
+        except StreamMismatch as exc:
+            if not self.stream_mismatch:
+                log.error(
+                    "refusing to consume: %s (deleted and re-created?). Restore that "
+                    "stream, or move the old history aside with `python -m "
+                    "roomcast.history.streamidentity reset` (docs/operations.md)",
+                    exc,
+                )
+            self.stream_mismatch = True
+            metrics.STREAM_MISMATCH.set(1)
+            raise
+        if recorded_now:
+            # After a reset the collections are new: give them their indexes.
+            await self.store.ensure_indexes()
+        self.stream_mismatch = False
+        metrics.STREAM_MISMATCH.set(0)
 
     def parse(self, msgs: Sequence[Msg]) -> ParsedBatch:
         """Parsed by the fetcher: the parsing overlaps MongoDB's work on the previous

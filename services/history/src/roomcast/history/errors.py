@@ -87,3 +87,8 @@ class FileNotFound(NotFound):
 
 class BlobStoreUnavailable(DependencyUnavailable):
     """The file store (an S3-compatible bucket) failed or cannot be reached."""
+
+
+class StreamMismatch(DependencyUnavailable):
+    """``CHAT`` is not the stream history recorded (deleted and re-created): history
+    refuses to consume it until an operator recovers (docs/operations.md)."""

@@ -68,3 +68,8 @@ READ_POSITION_WRITES = Counter(
     "roomcast_history_read_position_writes_total",
     "Bulk writes of read positions (one per batch window, coalesced per user and room).",
 )
+STREAM_MISMATCH = Gauge(
+    "roomcast_history_stream_mismatch",
+    "1 while history refuses to consume because CHAT is not the stream it recorded "
+    "(deleted and re-created); 0 otherwise.",
+)
