@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from roomcast.auth.__main__ import mongo_client
 from roomcast.auth.app import auth_service, create_app
 from roomcast.auth.events import NullPublisher
 from roomcast.auth.settings import Settings
+from roomcast.common.mongo import service_mongo_client
 from roomcast.common.tokens import TokenSigner
 from roomcast.testing.mongowire import DURABLE, WriteRecorder, recording_writes
 
@@ -31,7 +31,7 @@ async def test_register_login_refresh_and_logout_writes_are_durable(
 ) -> None:
     settings = Settings(mongo_url=mongo_url, mongo_db=mongo_db_name, bcrypt_cost=4)
     assert settings.mongo_durable_writes  # on by default
-    mongo = mongo_client(settings)
+    mongo = service_mongo_client(settings, app_name="roomcast-auth")
     app = create_app(settings, mongo, signer, NullPublisher())
     service = auth_service(app)
     await service.ensure_indexes()

@@ -11,9 +11,9 @@ import pytest
 from rooms_harness import IssueToken, Rooms, User, rooms_settings
 
 from roomcast.common.clock import now_ms
+from roomcast.common.mongo import service_mongo_client
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.tokens import TokenVerifier
-from roomcast.rooms.__main__ import mongo_client
 from roomcast.rooms.server import start_server
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
@@ -44,7 +44,7 @@ async def test_membership_and_role_writes_are_journaled_and_majority_acknowledge
     recorder: WriteRecorder,
 ) -> None:
     settings = rooms_settings(mongo_url, mongo_db_name, nats_url)
-    mongo = mongo_client(settings)
+    mongo = service_mongo_client(settings, app_name="roomcast-rooms")
     nc = await connect_nats(nats_url, name="rooms-durability-test")
     running = await start_server(
         settings, verifier=verifier, mongo_client=mongo, nats_client=nc, port=0

@@ -1,6 +1,7 @@
 """MongoDB connection helpers (PyMongo's async API).
 
-Durability lives here, in one place: every client that :func:`connect_mongo` makes
+Durability lives here, in one place: every client that :func:`connect_mongo` makes (and
+:func:`service_mongo_client`, which every service's process builds its client with)
 writes with ``w="majority", j=True`` by default (:data:`DURABLE_WRITE_CONCERN`), so a
 write that an acknowledgement depends on (a stored message before its JetStream ack, a
 session before a login's 200, a membership before the rooms reply) survives a crash of
@@ -18,6 +19,7 @@ from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
 from roomcast.common.errors import DependencyUnavailable
+from roomcast.common.settings import MongoSettings
 
 # The exceptions that mean "MongoDB is unreachable", as opposed to a bad query.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (ConnectionFailure, ServerSelectionTimeoutError)
@@ -44,6 +46,22 @@ def connect_mongo(
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=timeout_ms * 2,
         tz_aware=True,
+    )
+
+
+def service_mongo_client(
+    settings: MongoSettings, *, app_name: str
+) -> AsyncMongoClient[dict[str, Any]]:
+    """A service's MongoDB client, from its settings: every write the service answers
+    for (auth's sessions, rooms' memberships, history's messages, the notifier's
+    inbox) is journaled and majority-acknowledged before the reply, through this
+    client-wide write concern (no service overrides it per collection or operation),
+    unless ``mongo_durable_writes`` is switched off."""
+    return connect_mongo(
+        settings.mongo_url,
+        timeout_ms=settings.mongo_timeout_ms,
+        app_name=app_name,
+        durable=settings.mongo_durable_writes,
     )
 
 

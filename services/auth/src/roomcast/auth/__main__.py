@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import timedelta
-from typing import Any
 
 from pydantic import ValidationError
-from pymongo import AsyncMongoClient
 
 from roomcast.auth.app import auth_service, create_app
 from roomcast.auth.errors import ConfigurationError
@@ -29,7 +27,7 @@ from roomcast.common.lifecycle import (
     uvicorn_server,
 )
 from roomcast.common.logging import configure_logging
-from roomcast.common.mongo import UNAVAILABLE_ERRORS, connect_mongo
+from roomcast.common.mongo import UNAVAILABLE_ERRORS, service_mongo_client
 from roomcast.common.retry import Backoff, retry_until_ready
 from roomcast.common.tokens import LEEWAY_SECONDS, TokenSigner
 
@@ -45,22 +43,11 @@ MAX_REWRITTEN_REVOCATIONS = 200_000
 EXIT_CONFIG = 78
 
 
-def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
-    """auth's MongoDB client. A registration, a login's session and refresh token, and
-    a refresh rotation are journaled and majority-acknowledged before the 2xx (the
-    client-wide write concern of ``connect_mongo``; nothing in auth overrides it per
-    collection or per operation), unless ``mongo_durable_writes`` is switched off."""
-    return connect_mongo(
-        settings.mongo_url,
-        timeout_ms=settings.mongo_timeout_ms,
-        app_name="roomcast-auth",
-        durable=settings.mongo_durable_writes,
-    )
-
-
 async def serve(settings: Settings, signer: TokenSigner) -> None:
     stop = stop_event_on_signals()
-    mongo = mongo_client(settings)
+    # A registration, a login's session and refresh token, and a refresh rotation are
+    # journaled and majority-acknowledged before the 2xx (common/mongo.py).
+    mongo = service_mongo_client(settings, app_name="roomcast-auth")
     publisher = NatsEventPublisher(
         settings.nats_url,
         # Entries live as long as any token of their session could be accepted.

@@ -22,7 +22,7 @@ from roomcast.common.lifecycle import (
     uvicorn_server,
 )
 from roomcast.common.logging import configure_logging
-from roomcast.common.mongo import connect_mongo, ping
+from roomcast.common.mongo import ping, service_mongo_client
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.tokens import TokenVerifier
@@ -41,12 +41,7 @@ log = logging.getLogger("roomcast.notifier")
 
 async def serve(settings: Settings) -> None:
     stop = stop_event_on_signals()
-    mongo = connect_mongo(
-        settings.mongo_url,
-        timeout_ms=settings.mongo_timeout_ms,
-        app_name="roomcast-notifier",
-        durable=settings.mongo_durable_writes,
-    )
+    mongo = service_mongo_client(settings, app_name="roomcast-notifier")
     store = NotifierStore(mongo, settings.mongo_db)
     # Redirects are never followed: a push endpoint or webhook answering 3xx is a failed
     # attempt, not a way to make the notifier request another address.

@@ -7,11 +7,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
-from pymongo import AsyncMongoClient
 
 from roomcast.common.lifecycle import (
     run,
@@ -20,7 +19,7 @@ from roomcast.common.lifecycle import (
     uvicorn_server,
 )
 from roomcast.common.logging import configure_logging
-from roomcast.common.mongo import UNAVAILABLE_ERRORS, connect_mongo
+from roomcast.common.mongo import UNAVAILABLE_ERRORS, service_mongo_client
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.retry import Backoff, retry_until_ready
 from roomcast.common.revocations import RevocationWatcher
@@ -61,19 +60,6 @@ def build_verifier(
     )
 
 
-def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
-    """The service's MongoDB client. Every membership, role and room write goes through
-    it, journaled and majority-acknowledged before the RPC replies (the client-wide
-    write concern of ``connect_mongo``; nothing in rooms overrides it per collection or
-    per operation), unless ``mongo_durable_writes`` is switched off."""
-    return connect_mongo(
-        settings.mongo_url,
-        timeout_ms=settings.mongo_timeout_ms,
-        app_name="roomcast-rooms",
-        durable=settings.mongo_durable_writes,
-    )
-
-
 async def _until_ready(
     what: str,
     attempt: Callable[[], Awaitable[T]],
@@ -100,7 +86,9 @@ async def serve(settings: Settings) -> None:
     stop = stop_event_on_signals()
     revocations = RevocationWatcher()
     verifier = build_verifier(settings, revocations)
-    mongo = mongo_client(settings)
+    # Every membership, role and room write is journaled and majority-acknowledged
+    # before the RPC replies (common/mongo.py).
+    mongo = service_mongo_client(settings, app_name="roomcast-rooms")
     nats: NatsClient | None = None
     running: RunningRooms | None = None
     try:
