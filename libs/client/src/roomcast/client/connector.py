@@ -27,7 +27,7 @@ from picows import ws_connect
 from .errors import ClientError, ConnectionClosed, Unauthorized
 from .http import jwt_expiry
 from .models import Gap, Item, SocketStats
-from .state import FrameRouter, PendingSend, RoomState
+from .state import CHAINED_KINDS, FrameRouter, PendingSend, RoomState
 from .wire import (
     CLOSE_ABNORMAL,
     CLOSE_FORBIDDEN,
@@ -73,12 +73,13 @@ DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_MAX_BUFFERED_ITEMS = 10_000
 # Incoming frames larger than this are a broken peer (chat frames are a few KiB).
 MAX_INCOMING_FRAME_BYTES = 16 * 1024 * 1024
-# A send whose first transmission is older than this is not re-sent blindly after a
-# reconnect: JetStream deduplicates a client_id only within the stream's duplicate window
-# (120 s by default, ROOMCAST_GATEWAY_STREAM_DUPLICATE_WINDOW_SECONDS), so a later resend
-# could be stored twice. 90 s leaves 30 s for the gateway's publish timeout (5 s), frames
-# queued in buffers and clock drift between the window's start (the store) and ours (the
-# first transmission, always earlier). Lower it if the deployment shortens its window.
+# A send (or react/unreact) whose first transmission is older than this is not re-sent
+# blindly after a reconnect: JetStream deduplicates a client_id only within the stream's
+# duplicate window (120 s by default, ROOMCAST_GATEWAY_STREAM_DUPLICATE_WINDOW_SECONDS),
+# so a later resend could be stored twice. 90 s leaves 30 s for the gateway's publish
+# timeout (5 s), frames queued in buffers and clock drift between the window's start (the
+# store) and ours (the first transmission, always earlier). Lower it if the deployment
+# shortens its window.
 DEFAULT_RESEND_WINDOW = 90.0
 # close(): wait this long for the close handshake before dropping the TCP connection.
 CLOSE_WAIT_SECONDS = 2.0
@@ -350,10 +351,11 @@ class Connector(FrameRouter):
         self._schedule_reauth(self._token_in_use)
 
     def _restore_pending(self, wire: Wire) -> None:
-        """Re-send every unacked frame, except sends the server may no longer
-        deduplicate: those wait for their room's resume (just requested), which replays
-        everything stored in the room since the session last saw it. Found there (our
-        user, our client_id): acked without a resend. Not found: re-sent, safely. The
+        """Re-send every unacked frame, except sends and reacts/unreacts the server may
+        no longer deduplicate: those wait for their room's resume (just requested), which
+        replays everything stored in the room since the session last saw it. Found there
+        (our user, our client_id; a message, or a reaction of the same op): acked without
+        a resend. Not found: re-sent, safely. The
         room not subscribed, or its replay truncated: SendUnconfirmed."""
         now = time.monotonic()
         for pending in list(self._pending.values()):
@@ -362,7 +364,7 @@ class Connector(FrameRouter):
                 self._confirm_stored(pending)  # seen in the room; only the ack was lost
                 continue
             expired = (
-                pending.kind == "send"
+                pending.kind in CHAINED_KINDS
                 and pending.first_sent is not None
                 and now - pending.first_sent > self._resend_window
             )

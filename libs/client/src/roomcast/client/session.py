@@ -8,7 +8,8 @@
   ``client_id``; the gateway de-duplicates on it, so the message is stored exactly once.
   The server deduplicates only within its window (``resend_window`` below it): an older
   unacked send is first looked for in its room's resume and re-sent only if absent
-  (docs/client.md, "Resending").
+  (docs/client.md, "Resending"). Reacts and unreacts get the same treatment (their
+  ``reaction`` record carries the client_id too).
 
 The connection loop lives in connector.py, frame handling in state.py, the picows
 listener in wire.py; this module is the public API.
@@ -197,7 +198,9 @@ class RoomcastSocket(Connector):
         return await self.send_future(room, content, to=to, client_id=client_id, reply_to=reply_to)
 
     async def react(self, room: str, seq: int, emoji: str, *, client_id: str | None = None) -> Ack:
-        """Add ``emoji`` to message ``seq``; acked like a send (stored exactly once)."""
+        """Add ``emoji`` to message ``seq``; acked like a send (stored exactly once: a
+        react whose ack was lost but whose reaction was seen, or replayed by the resume,
+        is acked from it, ``duplicate=True``, without being sent again)."""
         frame = {"type": "react", "room": room, "seq": seq, "emoji": emoji}
         return await self._queue(frame, client_id)
 

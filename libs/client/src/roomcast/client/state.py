@@ -75,7 +75,7 @@ class RoomState:
 
 
 class PendingSend:
-    """A send, edit or delete frame waiting for its ack (re-sent verbatim after
+    """A send, edit, delete, react or unreact frame waiting for its ack (re-sent verbatim after
     reconnects while the server can still deduplicate it, see connector.py)."""
 
     __slots__ = (
@@ -130,6 +130,12 @@ RETRY_SEND_CODES = frozenset({"rate_limited"})
 # A resume (automatic re-subscribe) refused with one of these is retried later on the
 # same connection instead of dropping the room.
 RETRY_SUBSCRIBE_CODES = frozenset({"unavailable", "rate_limited", "dependency_unavailable"})
+# Commands whose stored record names our client_id in the room's chain (a message, a
+# reaction): seen there, they are known stored without their ack; past the resend window
+# they wait for the room's resume instead of going out again (connector.py).
+CHAINED_KINDS = frozenset({"send", "react", "unreact"})
+# The command behind a reaction record, by its ``op``.
+REACTION_COMMANDS = {"add": "react", "remove": "unreact"}
 # Errors with a room ref that never answer a subscribe (typing/read/presence refusals).
 NOT_SUBSCRIBE_CODES = frozenset({"unsupported", "not_subscribed"})
 
@@ -271,16 +277,20 @@ class FrameRouter:
             )
         )
 
-    def _saw_stored(self, room: str, client_id: object, seq: int, data: dict[str, Any]) -> None:
-        """A message of ours carrying a pending send's client_id: proof it is stored
-        (its ack may still come, or be lost with the connection)."""
+    def _saw_stored(
+        self, room: str, client_id: object, seq: int, data: dict[str, Any], kind: str = "send"
+    ) -> None:
+        """A record of ours carrying a pending command's client_id: a message for a
+        ``send``, a reaction (op ``add``/``remove``) for a ``react``/``unreact``. Proof
+        it is stored (its ack may still come, or be lost with the connection)."""
         pending = self._pending.get(client_id) if isinstance(client_id, str) else None
-        if pending is None or pending.kind != "send" or pending.room != room:
+        if pending is None or pending.kind != kind or pending.room != room:
             return
         sender = data.get("sender")
         own_id = self.user.get("id") if self.user is not None else None
         if not isinstance(sender, dict) or own_id is None or sender.get("id") != own_id:
-            return  # another user's message with the same client_id
+            return  # another user's record with the same client_id
+        # A reaction has no id of its own: its ack names it by its seq, as here.
         pending.stored = (str(data.get("id", seq)), seq)
         if pending.held:
             self._confirm_stored(pending)
@@ -357,6 +367,14 @@ class FrameRouter:
         )
 
     def _on_reaction(self, data: dict[str, Any]) -> None:
+        if self._pending:
+            # Before _chained: the end of a resume releases the reacts it did not contain.
+            client_id = data.get("client_id")
+            if client_id is not None:
+                op = data.get("op")
+                kind = REACTION_COMMANDS.get(op) if isinstance(op, str) else None
+                if kind is not None:
+                    self._saw_stored(str(data["room"]), client_id, int(data["seq"]), data, kind)
         chained = self._chained(data)
         if chained is None:
             return
