@@ -126,6 +126,18 @@ def test_restarted_process_has_no_figures_and_the_load_generator_is_apart() -> N
     assert "| load generator | 1.0 | 4.0 | 10.0 | - |" in text
 
 
+def test_a_wait_that_went_down_is_unknown_not_zero() -> None:
+    # A thread that waited ended within the window: its wait left the sum.
+    table = cpu_table(
+        {"db": Reading(5, 1.0, wait_seconds=4.0)},
+        {"db": Reading(5, 2.0, wait_seconds=3.5)},
+        acked=10,
+        seconds=5.0,
+    )
+    assert table["rows"][0]["cpu_s"] == 1.0
+    assert table["rows"][0]["wait_pct"] is None
+
+
 def test_no_acked_messages_gives_no_per_message_figure() -> None:
     table = cpu_table({"x": Reading(1, 1.0)}, {"x": Reading(1, 2.0)}, acked=0, seconds=1.0)
     assert table["rows"][0]["cpu_s"] == 1.0

@@ -26,9 +26,11 @@ def proc_cpu_seconds(pid: int) -> float:
 
 def proc_wait_seconds(pid: int) -> float:
     """Seconds the process's threads were runnable but waiting for a CPU (the second
-    field of each thread's /proc/<pid>/task/<tid>/schedstat, summed; a thread that has
-    exited is no longer counted). On a machine shared with other work this is the
-    time a process lost to the others, which no code change of its own would recover."""
+    field of each thread's /proc/<pid>/task/<tid>/schedstat, summed over the threads
+    alive now: a thread that has exited is no longer counted, so across a window this
+    is a lower bound for a process whose threads come and go). On a machine shared
+    with other work this is the time a process lost to the others, which no code
+    change of its own would recover."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -92,13 +94,15 @@ def cpu_table(
             )
             continue
         used = max(0.0, last.cpu_seconds - first.cpu_seconds)
-        waited = max(0.0, last.wait_seconds - first.wait_seconds)
+        # Threads that ended during the window take their wait with them: a sum that
+        # went down is unknown, not zero (a lower bound otherwise).
+        waited = last.wait_seconds - first.wait_seconds
         if name in load_generator:
             generator_total += used
         else:
             stack_total += used
         row = _row(name, used, acked, seconds)
-        row["wait_pct"] = round(100 * waited / seconds, 1) if seconds > 0 else None
+        row["wait_pct"] = round(100 * waited / seconds, 1) if seconds > 0 and waited >= 0 else None
         rows.append(row)
     return {
         "acked": acked,
