@@ -355,8 +355,8 @@ class Connector(FrameRouter):
         no longer deduplicate: those wait for their room's resume (just requested), which
         replays everything stored in the room since the session last saw it. Found there
         (our user, our client_id; a message, or a reaction of the same op): acked without
-        a resend. Not found: re-sent, safely. The
-        room not subscribed, or its replay truncated: SendUnconfirmed."""
+        a resend. Not found: re-sent, safely. The room not subscribed, or its replay
+        truncated: SendUnconfirmed."""
         now = time.monotonic()
         for pending in list(self._pending.values()):
             pending.held = False
