@@ -18,7 +18,9 @@ kube play"):
   podman health checks, which restart a container whose check fails, so a service
   still starting would be restarted at every poll;
 - Services become fixed pod addresses on the run's own network plus ``hostAliases`` for
-  the Service names; Secrets become podman secrets, named per run.
+  the Service names; Secrets become podman secrets, named per run;
+- an operator's configuration change (the notifier's service account listed in auth's
+  settings) is a Deployment played again with its ConfigMap changed, at its address.
 
 Teardown removes pods, the volumes they used, secrets and the network, also when
 starting failed.
@@ -27,6 +29,7 @@ starting failed.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import random
 import subprocess
@@ -120,6 +123,51 @@ class KubePlay(KubeRewrite):
             if doc["kind"] in ("Pod", "Deployment"):
                 args += ["--ip", self.address(doc["metadata"]["name"])]
         podman(*args, str(self.path), timeout=READY_DEADLINE_SECONDS)
+
+    def replay_with_settings(self, name: str, settings: dict[str, str], directory: Path) -> None:
+        """Deployment ``name`` played again with ``settings`` added to the ConfigMaps it
+        reads: what an operator's overlay change does in a cluster (a new ConfigMap hash
+        rolls the Deployment). The pod keeps its address; wait_ready() waits for it."""
+        deployment = next(
+            doc
+            for doc in self.documents
+            if doc["kind"] == "Deployment" and doc["metadata"]["name"] == name
+        )
+        spec = deployment["spec"]["template"]["spec"]
+        reads = {
+            source["configMapRef"]["name"]
+            for container in spec["containers"]
+            for source in container.get("envFrom", [])
+            if "configMapRef" in source
+        }
+        configmaps = []
+        for doc in self.documents:
+            if doc["kind"] == "ConfigMap":
+                doc = copy.deepcopy(doc)
+                if doc["metadata"]["name"] in reads:
+                    doc.setdefault("data", {}).update(settings)
+                configmaps.append(doc)
+        podman("pod", "rm", "--force", "--time", "0", f"{name}-pod-0")
+        # podman makes a volume per Secret a pod mounts; the new pod makes it again.
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                podman("volume", "rm", "--force", volume["secret"]["secretName"], check=False)
+        path = directory / f"kube-play-{name}.yaml"
+        path.write_text(yaml.safe_dump_all([*configmaps, deployment], sort_keys=False))
+        podman(
+            "kube",
+            "play",
+            "--network",
+            self.network,
+            "--ip",
+            self.address(name),
+            str(path),
+            timeout=READY_DEADLINE_SECONDS,
+        )
+        self.documents = [
+            *configmaps,
+            *(doc for doc in self.documents if doc["kind"] != "ConfigMap"),
+        ]
 
     def pod_names(self) -> list[str]:
         """kube play names a Pod as it is, a Deployment's pods ``<name>-pod-<i>``."""

@@ -74,7 +74,7 @@ def test_the_check_is_not_vacuous(tmp_path: Path) -> None:
 
 def test_prod_stream_has_three_replicas_whoever_creates_it(rendered: Any) -> None:
     resources = rendered("prod")
-    for service in ("gateway", "history"):
+    for service in ("gateway", "history", "notifier"):
         data = configmap_data(resources, f"roomcast-{service}-config")
         assert data[f"ROOMCAST_{service.upper()}_STREAM_REPLICAS"] == "3", service
 
