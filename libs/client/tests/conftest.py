@@ -21,10 +21,15 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed as WsClosed
 
+from roomcast.testing import polling
+
 Frame = dict[str, Any]
 
 # Generous bound for test conditions on a loaded 2-core machine.
 CONDITION_TIMEOUT = 10.0
+# Between two looks at a condition: the fakes live in this process, so a look costs
+# microseconds and a short poll keeps the tests fast.
+CONDITION_POLL_SECONDS = 0.005
 
 
 class FakeConn:
@@ -290,10 +295,8 @@ def eventually() -> Eventually:
     """``await eventually(condition, what)``: poll a condition with a deadline."""
 
     async def wait(condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + CONDITION_TIMEOUT
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.005)
+        await polling.eventually(
+            condition, what, within=CONDITION_TIMEOUT, poll=CONDITION_POLL_SECONDS
+        )
 
     return wait

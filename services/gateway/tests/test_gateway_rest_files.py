@@ -14,12 +14,12 @@ from test_gateway_rest_kit import (
     RestStack,
     assert_error,
     bearer,
-    eventually,
     gateway_opener,
 )
 
 from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.subjects import room_subject
+from roomcast.testing.polling import eventually
 
 IssueToken = Any
 

@@ -11,12 +11,10 @@ need no registration.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,12 +320,3 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     assert body["error"]["message"]
     if code is not None:
         assert body["error"]["code"] == code, body
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
-    """Poll an async condition until it holds, or fail naming ``what``."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)

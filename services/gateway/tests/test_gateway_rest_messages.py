@@ -14,13 +14,13 @@ from test_gateway_rest_kit import (
     RestStack,
     assert_error,
     bearer,
-    eventually,
     gateway_opener,
     stopped,
 )
 
 from roomcast.common.chatstream import StreamSettings, ensure_chat_stream
 from roomcast.common.subjects import room_subject
+from roomcast.testing.polling import eventually
 from roomcast.testing.processes import free_port
 
 IssueToken = Any

@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ from roomcast.history.s3blobs import S3Config
 from roomcast.history.settings import Settings
 from roomcast.history.store import HistoryStore
 from roomcast.testing.fakes import FakeRooms, JwksServer
+from roomcast.testing.polling import eventually
 from roomcast.testing.processes import (
     START_TIMEOUT_SECONDS,
     ManagedProcess,
@@ -102,16 +102,8 @@ class Kit:
             "sent_at": Kit.now_iso(),
         }
 
-    @staticmethod
-    async def eventually(
-        condition: Callable[[], Awaitable[bool]], *, within: float, what: str, poll: float = 0.05
-    ) -> None:
-        """Poll an async condition until it holds, or fail naming ``what``."""
-        deadline = time.monotonic() + within
-        while not await condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
-            await asyncio.sleep(poll)
+    # ``kit.eventually(condition, within=..., what=...)``: the shared poll with a deadline.
+    eventually = staticmethod(eventually)
 
 
 @dataclass

@@ -6,11 +6,15 @@ again every ``poll`` seconds until it holds; past ``within`` seconds the test fa
 with an ``AssertionError`` naming what it waited for.
 
     await eventually(lambda: inbox_has(alice, 2), "alice's two notifications")
+
+The condition may be a coroutine function (it asks another process) or a plain one
+(it reads state an in-process fake or client keeps, updated by other tasks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 
@@ -23,7 +27,7 @@ EVENTUALLY_POLL_SECONDS = 0.1
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]],
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
     what: str,
     *,
     within: float = EVENTUALLY_WITHIN_SECONDS,
@@ -33,7 +37,12 @@ async def eventually(
     ``within`` seconds have passed without it holding."""
     deadline = time.monotonic() + within
     # Polling another process's state: there is no event to wait on.
-    while not await check():
+    while not await _holds(check):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
         await asyncio.sleep(poll)
+
+
+async def _holds(check: Callable[[], Awaitable[bool]] | Callable[[], bool]) -> bool:
+    answer = check()
+    return bool(await answer) if inspect.isawaitable(answer) else bool(answer)
