@@ -11,6 +11,9 @@ shown the message, while a socket open on other rooms has not.
 A gateway that hears a query notes the asker as a peer and waits for its answers to its
 own snapshot queries, so the probe answers them too (with no users): to the gateways it
 is a peer that never holds sockets.
+
+Everything received is read through roomcast.common.presencewire, the gateways' own
+validation of their presence messages (sizes, gateway ids, integers, user ids).
 """
 
 from __future__ import annotations
@@ -25,19 +28,22 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from roomcast.common.presencewire import (
+    HEARTBEAT_SUBJECT,
+    decode,
+    gateway_of,
+    int_of,
+    user_id_of,
+)
 from roomcast.common.subjects import (
     PRESENCE_QUERY_PREFIX,
     is_object_id,
     presence_query_subject,
 )
 
-# The gateways' heartbeat subject (roomcast.gateway.ephemeral.presence.HEARTBEAT_SUBJECT).
-HEARTBEAT_SUBJECT = "presence.heartbeat"
 # A gateway unheard for this long is not waited for (gateways beat every 2 s and are
 # declared dead by their peers after 6 s; same bound).
 GATEWAY_SILENCE_SECONDS = 6.0
-# Presence replies larger than this are not a gateway's (a full part is ~100 KB).
-MAX_REPLY_BYTES = 512 * 1024
 
 
 class PresenceProbe:
@@ -67,17 +73,17 @@ class PresenceProbe:
         return {g for g, at in self._gateways.items() if now - at < GATEWAY_SILENCE_SECONDS}
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        obj = _decode(msg.data)
-        gateway = obj.get("gateway") if obj else None
-        if not isinstance(gateway, str) or not 0 < len(gateway) <= 100 or gateway == self.id:
+        obj = decode(msg.data)
+        gateway = gateway_of(obj) if obj is not None else None
+        if obj is None or gateway is None or gateway == self.id:
             return
-        if obj is not None and obj.get("leaving") is True:
+        if obj.get("leaving") is True:
             self._gateways.pop(gateway, None)
         else:
             self._gateways[gateway] = time.monotonic()
 
     async def _on_query(self, msg: Msg) -> None:
-        obj = _decode(msg.data)
+        obj = decode(msg.data)
         if not msg.reply or obj is None or obj.get("gateway") == self.id or self._nc is None:
             return
         reply = {"gateway": self.id, "seq": 0, "part": 0, "parts": 1, "users": []}
@@ -96,20 +102,18 @@ class PresenceProbe:
         done = asyncio.Event()
 
         async def on_reply(msg: Msg) -> None:
-            obj = _decode(msg.data)
-            gateway = obj.get("gateway") if obj is not None else None
-            if obj is None or not isinstance(gateway, str):
+            obj = decode(msg.data)
+            gateway = gateway_of(obj) if obj is not None else None
+            if obj is None or gateway is None:
                 return
-            part, count = obj.get("part"), obj.get("parts")
-            if type(part) is not int or type(count) is not int:
+            part, count = int_of(obj.get("part")), int_of(obj.get("parts"))
+            if part is None or count is None:
                 return
             answered.setdefault(gateway, set()).add(part)
             parts[gateway] = count
             users = obj.get("users")
             if isinstance(users, list):
-                for user in users:
-                    if isinstance(user, dict) and is_object_id(user.get("id")):
-                        online.add(user["id"])
+                online.update(u for u in map(user_id_of, users) if u is not None)
             if expected and all(g in answered and len(answered[g]) >= parts[g] for g in expected):
                 done.set()
 
@@ -127,13 +131,3 @@ class PresenceProbe:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         return online
-
-
-def _decode(data: bytes) -> dict[str, object] | None:
-    if len(data) > MAX_REPLY_BYTES:
-        return None
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None

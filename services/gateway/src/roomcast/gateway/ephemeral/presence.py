@@ -54,6 +54,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from roomcast.common.presencewire import HEARTBEAT_SUBJECT, decode, gateway_of, int_of
 from roomcast.common.subjects import (
     PRESENCE_QUERY_PREFIX,
     ephemeral_subject,
@@ -63,14 +64,7 @@ from roomcast.common.subjects import (
 )
 from roomcast.gateway import metrics
 from roomcast.gateway.ephemeral.presence_view import Change, RoomView, UserInfo
-from roomcast.gateway.ephemeral.presence_wire import (
-    decode,
-    gateway_of,
-    int_of,
-    presence_event,
-    snapshot_parts,
-    user_of,
-)
+from roomcast.gateway.ephemeral.presence_wire import presence_event, snapshot_parts, user_of
 from roomcast.gateway.ephemeral.receipts import ReadReceipts
 from roomcast.gateway.ephemeral.typing_relay import (
     NotSubscribed,
@@ -84,7 +78,6 @@ from roomcast.gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SUBJECT = "presence.heartbeat"
 # Replies to a snapshot request are accepted this long after it; older ones are stale.
 LATE_REPLY_SECONDS = 10.0
 # "Offline" entries kept to reject stale reports (replies in flight): longer than a reply

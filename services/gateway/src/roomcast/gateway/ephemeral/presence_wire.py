@@ -13,7 +13,10 @@ On ``presence.query.<room>``: ``{"gateway"}`` with a reply subject; every gatewa
 ``presence.heartbeat``: ``{"gateway","dead_after"}``, or ``{"gateway","leaving":true}``
 when a gateway drains. ``seq`` is the sender's change counter (one per process).
 
-Everything received is validated here before use (sizes, ids, types): NATS is shared.
+Everything received is validated before use (sizes, ids, types): NATS is shared. The
+generic reading (payload size, JSON object, gateway id, integers, user ids) lives in
+roomcast.common.presencewire, shared with the notifier, which listens too; this module
+adds what only gateways write and read (users with their names, snapshot parts).
 """
 
 from __future__ import annotations
@@ -23,20 +26,16 @@ from typing import Any
 
 import orjson
 
-from roomcast.common.subjects import is_object_id
+from roomcast.common.presencewire import user_id_of
 from roomcast.gateway.ephemeral.presence_view import UserInfo
 
 # Users per snapshot message: ~90 bytes each, so a part stays ~100 KB, far below NATS'
 # default 1 MB max payload. A gateway with more local users in one room sends parts.
 SNAPSHOT_PART_USERS = 1000
-# Incoming presence payloads larger than this are not ours (a full part is ~100 KB).
-MAX_PRESENCE_BYTES = 512 * 1024
 # Longest username / display name relayed from a peer; auth's own limits are lower.
 MAX_NAME_CHARS = 256
-# Gateway ids are "<instance name>-<12 hex>"; longer ones are refused.
-MAX_GATEWAY_ID_CHARS = 100
 # Characters of the instance name kept in a gateway id (with the 12 random hex digits
-# and the dash, well under MAX_GATEWAY_ID_CHARS).
+# and the dash, well under roomcast.common.presencewire.MAX_GATEWAY_ID_CHARS).
 GATEWAY_NAME_CHARS = 40
 
 
@@ -57,34 +56,17 @@ def presence_event(room: str, user: UserInfo, online: bool) -> bytes:
     )
 
 
-def decode(data: bytes) -> dict[str, Any] | None:
-    if len(data) > MAX_PRESENCE_BYTES:
-        return None
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def gateway_of(obj: dict[str, Any]) -> str | None:
-    g = obj.get("gateway")
-    return g if isinstance(g, str) and 0 < len(g) <= MAX_GATEWAY_ID_CHARS else None
-
-
 def user_of(raw: object) -> UserInfo | None:
-    if not isinstance(raw, dict) or not is_object_id(raw.get("id")):
+    """A listed user with their names, or None when any field is not acceptable."""
+    user_id = user_id_of(raw)
+    if user_id is None or not isinstance(raw, dict):
         return None
     username, display = raw.get("username", ""), raw.get("display_name", "")
     if not isinstance(username, str) or not isinstance(display, str):
         return None
     if len(username) > MAX_NAME_CHARS or len(display) > MAX_NAME_CHARS:
         return None
-    return UserInfo(raw["id"], username, display)
-
-
-def int_of(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return UserInfo(user_id, username, display)
 
 
 def snapshot_parts(
