@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
+from roomcast.common.kvbucket import open_or_create_bucket
 from roomcast.common.subjects import is_object_id
 
 BUCKET = "ROOMCAST_RETENTION"
@@ -38,11 +38,7 @@ async def open_bucket(js: JetStreamContext, *, replicas: int, create: bool) -> K
     """The bucket; created (one value per key, no expiry) when ``create`` and absent."""
     if not create:
         return await js.key_value(BUCKET)
-    try:
-        return await js.create_key_value(bucket=BUCKET, history=1, replicas=replicas)
-    except BadRequestError:
-        # It exists with another configuration (replicas changed): use it as it is.
-        return await js.key_value(BUCKET)
+    return await open_or_create_bucket(js, BUCKET, replicas=replicas)
 
 
 async def read_all(kv: KeyValue) -> dict[str, int]:

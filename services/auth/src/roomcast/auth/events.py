@@ -31,11 +31,11 @@ from typing import Protocol
 
 import orjson
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from roomcast.auth import metrics
 from roomcast.auth.sessions import Revocation
+from roomcast.common.kvbucket import BucketHandle, open_or_create_bucket
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.revocations import BUCKET, revocation_value
 from roomcast.common.subjects import SESSION_REVOKED, is_object_id, user_events_subject
@@ -87,7 +87,7 @@ class NatsEventPublisher:
         self._ttl = revocation_ttl_seconds
         self._replicas = replicas
         self._nc: NatsClient | None = None
-        self._kv: KeyValue | None = None
+        self._bucket = BucketHandle(self._open_bucket)
         self._connecting: asyncio.Task[None] | None = None
         self._retrying: asyncio.Task[None] | None = None
         self._backlog: Backlog | None = None
@@ -129,20 +129,14 @@ class NatsEventPublisher:
     async def _on_reconnected(self) -> None:
         self._resync.set()
 
-    async def _bucket(self) -> KeyValue:
-        if self._kv is None:
-            assert self._nc is not None
-            js = self._nc.jetstream()
-            try:
-                self._kv = await js.create_key_value(
-                    bucket=BUCKET, ttl=self._ttl, history=1, replicas=self._replicas
-                )
-            except BadRequestError:
-                # Exists with another configuration (the token lifetime changed): use
-                # it as it is; an operator updates its max_age (docs/auth.md).
-                log.warning("revocation bucket exists with another configuration")
-                self._kv = await js.key_value(BUCKET)
-        return self._kv
+    async def _open_bucket(self) -> KeyValue:
+        """The revocations bucket, created with entries living ``revocation_ttl_seconds``.
+        One existing with another configuration (the token lifetime changed) is used as
+        it is; an operator updates its max_age (docs/auth.md)."""
+        assert self._nc is not None
+        return await open_or_create_bucket(
+            self._nc.jetstream(), BUCKET, replicas=self._replicas, ttl_seconds=self._ttl
+        )
 
     async def _retry_loop(self) -> None:
         while True:
@@ -167,12 +161,12 @@ class NatsEventPublisher:
         if nc is None or not nc.is_connected:
             return False
         try:
-            kv = await self._bucket()
+            kv = await self._bucket.get()
             await asyncio.wait_for(kv.put(session_id, value), KV_WRITE_TIMEOUT_SECONDS)
         except Exception as exc:
             # Bind (or create) the bucket again next time: a NATS that lost its store
             # has lost the bucket too.
-            self._kv = None
+            self._bucket.forget()
             metrics.REVOCATIONS_STORED.labels("error").inc()
             log.warning("revocation not stored yet", extra={"error": repr(exc)})
             return False

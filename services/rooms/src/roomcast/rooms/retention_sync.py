@@ -17,9 +17,9 @@ import logging
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
-from nats.js.kv import KeyValue
 
 from roomcast.common import retention
+from roomcast.common.kvbucket import BucketHandle
 from roomcast.common.mongo import UNAVAILABLE_ERRORS
 from roomcast.rooms.store import RoomStore
 
@@ -44,27 +44,24 @@ class RetentionSync:
         self.nats = nats
         self.store = store
         self.replicas = replicas
-        self._kv: KeyValue | None = None
-        self._stopped = asyncio.Event()
-
-    async def _bucket(self) -> KeyValue:
-        if self._kv is None:
-            self._kv = await asyncio.wait_for(
+        self._bucket = BucketHandle(
+            lambda: asyncio.wait_for(
                 retention.open_bucket(self.nats.jetstream(), replicas=self.replicas, create=True),
                 KV_TIMEOUT_SECONDS,
             )
-        return self._kv
+        )
+        self._stopped = asyncio.Event()
 
     async def changed(self, room_id: str, days: int) -> None:
         """Write one room's period through (0 removes it); never raises."""
         try:
-            kv = await self._bucket()
+            kv = await self._bucket.get()
             if days > 0:
                 await asyncio.wait_for(kv.put(room_id, retention.encode(days)), KV_TIMEOUT_SECONDS)
             else:
                 await asyncio.wait_for(kv.delete(room_id), KV_TIMEOUT_SECONDS)
         except (NatsError, OSError, TimeoutError) as exc:
-            self._kv = None
+            self._bucket.forget()
             log.warning(
                 "retention period not copied to the bucket yet (next round will)",
                 extra={"room_id": room_id, "error": repr(exc)},
@@ -73,7 +70,7 @@ class RetentionSync:
     async def sync_once(self) -> int:
         """One full round; returns the number of keys written or deleted."""
         wanted = await self.store.retention_periods(limit=MAX_ROOMS)
-        kv = await self._bucket()
+        kv = await self._bucket.get()
         current = await retention.read_all(kv)
         writes = 0
         for room_id, days in wanted.items():
@@ -93,7 +90,7 @@ class RetentionSync:
                 if writes:
                     log.info("retention bucket synchronised", extra={"writes": writes})
             except _ROUND_ERRORS as exc:
-                self._kv = None
+                self._bucket.forget()
                 log.warning("retention bucket round failed: %r", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), ROUND_SECONDS)

@@ -36,10 +36,10 @@ import math
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from roomcast.common.clock import now_ms
+from roomcast.common.kvbucket import BucketHandle, open_or_create_bucket
 from roomcast.gateway import metrics
 from roomcast.gateway.errors import SlowModeRefused
 
@@ -74,26 +74,14 @@ class SlowMode:
     def __init__(self, nats: NatsClient, *, replicas: int = 1) -> None:
         self.nats = nats
         self.replicas = replicas
-        self._kv: KeyValue | None = None
-        self._opening: asyncio.Lock = asyncio.Lock()
-
-    async def _bucket(self) -> KeyValue:
-        if self._kv is not None:
-            return self._kv
-        async with self._opening:
-            if self._kv is None:
-                js = self.nats.jetstream()
-                try:
-                    self._kv = await js.create_key_value(
-                        bucket=BUCKET,
-                        history=1,
-                        ttl=ENTRY_MAX_AGE_SECONDS,
-                        replicas=self.replicas,
-                    )
-                except BadRequestError:
-                    # Exists with another configuration: use it as it is.
-                    self._kv = await js.key_value(BUCKET)
-            return self._kv
+        self._bucket = BucketHandle(
+            lambda: open_or_create_bucket(
+                self.nats.jetstream(),
+                BUCKET,
+                replicas=self.replicas,
+                ttl_seconds=ENTRY_MAX_AGE_SECONDS,
+            )
+        )
 
     async def admit(self, room_id: str, user_id: str, client_id: str, interval: int) -> None:
         """Let the send through or raise :class:`SlowModeRefused`."""
@@ -102,12 +90,12 @@ class SlowMode:
                 self._admit(room_id, user_id, client_id, interval), KV_TIMEOUT_SECONDS * 3
             )
         except (NatsError, OSError, TimeoutError) as exc:
-            self._kv = None
+            self._bucket.forget()
             metrics.SLOW_MODE_CHECKS.labels("unavailable").inc()
             log.warning("slow mode bucket unreachable; send let through: %r", exc)
 
     async def _admit(self, room_id: str, user_id: str, client_id: str, interval: int) -> None:
-        kv = await self._bucket()
+        kv = await self._bucket.get()
         key = f"{room_id}.{user_id}"
         interval_ms = interval * 1000
         for _ in range(MAX_ATTEMPTS):
