@@ -18,7 +18,7 @@ from rooms_harness import IssueToken, new_user_id
 
 from roomcast.common.grpcmeta import bearer_metadata
 from roomcast.common.tokens import TokenSigner
-from roomcast.rooms.__main__ import build_verifier
+from roomcast.common.verifier import build_verifier
 from roomcast.rooms.settings import Settings
 from roomcast.rpc.rooms.v1 import rooms_pb2 as pb
 from roomcast.rpc.rooms.v1 import rooms_pb2_grpc as pb_grpc
@@ -109,7 +109,8 @@ def test_process_serves_reports_readiness_and_stops_on_sigterm(
 async def test_static_jwks_file_is_dev_only_but_works(tmp_path: Path, signer: TokenSigner) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(signer.jwks()))
-    verifier = build_verifier(Settings(jwks_file=str(path)))
+    settings = Settings(jwks_file=str(path))
+    verifier = build_verifier(settings, jwks_file=settings.jwks_file)
     token, _ = signer.issue_access(user_id="a" * 24, username="a", display_name="A")
     claims = await verifier.verify(token)
     assert claims.user_id == "a" * 24

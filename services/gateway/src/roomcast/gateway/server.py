@@ -31,13 +31,14 @@ from roomcast.common.errors import DependencyUnavailable
 from roomcast.common.membership import MembershipCache, RoomsClient
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.retry import Backoff, retry_until_ready
+from roomcast.common.revocations import RevocationWatcher
 from roomcast.common.subjects import STREAM_NAME
+from roomcast.common.verifier import build_verifier
 from roomcast.gateway import metrics
 from roomcast.gateway.edge.handshake import Handshakes
 from roomcast.gateway.edge.http_app import create_http_app
 from roomcast.gateway.edge.multiplexer import PortMultiplexer
 from roomcast.gateway.errors import CloseCode, rooms_errors
-from roomcast.gateway.keys import build_verifier
 from roomcast.gateway.live import Live
 from roomcast.gateway.realtime.drain import Drain
 from roomcast.gateway.realtime.recipients import RecipientCache
@@ -69,7 +70,9 @@ HTTP_KEEP_ALIVE_SECONDS = 30
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.verifier, self.jwks = build_verifier(settings)
+        # auth's JWKS through the shared fetcher, kept through an auth outage; revoked
+        # sessions from the shared watcher, which the hub attaches to NATS.
+        self.verifier = build_verifier(settings, RevocationWatcher())
         self.rooms = RoomsClient(
             settings.rooms_target, timeout=settings.rooms_timeout_seconds, errors=rooms_errors()
         )
@@ -274,7 +277,7 @@ class Gateway:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.rooms.close(), remaining(1.0))
         with contextlib.suppress(Exception):
-            await self.jwks.close()
+            await self.verifier.close()
         if self.mux.server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mux.server.wait_closed(), remaining(1.0))

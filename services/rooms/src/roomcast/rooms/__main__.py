@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
@@ -23,7 +21,7 @@ from roomcast.common.mongo import UNAVAILABLE_ERRORS, service_mongo_client
 from roomcast.common.natsconn import connect_nats
 from roomcast.common.retry import Backoff, retry_until_ready
 from roomcast.common.revocations import RevocationWatcher
-from roomcast.common.tokens import TokenVerifier
+from roomcast.common.verifier import build_verifier
 from roomcast.rooms.server import RunningRooms, create_http_app, start_server
 from roomcast.rooms.settings import Settings
 
@@ -36,28 +34,6 @@ T = TypeVar("T")
 STARTUP_RETRY_SECONDS = 1.0
 # Time allowed to hand buffered events to NATS at shutdown.
 NATS_DRAIN_SECONDS = 2.0
-
-
-def build_verifier(
-    settings: Settings, revocations: RevocationWatcher | None = None
-) -> TokenVerifier:
-    """Tokens of revoked sessions are refused (``revocations``, attached to NATS once
-    connected)."""
-    if settings.jwks_file:
-        log.warning("verifying tokens with a static JWKS file (dev/bench only)")
-        jwks = json.loads(Path(settings.jwks_file).read_text())
-        verifier = TokenVerifier.from_jwks(
-            jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
-        verifier.revocations = revocations
-        return verifier
-    return TokenVerifier.from_url(
-        settings.jwks_url,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        stale_if_error_seconds=settings.jwks_stale_if_error_seconds,
-        revocations=revocations,
-    )
 
 
 async def _until_ready(
@@ -85,7 +61,9 @@ def _loaded(revocations: RevocationWatcher) -> Callable[[], Awaitable[bool]]:
 async def serve(settings: Settings) -> None:
     stop = stop_event_on_signals()
     revocations = RevocationWatcher()
-    verifier = build_verifier(settings, revocations)
+    # Tokens of revoked sessions are refused (``revocations``, attached to NATS once
+    # connected).
+    verifier = build_verifier(settings, revocations, jwks_file=settings.jwks_file)
     # Every membership, role and room write is journaled and majority-acknowledged
     # before the RPC replies (common/mongo.py).
     mongo = service_mongo_client(settings, app_name="roomcast-rooms")
