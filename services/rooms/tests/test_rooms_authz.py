@@ -60,6 +60,10 @@ REQUESTS: dict[str, Request] = {
         pb.RotateInviteCodeRequest(room_id=s.room.id),
     ),
     "OpenDirectRoom": lambda s: ("OpenDirectRoom", pb.OpenDirectRoomRequest(user_id=s.target.id)),
+    "FilterMembers": lambda s: (
+        "FilterMembers",
+        pb.FilterMembersRequest(room_id=s.room.id, user_ids=[s.target.id]),
+    ),
     "CheckMembership": lambda s: (
         "CheckMembership",
         pb.CheckMembershipRequest(room_id=s.room.id),
@@ -103,6 +107,7 @@ EXPECTED: dict[str, dict[str, tuple[grpc.StatusCode, ...]]] = {
     "RotateInviteCode": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
     "OpenDirectRoom": {"public": (OK, OK, OK, OK, OK), "private": (OK, OK, OK, OK, OK)},
     "CheckMembership": {"public": (OK, OK, OK, OK, OK), "private": (OK, OK, OK, NF, OK)},
+    "FilterMembers": {"public": (OK, OK, OK, PD, PD), "private": (OK, OK, OK, NF, PD)},
     "BanMember": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
     "UnbanMember": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},
     "ListBans": {"public": (OK, OK, PD, PD, PD), "private": (OK, OK, PD, NF, PD)},

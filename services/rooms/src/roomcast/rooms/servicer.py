@@ -505,6 +505,47 @@ class RoomsServicer(pb_grpc.RoomsServicer):
             slow_mode_seconds=found.slow_mode_seconds,
         )
 
+    async def FilterMembers(
+        self, request: pb.FilterMembersRequest, context: Context
+    ) -> pb.FilterMembersResponse:
+        """The members among ``user_ids`` (the gateways' revalidation sweep, one call
+        per room). Asked by a member only, like CheckMembership with user_id. The
+        caller's own membership comes from the same $in query, so a member asking
+        costs one read; only a refused caller costs CheckMembership's reads."""
+        caller = await self._caller(context)
+        room_id = v.parse_id(request.room_id, "room_id")
+        user_ids = v.parse_user_ids(request.user_ids)
+        found = await self.store.members_among(room_id, [*user_ids, caller.user_id])
+        mine = found.get(caller.user_id)
+        if mine is None or "visibility" not in mine:
+            view = await self.store.visibility_and_role(room_id, caller.user_id)
+            if view is None:
+                raise RoomNotFound()
+            role = Role(view.role) if view.role else None
+            visibility = Visibility(view.visibility)
+            if not policy.can_see(visibility, role, global_admin=sees_every_room(caller)):
+                raise RoomNotFound()
+            if role is None:
+                raise InsufficientRole("only a member of the room can check other members")
+            slow_mode_seconds = view.slow_mode_seconds
+        else:
+            visibility = Visibility(mine["visibility"])
+            slow_mode_seconds = int(mine.get("slow_mode_seconds", 0))
+        asked = set(user_ids)
+        return pb.FilterMembersResponse(
+            members=[
+                pb.FilteredMember(
+                    user_id=user_id,
+                    role=ROLE_OUT[Role(doc["role"])],
+                    muted_until_ms=int(doc.get("muted_until_ms", 0)),
+                )
+                for user_id, doc in found.items()
+                if user_id in asked
+            ],
+            visibility=VISIBILITY_OUT[visibility],
+            slow_mode_seconds=slow_mode_seconds,
+        )
+
     # --------------------------------------------------------------- moderation
 
     async def BanMember(

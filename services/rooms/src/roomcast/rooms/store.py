@@ -185,6 +185,23 @@ class RoomStore:
             slow_mode_seconds=int(room.get("slow_mode_seconds", 0)),
         )
 
+    async def members_among(self, room_id: str, user_ids: list[str]) -> dict[str, Doc]:
+        """FilterMembers' read: ``{user_id: membership}`` for the given users who are
+        members, in one query on the (room_id, user_id) index; the ids are validated
+        and bounded by the caller (validation.MAX_FILTER_IDS)."""
+        cursor = self.members.find(
+            {"room_id": ObjectId(room_id), "user_id": {"$in": user_ids}},
+            projection={
+                "_id": False,
+                "user_id": True,
+                "role": True,
+                "visibility": True,
+                "slow_mode_seconds": True,
+                "muted_until_ms": True,
+            },
+        )
+        return {str(doc["user_id"]): doc async for doc in cursor}
+
     async def retention_periods(self, *, limit: int) -> dict[str, int]:
         """``{room_id: retention_days}`` of the rooms that have one (at most ``limit``,
         which bounds the memory of one synchronisation, retention_sync.py)."""

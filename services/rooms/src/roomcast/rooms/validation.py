@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from roomcast.common.subjects import is_object_id
@@ -35,6 +36,10 @@ MAX_RETENTION_DAYS = 3650
 # A mute ends at most 366 days ahead: longer is a ban, and an end date beyond a year
 # is almost always a typo (milliseconds given as seconds or the reverse).
 MAX_MUTE_MS = 366 * 24 * 3600 * 1000
+# User ids in one FilterMembers call: a gateway's sweep asks about every stale
+# subscriber of a room at once; 1,000 ids (~25 kB) keep the request, the MongoDB $in
+# query and its answer small and fast, and larger rooms are asked in chunks.
+MAX_FILTER_IDS = 1000
 
 _VISIBILITY_IN = {
     pb.VISIBILITY_PUBLIC: Visibility.PUBLIC,
@@ -50,6 +55,14 @@ def parse_id(value: str, field: str) -> str:
     if not is_object_id(value):
         raise InvalidArgument(f"{field} must be 24 lowercase hex characters")
     return value
+
+
+def parse_user_ids(values: Sequence[str]) -> list[str]:
+    """Distinct, well-formed user ids, at most MAX_FILTER_IDS (checked before any
+    query: no id reaches MongoDB unvalidated)."""
+    if len(values) > MAX_FILTER_IDS:
+        raise InvalidArgument(f"at most {MAX_FILTER_IDS} user_ids per call")
+    return list(dict.fromkeys(parse_id(value, "user_ids") for value in values))
 
 
 def _check_text(value: str, field: str, max_chars: int) -> str:

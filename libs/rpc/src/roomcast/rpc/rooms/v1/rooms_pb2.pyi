@@ -769,6 +769,91 @@ class CheckMembershipResponse(_message.Message):
 Global___CheckMembershipResponse: _TypeAlias = CheckMembershipResponse  # noqa: Y015
 
 @_typing.final
+class FilterMembersRequest(_message.Message):
+    """Which of these users are members of the room: the gateways' revalidation sweep asks
+    once per room instead of one CheckMembership per (user, room). Same rule as
+    CheckMembership with user_id: only a member of the room may ask (others get the
+    same NOT_FOUND / PERMISSION_DENIED). At most 1,000 user_ids per call (one MongoDB
+    $in query, bounded in size and time; callers split larger sets into chunks).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        user_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "user_ids", b"user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilterMembersRequest: _TypeAlias = FilterMembersRequest  # noqa: Y015
+
+@_typing.final
+class FilteredMember(_message.Message):
+    """One member found, with what CheckMembership would answer about them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    MUTED_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    role: Global___Role.ValueType
+    muted_until_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+        muted_until_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["muted_until_ms", b"muted_until_ms", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilteredMember: _TypeAlias = FilteredMember  # noqa: Y015
+
+@_typing.final
+class FilterMembersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _builtins.int
+    visibility: Global___Visibility.ValueType
+    slow_mode_seconds: _builtins.int
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilteredMember]:
+        """The members among the asked user_ids; the others are not members."""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___FilteredMember] | None = ...,
+        visibility: Global___Visibility.ValueType = ...,
+        slow_mode_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "slow_mode_seconds", b"slow_mode_seconds", "visibility", b"visibility"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilterMembersResponse: _TypeAlias = FilterMembersResponse  # noqa: Y015
+
+@_typing.final
 class Ban(_message.Message):
     """Moderation (owner and admins, on users ranked strictly below them). A ban outlives
     the membership: the user is removed at once and cannot join again, with or without

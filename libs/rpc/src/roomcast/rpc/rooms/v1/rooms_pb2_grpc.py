@@ -99,6 +99,11 @@ class RoomsStub:
                 request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipRequest.SerializeToString,
                 response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipResponse.FromString,
                 _registered_method=True)
+        self.FilterMembers = channel.unary_unary(
+                '/roomcast.rooms.v1.Rooms/FilterMembers',
+                request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.FilterMembersRequest.SerializeToString,
+                response_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.FilterMembersResponse.FromString,
+                _registered_method=True)
         self.BanMember = channel.unary_unary(
                 '/roomcast.rooms.v1.Rooms/BanMember',
                 request_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.BanMemberRequest.SerializeToString,
@@ -218,6 +223,13 @@ class RoomsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FilterMembers(self, request, context):
+        """The members among up to 1,000 users, in one read (revalidation sweeps).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BanMember(self, request, context):
         """Moderation and its audit log (docs/moderation.md).
         """
@@ -328,6 +340,11 @@ def add_RoomsServicer_to_server(servicer, server):
                     servicer.CheckMembership,
                     request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipRequest.FromString,
                     response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipResponse.SerializeToString,
+            ),
+            'FilterMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.FilterMembers,
+                    request_deserializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.FilterMembersRequest.FromString,
+                    response_serializer=roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.FilterMembersResponse.SerializeToString,
             ),
             'BanMember': grpc.unary_unary_rpc_method_handler(
                     servicer.BanMember,
@@ -716,6 +733,33 @@ class Rooms:
             '/roomcast.rooms.v1.Rooms/CheckMembership',
             roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipRequest.SerializeToString,
             roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.CheckMembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FilterMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomcast.rooms.v1.Rooms/FilterMembers',
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.FilterMembersRequest.SerializeToString,
+            roomcast_dot_rpc_dot_rooms_dot_v1_dot_rooms__pb2.FilterMembersResponse.FromString,
             options,
             channel_credentials,
             insecure,

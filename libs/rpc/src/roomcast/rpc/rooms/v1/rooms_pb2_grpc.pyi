@@ -50,6 +50,8 @@ class RoomsStub:
     OpenDirectRoom: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.OpenDirectRoomRequest, _rooms_pb2.OpenDirectRoomResponse]
     CheckMembership: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.CheckMembershipRequest, _rooms_pb2.CheckMembershipResponse]
     """The gateways' hot path: is the caller a member, and with which role."""
+    FilterMembers: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.FilterMembersRequest, _rooms_pb2.FilterMembersResponse]
+    """The members among up to 1,000 users, in one read (revalidation sweeps)."""
     BanMember: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.BanMemberRequest, _rooms_pb2.BanMemberResponse]
     """Moderation and its audit log (docs/moderation.md)."""
     UnbanMember: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.UnbanMemberRequest, _rooms_pb2.UnbanMemberResponse]
@@ -76,6 +78,8 @@ class RoomsAsyncStub(RoomsStub):
     OpenDirectRoom: _aio.UnaryUnaryMultiCallable[_rooms_pb2.OpenDirectRoomRequest, _rooms_pb2.OpenDirectRoomResponse]  # type: ignore[assignment]
     CheckMembership: _aio.UnaryUnaryMultiCallable[_rooms_pb2.CheckMembershipRequest, _rooms_pb2.CheckMembershipResponse]  # type: ignore[assignment]
     """The gateways' hot path: is the caller a member, and with which role."""
+    FilterMembers: _aio.UnaryUnaryMultiCallable[_rooms_pb2.FilterMembersRequest, _rooms_pb2.FilterMembersResponse]  # type: ignore[assignment]
+    """The members among up to 1,000 users, in one read (revalidation sweeps)."""
     BanMember: _aio.UnaryUnaryMultiCallable[_rooms_pb2.BanMemberRequest, _rooms_pb2.BanMemberResponse]  # type: ignore[assignment]
     """Moderation and its audit log (docs/moderation.md)."""
     UnbanMember: _aio.UnaryUnaryMultiCallable[_rooms_pb2.UnbanMemberRequest, _rooms_pb2.UnbanMemberResponse]  # type: ignore[assignment]
@@ -177,6 +181,14 @@ class RoomsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.CheckMembershipResponse, _abc.Awaitable[_rooms_pb2.CheckMembershipResponse]]:
         """The gateways' hot path: is the caller a member, and with which role."""
+
+    @_abc_1.abstractmethod
+    def FilterMembers(
+        self,
+        request: _rooms_pb2.FilterMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.FilterMembersResponse, _abc.Awaitable[_rooms_pb2.FilterMembersResponse]]:
+        """The members among up to 1,000 users, in one read (revalidation sweeps)."""
 
     @_abc_1.abstractmethod
     def BanMember(
