@@ -197,6 +197,25 @@ class RoomcastSocket(Connector):
         """
         return await self.send_future(room, content, to=to, client_id=client_id, reply_to=reply_to)
 
+    async def send_file(
+        self,
+        room: str,
+        file_id: str,
+        *,
+        caption: str | None = None,
+        client_id: str | None = None,
+        reply_to: int | None = None,
+    ) -> Ack:
+        """Share a file uploaded with ``RoomcastHttp.upload_file`` (a ``file`` body);
+        acked, re-sent and stored exactly once like ``send``."""
+        body: dict[str, Any] = {"type": "file", "file_id": file_id}
+        if caption is not None:
+            body["caption"] = caption
+        frame: dict[str, Any] = {"type": "send", "room": room, "body": body}
+        if reply_to is not None:
+            frame["reply_to"] = reply_to
+        return await self._queue(frame, client_id)
+
     async def react(self, room: str, seq: int, emoji: str, *, client_id: str | None = None) -> Ack:
         """Add ``emoji`` to message ``seq``; acked like a send (stored exactly once: a
         react whose ack was lost but whose reaction was seen, or replayed by the resume,
