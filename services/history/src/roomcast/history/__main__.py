@@ -21,7 +21,7 @@ from roomcast.common.logging import configure_logging
 from roomcast.common.mongo import ping, service_mongo_client
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.revocations import RevocationWatcher
-from roomcast.common.tokens import TokenVerifier
+from roomcast.common.verifier import build_verifier
 from roomcast.history.app import create_app
 from roomcast.history.consumer import HistoryConsumer
 from roomcast.history.errors import StreamMismatch
@@ -51,13 +51,7 @@ async def serve(settings: Settings) -> None:
     # connection (the consumer's is managed by the consumer).
     revocations = RevocationWatcher()
     revocations.start(settings.nats_url, name="roomcast-history-revocations")
-    verifier = TokenVerifier.from_url(
-        settings.jwks_url,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        stale_if_error_seconds=settings.jwks_stale_if_error_seconds,
-        revocations=revocations,
-    )
+    verifier = build_verifier(settings, revocations)
 
     async def readiness() -> None:
         await ping(mongo)

@@ -25,7 +25,7 @@ from roomcast.common.logging import configure_logging
 from roomcast.common.mongo import ping, service_mongo_client
 from roomcast.common.ratelimit import KeyedRateLimiter
 from roomcast.common.revocations import RevocationWatcher
-from roomcast.common.tokens import TokenVerifier
+from roomcast.common.verifier import build_verifier
 from roomcast.notifier.app import create_app
 from roomcast.notifier.consumer import NotifierConsumer
 from roomcast.notifier.directory import RoomDirectory, ServiceSession
@@ -65,13 +65,7 @@ async def serve(settings: Settings) -> None:
     consumer = NotifierConsumer(settings, store, directory, on_written=written)
     revocations = RevocationWatcher()
     revocations.start(settings.nats_url, name="roomcast-notifier-revocations")
-    verifier = TokenVerifier.from_url(
-        settings.jwks_url,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        stale_if_error_seconds=settings.jwks_stale_if_error_seconds,
-        revocations=revocations,
-    )
+    verifier = build_verifier(settings, revocations)
 
     async def readiness() -> None:
         await ping(mongo)
