@@ -25,6 +25,7 @@ from gateway_testkit import (
 )
 from nats.aio.client import Client as NatsClient
 
+from roomcast.common.clock import now_ms
 from roomcast.common.subjects import room_events_subject, user_events_subject
 from roomcast.common.tokens import TokenSigner
 from roomcast.testing.fakes import FakeRooms
@@ -40,7 +41,7 @@ async def publish_room_event(nc: NatsClient, room_id: str, kind: str, **fields: 
         "type": kind,
         "room_id": room_id,
         "actor_id": new_id(),
-        "at_ms": int(time.time() * 1000),
+        "at_ms": now_ms(),
     }
     event.update(fields)
     await nc.publish(room_events_subject(room_id), orjson.dumps(event))
