@@ -35,6 +35,9 @@ from roomcast.testing.processes import NatsServer, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+# Sends between two reads of the close counter (see the slow-reader test).
+SENDS_PER_SCRAPE = 16
+
 FAST = {
     "ROOMCAST_GATEWAY_RATE_LIMIT_PER_SECOND": "2000",
     "ROOMCAST_GATEWAY_RATE_LIMIT_BURST": "2000",
@@ -204,8 +207,13 @@ async def test_gateway_slow_reader_is_closed_4009_without_slowing_others(
         big = "x" * 16_000
         latencies = []
         count = 0
-        # The slow socket never reads: kernel buffers fill, then the gateway's.
-        while await gw.metric("roomcast_gateway_closes_total", 'code="4009"') < 1:
+        # The slow socket never reads: kernel buffers fill, then the gateway's. The
+        # close is read from the metrics every SENDS_PER_SCRAPE sends: a scrape costs
+        # more than a send, and on a loaded machine a scrape per send made the test
+        # outlive its timeout before the hundreds of sends the buffers take.
+        while count % SENDS_PER_SCRAPE or (
+            await gw.metric("roomcast_gateway_closes_total", 'code="4009"') < 1
+        ):
             count += 1
             assert count < 4000, "the slow reader was never closed"
             started = time.monotonic()
