@@ -35,6 +35,10 @@ def test_chat_mix_replies_mention_react_and_read_the_inbox() -> None:
     assert slow.react_rate == slow.reply_share == 0  # the slow-mode rooms stay plain
     reacting = sum(len(s.reacts) for s in layout.sockets)
     assert reacting == 500 + 2 * 4
+    # file messages at a low rate: 1 % of the small and big rooms' sends
+    assert 0 < big.file_share <= 0.02
+    assert slow.file_share == 0
+    assert sum(len(s.files) for s in layout.sockets) == 500 + 2 * 4
     for s in layout.sockets:
         for room, (_, _, other) in s.threads.items():
             assert other != s.index
@@ -92,6 +96,7 @@ def test_chat_mix_slow_mode_rooms_are_created_by_a_member_who_does_not_send() ->
             "fraction of the sends",
         ),
         ({"count": 1, "members": 2, "react_rate": 1.0}, "react_rate needs senders"),
+        ({"count": 1, "members": 2, "file_share": 0.1}, "file_share needs senders"),
     ],
 )
 def test_bad_typing_and_read_settings_are_refused(group: dict[str, Any], message: str) -> None:
@@ -104,7 +109,7 @@ def smoke_variant() -> dict[str, Any]:
     seconds carry typing notices and read receipts in every room."""
     data = tomllib.loads(find_scenario("chat-mix").read_text())
     small, big, slow = data["rooms"]
-    threads = {"reply_share": 0.5, "mention_share": 0.5, "react_rate": 1.0}
+    threads = {"reply_share": 0.5, "mention_share": 0.5, "react_rate": 1.0, "file_share": 0.3}
     small |= {"count": 3, "members": 3, "rate": 2.0, "typing_rate": 2.0, "read_rate": 2.0}
     small |= threads
     big |= {"count": 1, "members": 6, "senders": 2, "readers": 3, "read_rate": 1.0} | threads
@@ -158,6 +163,11 @@ async def test_chat_mix_smoke_delivers_messages_typing_and_read_receipts(stack: 
     assert sig["reactions_received"] >= sig["reactions_acked"]
     assert sig["inbox_reads"] > 0
     assert sig["inbox_errors"] == 0
+    # File messages: uploaded, shared, acked each one (so counted in acc's acked == sent
+    # too) and delivered to the members (in their chains: nothing lost above).
+    assert sig["file_upload_errors"] == 0
+    assert sig["files_acked"] == sig["files_sent"] > 0
+    assert sig["files_received"] >= sig["files_acked"]
     assert report["unexpected_messages"] == 0
     assert not any(k.startswith("not_subscribed") for k in report["errors"])
     # The slow-mode rooms' sends went through the gateways' shared check and passed it.

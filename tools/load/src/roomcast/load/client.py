@@ -66,6 +66,7 @@ class SocketSpec:
     reacts: list[tuple[str, float]] = field(default_factory=list)  # (room id, reactions/s)
     # room id -> (share of sends that reply, share that mention, the username mentioned)
     threads: dict[str, tuple[float, float, str]] = field(default_factory=dict)
+    files: dict[str, float] = field(default_factory=dict)  # room id -> share of file sends
     inbox_rate: float = 0.0  # inbox reads/s
     user: int = 0
     username: str = ""
@@ -96,6 +97,11 @@ class Shared:
     inbox_reads: int = 0  # inbox pages answered
     inbox_errors: int = 0
     inbox: Callable[[SocketSpec], Any] | None = None  # async: read spec's inbox -> bool
+    files_sent: int = 0  # file sends (after their upload succeeded)
+    files_acked: int = 0
+    files_received: int = 0  # file messages, live or replayed
+    file_upload_errors: int = 0  # the file send of a failed upload is never sent
+    upload: Callable[[SocketSpec, str], Any] | None = None  # async: (spec, room) -> file id
     latencies: array[int] = field(default_factory=lambda: array("q"))  # this second's, us
     unexpected: int = 0
     connected: int = 0  # open WebSockets
@@ -151,6 +157,8 @@ class Client(WSListener):
         self._sweep = False
         self.recent: dict[str, int] = {}  # room -> newest message seq received
         self._reacts: set[str] = set()  # client_ids of reactions not acked yet
+        self._files: set[str] = set()  # client_ids of file sends not acked yet
+        self.uploading = 0  # uploads in flight, whose file sends are still to come
         self._rng = random.Random(spec.index)
         self._inbox_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -270,8 +278,13 @@ class Client(WSListener):
                 self.recent[room] = seq
                 if self._replay:
                     self._replayed(room, seq)
+                body = msg["body"]
+                text = body.get("content")
+                if text is None:  # a file message: the stamp is in its caption
+                    text = body["caption"]
+                    shared.files_received += 1
                 # One append per delivery; the worker bins these once per second.
-                shared.latencies.append(now - int(msg["body"]["content"][:16]))
+                shared.latencies.append(now - int(text[:16]))
                 shared.last_delivery_us = now
             elif kind == "ack":
                 self._on_ack(msg)
@@ -461,6 +474,11 @@ class Client(WSListener):
                 shared.sends.on_sent()
                 shared.sends.on_ack(room, cid, seq)
             return
+        file_share = self.spec.files.get(room)
+        if file_share and shared.upload is not None and self._rng.random() < file_share:
+            self.uploading += 1
+            asyncio.get_running_loop().create_task(self._send_file(shared.upload, room, cid))
+            return
         reply_to: int | None = None
         mention: str | None = None
         thread = self.spec.threads.get(room)
@@ -475,6 +493,32 @@ class Client(WSListener):
         frame = wire.send_frame(
             room, cid, sched_us, shared.message_bytes, reply_to=reply_to, mention=mention
         )
+        entry = [room, sched_us, frame, False, 0]
+        self.pending[cid] = entry
+        if self.live and self.transport is not None:
+            self._transmit(self.transport, entry)
+
+    async def _send_file(
+        self, upload: Callable[[SocketSpec, str], Any], room: str, cid: str
+    ) -> None:
+        """A small upload, then the ``file`` send sharing it, acked and delivered like a
+        message. Its clock starts when the send goes out: the upload's time is not part
+        of the delivery latency. A failed upload leaves the send unsent (counted)."""
+        shared = self.shared
+        try:
+            file_id = await upload(self.spec, room)
+        except Exception as exc:  # counted like every other failure of the run
+            file_id = None
+            shared.error(f"upload:{_error_kind(exc)}", str(exc))
+        finally:
+            self.uploading -= 1
+        if file_id is None:
+            shared.file_upload_errors += 1
+            return
+        sched_us = time_ns() // 1000
+        frame = wire.file_frame(room, cid, file_id, sched_us, shared.message_bytes)
+        self._files.add(cid)
+        shared.files_sent += 1
         entry = [room, sched_us, frame, False, 0]
         self.pending[cid] = entry
         if self.live and self.transport is not None:
@@ -508,6 +552,9 @@ class Client(WSListener):
         if cid in self._reacts:
             self._reacts.discard(cid)
             shared.reactions_acked += 1
+        elif cid in self._files:
+            self._files.discard(cid)
+            shared.files_acked += 1
         if entry is None:
             shared.sends.on_late_ack(cid, int(msg["seq"]), duplicate=bool(msg.get("duplicate")))
             return

@@ -35,6 +35,7 @@ class SocketPlan:
     reacts: list[tuple[int, float]] = field(default_factory=list)  # (room index, reactions/s)
     # room index -> (reply share, mention share, the socket whose user it mentions)
     threads: dict[int, tuple[float, float, int]] = field(default_factory=dict)
+    files: dict[int, float] = field(default_factory=dict)  # room index -> file share
 
 
 @dataclass
@@ -100,6 +101,8 @@ def build_layout(scenario: Scenario) -> Layout:
                     sockets[s].typing.append((index, g.typing_rate))
                 if g.react_rate:
                     sockets[s].reacts.append((index, g.react_rate))
+                if g.file_share:
+                    sockets[s].files[index] = g.file_share
                 if g.reply_share or g.mention_share:
                     # the next member: another socket, and another user when users allow
                     other = members[(k + 1) % size]

@@ -159,6 +159,15 @@ class Rest:
             delay = min(delay * 2, MAX_BACKOFF_SECONDS)
         raise ProvisionError(f"{method} {path}: gave up after {attempts + limited} tries ({last})")
 
+    async def upload(self, path: str, data: bytes, *, token: str) -> httpx.Response:
+        """One multipart upload (field ``file``) to the next base URL. Not retried: a
+        load run counts a failed upload and skips its file message."""
+        return await self._client.post(
+            next(self._bases) + path,
+            files={"file": ("load.txt", data, "text/plain")},
+            headers={"authorization": f"Bearer {token}"},
+        )
+
 
 def _fail(resp: httpx.Response, what: str) -> ProvisionError:
     return ProvisionError(f"{what}: HTTP {resp.status_code} {resp.text[:300]}")

@@ -18,7 +18,8 @@ from roomcast.load.scenario import Scenario
 from roomcast.load.timeline import Timeline
 
 # The counters of the other kinds of traffic a worker reports, summed over workers:
-# typing notices, read receipts, replies, mentions, reactions and inbox reads.
+# typing notices, read receipts, replies, mentions, reactions, inbox reads and file
+# messages (uploads that failed leave their file send unsent).
 SIGNALS = (
     "typing_sent",
     "typing_received",
@@ -31,6 +32,10 @@ SIGNALS = (
     "reactions_received",
     "inbox_reads",
     "inbox_errors",
+    "files_sent",
+    "files_acked",
+    "files_received",
+    "file_upload_errors",
 )
 # Rooms listed individually in the report: the worst ones (most loss, then duplicates);
 # the totals cover every room.
@@ -297,6 +302,11 @@ def summary_text(report: dict[str, Any]) -> str:
             f"  reactions sent {sig['reactions_sent']} acked {sig['reactions_acked']}"
             f" received {sig['reactions_received']}"
             f"  inbox reads {sig['inbox_reads']} errors {sig['inbox_errors']}"
+        )
+    if sig.get("files_sent") or sig.get("file_upload_errors"):
+        lines.append(
+            f"files        sent {sig['files_sent']} acked {sig['files_acked']}"
+            f" received {sig['files_received']}  upload errors {sig['file_upload_errors']}"
         )
     if report["errors"]:
         lines.append(f"errors       {report['errors']}")

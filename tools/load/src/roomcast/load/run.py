@@ -207,6 +207,7 @@ class Coordinator:
                 }
                 if room_ids and users
                 else {},
+                files={room_ids[r]: share for r, share in s.files.items()} if room_ids else {},
                 inbox_rate=self.scenario.inbox_rate if users else 0.0,
                 user=s.user,
                 username=user.username,

@@ -44,7 +44,9 @@ class RoomGroup:
     and the rooms' creator is a member who does not send (owners are exempt, and would
     skip the check). Of each sender's messages, a share ``reply_share`` replies to the
     newest message it received in the room and a share ``mention_share`` names another
-    member (``@username``); each sender also adds ``react_rate`` reactions/s to it."""
+    member (``@username``); each sender also adds ``react_rate`` reactions/s to it. A
+    share ``file_share`` of the sends are file messages: a small upload
+    (``POST /v1/rooms/{id}/files``), then a ``file`` send sharing it."""
 
     count: int
     members: tuple[int, int]
@@ -58,6 +60,7 @@ class RoomGroup:
     reply_share: float = 0.0
     mention_share: float = 0.0
     react_rate: float = 0.0
+    file_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ def _room_group(data: Any, i: int) -> RoomGroup:
             "reply_share",
             "mention_share",
             "react_rate",
+            "file_share",
         },
         where,
     )
@@ -307,7 +311,7 @@ def _room_group(data: Any, i: int) -> RoomGroup:
         )
     if slow_mode and rate * slow_mode > 1:
         raise ScenarioError(f"{where}.rate must be at most 1 / slow_mode_seconds")
-    shares = {k: _num(data, k, 0.0) for k in ("reply_share", "mention_share")}
+    shares = {k: _num(data, k, 0.0) for k in ("reply_share", "mention_share", "file_share")}
     for key, share in shares.items():
         if share > 1:
             raise ScenarioError(f"{where}.{key} must be a fraction of the sends (0 to 1)")
@@ -331,6 +335,7 @@ def _room_group(data: Any, i: int) -> RoomGroup:
         shares["reply_share"],
         shares["mention_share"],
         react_rate,
+        shares["file_share"],
     )
 
 

@@ -70,6 +70,19 @@ def send_frame(
     )
 
 
+def file_frame(room: str, client_id: str, file_id: str, sched_us: int, size: int) -> bytes:
+    """A ``file`` send sharing an uploaded file; its caption carries the stamp (and the
+    padding) a text message's content does, so receivers time it the same way."""
+    return orjson.dumps(
+        {
+            "type": "send",
+            "room": room,
+            "client_id": client_id,
+            "body": {"type": "file", "file_id": file_id, "caption": content(sched_us, size)},
+        }
+    )
+
+
 def react_frame(room: str, client_id: str, seq: int, emoji: str) -> bytes:
     return orjson.dumps(
         {"type": "react", "room": room, "seq": seq, "emoji": emoji, "client_id": client_id}

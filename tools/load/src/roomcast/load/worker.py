@@ -54,6 +54,10 @@ POLL_SECONDS = 0.05
 _MESSAGE, _TYPING, _READ, _REACT, _INBOX = 0, 1, 2, 3, 4
 # One inbox page is what a client shows: the newest 20 (the API's default is 50).
 INBOX_PAGE_PATH = "/v1/notifications?limit=20"
+# A chat-mix file message's upload: a small attachment (a screenshot-sized 4 KiB), so
+# the run loads the upload path (multipart, storage, the share check) and not the
+# bandwidth of the machine.
+UPLOAD_BYTES = b"x" * 4096
 
 
 async def poll_until(condition: Callable[[], bool], deadline: float) -> bool:
@@ -114,6 +118,7 @@ class Worker:
         )
         self.shared.relogin = self._relogin
         self.shared.inbox = self._read_inbox
+        self.shared.upload = self._upload
         self.clients = [Client(self.shared, spec) for spec in plan.sockets]
         self.commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.lat_all = Histogram()
@@ -161,6 +166,17 @@ class Worker:
             self._rest = Rest(self.plan.rest_urls)
         resp = await self._rest.call("GET", INBOX_PAGE_PATH, token=spec.token)
         return resp.status_code == 200 and isinstance(resp.json().get("items"), list)
+
+    async def _upload(self, spec: SocketSpec, room: str) -> str | None:
+        from roomcast.load.provision import Rest
+
+        if self._rest is None:
+            self._rest = Rest(self.plan.rest_urls)
+        resp = await self._rest.upload(f"/v1/rooms/{room}/files", UPLOAD_BYTES, token=spec.token)
+        if resp.status_code >= 300:
+            self.shared.error(f"upload:http_{resp.status_code}", resp.text)
+            return None
+        return str(resp.json()["file"]["id"])
 
     # --- phases -----------------------------------------------------------------------
 
@@ -254,7 +270,7 @@ class Worker:
 
     async def _await_acks(self) -> dict[str, int]:
         await poll_until(
-            lambda: not any(c.pending for c in self.clients if not c.abandoned),
+            lambda: not any(c.pending or c.uploading for c in self.clients if not c.abandoned),
             time.monotonic() + max(ACK_WAIT_SECONDS, self.plan.ack_wait),
         )
         return {room: max(seqs) for room, seqs in self.shared.sends.acked_by_room.items() if seqs}
