@@ -209,3 +209,36 @@ async def test_peek_answers_only_what_get_would_answer_without_asking() -> None:
     now[0] = 61.0  # past its TTL
     assert cache.peek(BOB, ROOM) is None
     assert len(rooms.calls) == 2  # peek never asked rooms
+
+
+@pytest.mark.parametrize(
+    ("invalidate", "overtaken"),
+    [
+        (lambda c: c.invalidate(BOB, ROOM), {BOB}),
+        (lambda c: c.invalidate_room(ROOM), {ALICE, BOB}),
+        (lambda c: c.invalidate_all(), {ALICE, BOB}),
+        (lambda c: c.invalidate_room(OTHER_ROOM), set()),
+    ],
+    ids=["user", "room", "all", "other-room"],
+)
+async def test_a_batch_answer_overtaken_for_a_user_is_neither_used_nor_stored(
+    invalidate: Callable[[RoomAnswerCache[bool]], None], overtaken: set[str]
+) -> None:
+    """One call about many users of a room (the revalidation sweep): an invalidation
+    while it is in flight makes the answers of the users it names stale."""
+    cache = cache_of(ScriptedRooms())
+    gate = asyncio.Event()
+    asked = asyncio.Event()
+
+    async def fetch_room(user_ids: list[str]) -> dict[str, bool]:
+        asked.set()
+        await gate.wait()
+        return dict.fromkeys(user_ids, True)
+
+    batch = asyncio.ensure_future(cache.get_room(ROOM, [ALICE, BOB], fetch_room))
+    await asked.wait()
+    invalidate(cache)
+    gate.set()
+    decided = await batch
+    assert decided == {u: None if u in overtaken else True for u in (ALICE, BOB)}
+    assert {u for u in (ALICE, BOB) if cache.fresh(u, ROOM)} == {ALICE, BOB} - overtaken

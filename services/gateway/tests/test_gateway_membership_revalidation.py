@@ -200,3 +200,54 @@ async def test_a_kick_whose_event_never_comes_ends_access_within_the_bound(
     await assert_cut_off(watcher, watcher, kicked, room)
     # The member, re-checked by the same sweeps, keeps their subscription.
     assert not frames_of(watcher, room, "unsubscribed")
+
+
+async def test_a_sweep_asks_rooms_once_per_room_not_once_per_member(
+    open_ws: OpenWs,
+    gw_jwks: JwksServer,
+    gw_rooms: FakeRooms,
+    gw_nats: NatsServer,
+    signer: TokenSigner,
+    spawn: Spawner,
+) -> None:
+    env = {
+        **base_env(gw_nats.url, gw_jwks.url, gw_rooms.target),
+        **FAST,
+        "ROOMCAST_GATEWAY_MEMBERSHIP_CACHE_TTL_SECONDS": str(TTL_SECONDS),
+        "ROOMCAST_GATEWAY_MEMBERSHIP_REVALIDATE_INTERVAL_SECONDS": str(SWEEP_SECONDS),
+    }
+    gw = await spawn(env, "gw-batch")
+    users = [make_user(signer) for _ in range(8)]
+    room = room_with(gw_rooms, *(u.id for u in users))
+    clients = [await open_ws(gw.ws_url, u) for u in users]
+    for client in clients:
+        assert (await client.subscribe(room))["type"] == "subscribed"
+    kicked_user, kicked = users[3], clients[3]
+    stayers = clients[:3] + clients[4:]
+    before = dict(gw_rooms.method_calls)
+    started = time.monotonic()
+
+    del gw_rooms.rooms[room].members[kicked_user.id]  # no event is ever published
+    ended = await kicked.expect(
+        lambda f: f.get("type") == "unsubscribed" and f.get("room") == room,
+        within=TTL_SECONDS + SWEEP_SECONDS + SLACK_SECONDS,
+    )
+    assert ended["reason"] == "member_removed"
+    # Two more sweeps of the room, with only the members left subscribed.
+    deadline = time.monotonic() + WAIT
+    while gw_rooms.method_calls["FilterMembers"] - before.get("FilterMembers", 0) < 3:
+        assert time.monotonic() < deadline, "the sweeps never asked rooms"
+        await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - started
+    filtered = gw_rooms.method_calls["FilterMembers"] - before.get("FilterMembers", 0)
+    checked = gw_rooms.method_calls["CheckMembership"] - before.get("CheckMembership", 0)
+
+    # Per pair, each TTL would have cost one CheckMembership per subscribed member (8,
+    # then 7); per room it costs one FilterMembers per TTL (plus one when the asker
+    # is the removed user, who is refused and replaced).
+    assert checked == 0
+    assert filtered <= elapsed / TTL_SECONDS + 2
+    assert await gw.metric("roomcast_gateway_revalidation_ended_subscriptions_total") == 1
+    for client in stayers:
+        assert not frames_of(client, room, "unsubscribed")
+    await assert_cut_off(stayers[0], stayers[-1], kicked, room)

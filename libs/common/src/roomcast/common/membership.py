@@ -31,10 +31,14 @@ API::
         .channel (created on first use, inside the running loop), .stub
         await .check(token, room_id) -> Membership
         await .check_other(token, room_id, user_id) -> bool   (asked by a member)
+        await .filter_members(token, room_id, user_ids) -> {user_id: Membership} | None
+            (one FilterMembers, at most MAX_FILTER_IDS ids; None: the asker refused);
+        .filter_supported
         await .close()
     MembershipCache(client, *, ttl, negative_ttl, max_entries, observe=None,
                     clock=time.monotonic)
         await .lookup(claims, room_id) -> Membership
+        await .lookup_room(room_id, asker, user_ids) -> {user_id: Membership | None}
         .cached(claims, room_id) -> Membership | None   (a hit, without an await)
         await .require_member(claims, room_id) -> Membership  (or raise not_found /
             not_member)
@@ -75,6 +79,9 @@ MakeError = Callable[[str], RoomcastError]
 # rooms' share of MongoDB busy (its pool holds 100) while each call's deadline measures
 # rooms' answer, not the burst ahead of it.
 DEFAULT_MAX_IN_FLIGHT = 32
+# User ids in one FilterMembers call: rooms' bound (its validation.MAX_FILTER_IDS),
+# which keeps one request, its $in query and its answer small; callers chunk.
+MAX_FILTER_IDS = 1000
 # How long a call may wait for a slot: a connect-time burst of a few thousand distinct
 # checks drains well within it at the few milliseconds each costs; longer means rooms
 # is not keeping up and the caller gets "unavailable, retry" instead of waiting on.
@@ -133,6 +140,8 @@ class RoomsClient:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._channel: grpc.aio.Channel | None = None
         self._stub: rooms_pb2_grpc.RoomsAsyncStub | None = None
+        # False once rooms answered FilterMembers with UNIMPLEMENTED (see filter_members).
+        self.filter_supported = True
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -203,6 +212,47 @@ class RoomsClient:
             raise self._error(exc, invalid="invalid id") from exc
         return bool(reply.member)
 
+    async def filter_members(
+        self, token: str, room_id: str, user_ids: list[str]
+    ) -> dict[str, Membership] | None:
+        """Every asked user's membership, from one ``FilterMembers`` call (at most
+        MAX_FILTER_IDS ids) asked by the token's user; None when rooms refuses that
+        user (not a member, or the room is gone or hidden). rooms without the RPC (an
+        older version during a rolling upgrade) clears :attr:`filter_supported` and
+        raises unavailable: the caller falls back to :meth:`check` per user."""
+        try:
+            async with self._slot():
+                reply = await self.stub.FilterMembers(
+                    rooms_pb2.FilterMembersRequest(room_id=room_id, user_ids=user_ids),
+                    metadata=bearer_metadata(token),
+                    timeout=self.timeout,
+                )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                return None
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                self.filter_supported = False
+            raise self._error(exc, invalid="invalid id") from exc
+        visibility = int(reply.visibility)
+        # A non-member's answer, as check() would give it to that user: a hidden room
+        # is "not found", a public one "not a member".
+        outsider = (
+            Membership(member=False, role=0, visibility=visibility)
+            if visibility == rooms_pb2.VISIBILITY_PUBLIC
+            else NOT_FOUND
+        )
+        answers = dict.fromkeys(user_ids, outsider)
+        for found in reply.members:
+            answers[found.user_id] = Membership(
+                True,
+                int(found.role),
+                visibility,
+                muted_until_ms=int(found.muted_until_ms),
+                slow_mode_seconds=int(reply.slow_mode_seconds),
+            )
+        return answers
+
     def _error(self, exc: grpc.aio.AioRpcError, *, invalid: str) -> RoomcastError:
         code = exc.code()
         if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -244,6 +294,24 @@ class MembershipCache:
 
     async def lookup(self, claims: AccessClaims, room_id: str) -> Membership:
         return await self._cache.get(claims.user_id, room_id, claims.raw)
+
+    async def lookup_room(
+        self, room_id: str, asker: AccessClaims, user_ids: list[str]
+    ) -> dict[str, Membership | None]:
+        """Many users' memberships of one room from one FilterMembers call (at most
+        MAX_FILTER_IDS) asked with ``asker``'s token, stored like :meth:`lookup`'s.
+        The result names the users decided: an answer, or None when an invalidation
+        overtook it (ask later). When rooms refuses the asker only the asker is
+        decided (not a member); ask again for the others with another user's token.
+        Raises the client's errors (rooms unavailable, the asker's token refused)."""
+
+        async def fetch(ids: list[str]) -> dict[str, Membership]:
+            answers = await self.client.filter_members(asker.raw, room_id, ids)
+            if answers is None:
+                return {asker.user_id: NOT_FOUND}
+            return answers
+
+        return await self._cache.get_room(room_id, user_ids, fetch)
 
     def cached(self, claims: AccessClaims, room_id: str) -> Membership | None:
         """The cached answer (member or not) without an await; None on a miss, where

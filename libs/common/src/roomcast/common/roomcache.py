@@ -30,6 +30,7 @@ API::
     RoomAnswerCache(fetch, *, ttl_for, max_entries, observe=None, clock=time.monotonic,
                     overtaken=DependencyUnavailable)
     await cache.get(user_id, room_id, token) -> Answer
+    await cache.get_room(room_id, user_ids, fetch_room) -> {user_id: Answer | None}
     cache.peek(user_id, room_id) -> Answer | None   (a hit without an await)
     cache.fresh(user_id, room_id) -> bool
     cache.invalidate(user_id, room_id); cache.invalidate_room(room_id)
@@ -55,6 +56,8 @@ from roomcast.common.errors import DependencyUnavailable, RoomcastError
 Answer = TypeVar("Answer")
 # fetch(user_id, room_id, token of the asking user) -> answer
 Fetch = Callable[[str, str, str], Awaitable[Answer]]
+# fetch_room(user_ids) -> {user_id: answer} for one room (one batch RPC)
+FetchRoom = Callable[[list[str]], Awaitable[dict[str, Answer]]]
 
 # Lookups of one key that may be overtaken by invalidations before one is answered
 # cleanly. Events about one user in one room come at human speed (a kick, a role
@@ -135,6 +138,40 @@ class RoomAnswerCache(Generic[Answer]):
             if self._observe is not None:
                 self._observe("overtaken")
         raise self._overtaken("membership changing, retry")
+
+    async def get_room(
+        self, room_id: str, user_ids: list[str], fetch: FetchRoom[Answer]
+    ) -> dict[str, Answer | None]:
+        """Ask once about many users of one room (revalidation.py's sweep) and store
+        each answer as :meth:`get` would. The ticket rule holds per user: an answer
+        whose (user, room) was invalidated while the call was in flight (or its room,
+        or everything) is neither stored nor returned: it maps to None, "ask later".
+        ``fetch`` may answer fewer users than asked (those are left out); the caller
+        acts on the result with no await in between, as :meth:`get`'s callers do."""
+        tickets = {user_id: self._watch((user_id, room_id)) for user_id in user_ids}
+        try:
+            answers = await fetch(user_ids)
+        finally:
+            for ticket in tickets.values():
+                self._unwatch(room_id, ticket)
+        now = self._clock()
+        decided: dict[str, Answer | None] = {}
+        for user_id, answer in answers.items():
+            asked = tickets.get(user_id)
+            if asked is None or asked.stale:
+                decided[user_id] = None
+                if self._observe is not None:
+                    self._observe("overtaken")
+                continue
+            key = (user_id, room_id)
+            ttl = self._ttl_for(answer)
+            if ttl > 0:
+                self._entries[key] = (now + ttl, answer)
+                self._by_room.setdefault(room_id, set()).add(user_id)
+            else:
+                self._drop(key)
+            decided[user_id] = answer
+        return decided
 
     def peek(self, user_id: str, room_id: str) -> Answer | None:
         """The cached answer, without an await: what :meth:`get` returns on a hit (and

@@ -9,6 +9,7 @@ can be tested before the whole stack is up. End-to-end tests use the real servic
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import threading
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class _FakeRoomsServicer(rooms_pb2_grpc.RoomsServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> rooms_pb2.CheckMembershipResponse:
         user_id = await self._caller(context)
+        self.owner.method_calls["CheckMembership"] += 1
         room = self.owner.rooms.get(request.room_id)
         if room is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "room not found")
@@ -110,12 +112,39 @@ class _FakeRoomsServicer(rooms_pb2_grpc.RoomsServicer):
             await hold.wait()
         return answer
 
+    async def FilterMembers(
+        self,
+        request: rooms_pb2.FilterMembersRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> rooms_pb2.FilterMembersResponse:
+        user_id = await self._caller(context)
+        self.owner.method_calls["FilterMembers"] += 1
+        room = self.owner.rooms.get(request.room_id)
+        if room is None or user_id not in room.members:  # asked by members only
+            await context.abort(grpc.StatusCode.NOT_FOUND, "room not found")
+        assert room is not None
+        answer = rooms_pb2.FilterMembersResponse(
+            members=[
+                rooms_pb2.FilteredMember(user_id=u, role=room.members[u])
+                for u in request.user_ids
+                if u in room.members
+            ],
+            visibility=room.visibility,
+        )
+        hold = self.owner.hold
+        if hold is not None:
+            self.owner.held += 1
+            await hold.wait()
+        return answer
+
 
 class FakeRooms:
-    """A real gRPC server answering ``CheckMembership`` from :attr:`rooms`.
+    """A real gRPC server answering ``CheckMembership`` and ``FilterMembers`` from
+    :attr:`rooms`.
 
     ``rooms[room_id].members[user_id] = rooms_pb2.ROLE_MEMBER`` adds a member;
-    :attr:`calls` counts authenticated calls (to observe caching). While :attr:`hold`
+    :attr:`calls` counts authenticated calls (to observe caching), :attr:`method_calls`
+    counts them per RPC. While :attr:`hold`
     is set to an unset event, answers are decided and then held back until it is set
     (:attr:`held` counts them): an answer in flight while the membership changes.
     """
@@ -124,6 +153,7 @@ class FakeRooms:
         self.verifier = verifier
         self.rooms: dict[str, FakeRoom] = {}
         self.calls = 0
+        self.method_calls: collections.Counter[str] = collections.Counter()
         self.hold: asyncio.Event | None = None
         self.held = 0
         self.port = 0
@@ -140,7 +170,8 @@ class FakeRooms:
 
     async def start(self) -> None:
         self._server = grpc.aio.server()
-        # Only CheckMembership is implemented; the other RPCs answer UNIMPLEMENTED.
+        # Only CheckMembership and FilterMembers are implemented; the other RPCs
+        # answer UNIMPLEMENTED.
         servicer = _FakeRoomsServicer(self)  # type: ignore[abstract]
         rooms_pb2_grpc.add_RoomsServicer_to_server(servicer, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")

@@ -124,7 +124,7 @@ class Settings(ServiceSettings, NatsSettings, TokenSettings, StreamSettings):
     # How long a "member" answer from rooms is trusted: its maximum age. Events invalidate
     # it at once; if an event is lost, sends see the change within this, and live
     # subscriptions within this plus the revalidation interval (revalidation.py). 30 s
-    # costs one CheckMembership per subscribed (user, room) pair per 30 s.
+    # costs one FilterMembers per subscribed room (per 1,000 users) per 30 s.
     membership_cache_ttl_seconds: float = Field(default=30.0, ge=0)
     # How often live subscriptions whose answer is older than the TTL are re-checked
     # with rooms (a kick whose event was missed ends access within TTL + this). 5 s is

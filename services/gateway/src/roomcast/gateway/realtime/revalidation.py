@@ -19,18 +19,23 @@ are bounded by the TTL alone.
 
 When rooms cannot answer (down, slow, the socket's token just expired) the subscription
 is kept and checked at the next sweep: a rooms outage must not end every conversation.
-Cost: one ``CheckMembership`` per distinct subscribed (user, room) pair per TTL.
+Cost: one ``FilterMembers`` per subscribed room (per 1,000 of its due users) per TTL,
+asked with one of those users' tokens; each answer refreshes that user's cached
+membership, so sends keep hitting the cache. An answer overtaken by an invalidation
+(the ticket rule of roomcache.py, per user) is not acted on: the next sweep asks again.
+rooms without ``FilterMembers`` (a rolling upgrade) is asked per pair, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from typing import Protocol
 
 from roomcast.common.errors import RoomcastError
-from roomcast.common.membership import MembershipCache
+from roomcast.common.membership import MAX_FILTER_IDS, MembershipCache
 from roomcast.common.subjects import RoomEvent
 from roomcast.common.tokens import AccessClaims
 from roomcast.gateway import metrics
@@ -40,10 +45,15 @@ from roomcast.gateway.realtime.sockets import SocketRegistry
 
 log = logging.getLogger(__name__)
 
-# RPCs to rooms in flight at once during a sweep. After a reconnect every subscribed
-# pair is asked again; 32 in flight keeps rooms busy without a burst of thousands of
-# calls (at ~1 ms per call, 10k pairs take well under a second).
+# Rooms checked at once during a sweep (one FilterMembers each, per 1,000 users).
+# After a reconnect every subscribed room is asked again; 32 in flight keeps rooms
+# busy without a burst of thousands of calls (at a few ms per call, 10k rooms take
+# about a second).
 SWEEP_CONCURRENCY = 32
+# Failed asks (rooms unavailable, an asker's expired token) for one room in one sweep
+# before the rest of its users wait for the next sweep: another user's token may
+# work, but an unavailable rooms would only be asked again and again.
+MAX_ASK_ERRORS = 3
 
 
 class PresenceRooms(Protocol):
@@ -93,35 +103,70 @@ class MembershipRevalidator:
         """Check the subscriptions whose answer is missing or too old; end those of
         users who are no longer members. Returns how many subscriptions ended."""
         membership = self.membership
-        due: dict[tuple[str, str], AccessClaims] = {}
+        due: dict[str, dict[str, AccessClaims]] = {}
         for conn in list(self.sockets.connections):
             claims = conn.claims
             if claims is None or conn.closed:
                 continue
             for room_id in conn.rooms:
-                key = (claims.user_id, room_id)
-                if key not in due and not membership.fresh(*key):
-                    due[key] = claims
-        if not due:
-            return 0
+                users = due.setdefault(room_id, {})
+                if claims.user_id not in users and not membership.fresh(claims.user_id, room_id):
+                    users[claims.user_id] = claims
         limit = asyncio.Semaphore(SWEEP_CONCURRENCY)
 
-        async def check(user_id: str, room_id: str, claims: AccessClaims) -> int:
+        async def check_room(room_id: str, users: dict[str, AccessClaims]) -> int:
             async with limit:
-                try:
-                    answer = await membership.lookup(claims, room_id)
-                except RoomcastError:
-                    return 0  # rooms unavailable or the token refused: next sweep
-            if answer.member:
-                return 0
-            return self._end(room_id, user_id)
+                return await self._check_room(room_id, users)
 
-        ended = await asyncio.gather(*(check(u, r, c) for (u, r), c in due.items()))
+        ended = await asyncio.gather(*(check_room(r, users) for r, users in due.items() if users))
         total = sum(ended)
         if total:
             metrics.REVALIDATION_ENDED.inc(total)
             log.info("subscriptions of former members ended", extra={"subscriptions": total})
         return total
+
+    async def _check_room(self, room_id: str, users: dict[str, AccessClaims]) -> int:
+        """One room's due users, asked with one FilterMembers per MAX_FILTER_IDS of them
+        using one of their own tokens. A refused asker is itself a non-member and the
+        next due user asks for the rest; an error (rooms unavailable, the asker's token
+        refused) keeps the asker's subscription for the next sweep, and after
+        MAX_ASK_ERRORS the rest of the room waits for it too. The tokens valid longest
+        ask first, so sockets holding expired tokens cannot starve the room's check."""
+        pending = dict(sorted(users.items(), key=lambda item: -item[1].expires_at))
+        ended = 0
+        errors = 0
+        while pending and errors < MAX_ASK_ERRORS:
+            if not self.membership.client.filter_supported:
+                return ended + await self._check_pairs(room_id, pending)
+            asker_id, asker = next(iter(pending.items()))
+            chunk = list(itertools.islice(pending, MAX_FILTER_IDS))
+            try:
+                decided = await self.membership.lookup_room(room_id, asker, chunk)
+            except RoomcastError:
+                errors += 1
+                del pending[asker_id]
+                continue
+            # No await from here to the end of the loop body: an answer acted on was
+            # fetched after every invalidation this gateway had seen (roomcache.py).
+            for user_id, answer in decided.items():
+                pending.pop(user_id, None)
+                if answer is not None and not answer.member:
+                    ended += self._end(room_id, user_id)
+            pending.pop(asker_id, None)
+        return ended
+
+    async def _check_pairs(self, room_id: str, users: dict[str, AccessClaims]) -> int:
+        """rooms without FilterMembers (an older version during a rolling upgrade):
+        one CheckMembership per user, as before."""
+
+        async def check(user_id: str, claims: AccessClaims) -> int:
+            try:
+                answer = await self.membership.lookup(claims, room_id)
+            except RoomcastError:
+                return 0  # rooms unavailable or the token refused: next sweep
+            return 0 if answer.member else self._end(room_id, user_id)
+
+        return sum(await asyncio.gather(*(check(u, c) for u, c in users.items())))
 
     def _end(self, room_id: str, user_id: str) -> int:
         ended = self.fanout.end_subscriptions(
