@@ -92,14 +92,14 @@ class RoomsUnderTest:
         )
 
 
-def checks_served() -> float:
-    """CheckMembership calls the rooms server has answered (any status)."""
+def checks_served(method: str = "CheckMembership") -> float:
+    """Calls of ``method`` the rooms server has answered (any status)."""
     total = 0.0
     for metric in REGISTRY.collect():
         if metric.name != "roomcast_rooms_grpc_requests":
             continue
         for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels["method"] == "CheckMembership":
+            if sample.name.endswith("_total") and sample.labels["method"] == method:
                 total += sample.value
     return total
 
@@ -437,3 +437,45 @@ async def test_rooms_unreachable_is_unavailable_and_not_cached(
         assert (await cache_of(up).lookup(owner.claims, room.id)).member
     finally:
         await up.close()
+
+
+async def test_one_filter_call_answers_a_room_and_fills_the_cache(
+    rooms: RoomsUnderTest, client: RoomsClient
+) -> None:
+    owner = await rooms.person()
+    room = await rooms.create(owner, visibility=pb.VISIBILITY_PRIVATE)
+    members = [await rooms.person() for _ in range(4)]
+    left = await rooms.person()
+    for person in (*members, left):
+        await rooms.join(person, room)
+    await rooms.leave(left, room)
+    cache = cache_of(client)
+    everyone = [owner, *members, left]
+    before = (checks_served(), checks_served("FilterMembers"))
+
+    decided = await cache.lookup_room(
+        room.id, members[0].claims, [p.claims.user_id for p in everyone]
+    )
+
+    assert set(decided) == {p.claims.user_id for p in everyone}
+    for person in everyone:
+        answer = decided[person.claims.user_id]
+        assert answer is not None
+        assert answer.member == (person is not left)
+    assert decided[owner.claims.user_id] == dataclasses.replace(
+        decided[owner.claims.user_id],
+        member=True,
+        role=pb.ROLE_OWNER,
+        visibility=pb.VISIBILITY_PRIVATE,
+    )
+    assert decided[left.claims.user_id] is NOT_FOUND
+    # The members' own lookups are answered from the cache the call filled.
+    for person in (owner, *members):
+        assert (await cache.require_member(person.claims, room.id)).member
+    assert (checks_served(), checks_served("FilterMembers")) == (before[0], before[1] + 1)
+
+    # A refused asker (no longer a member) decides only about itself.
+    refused = await cache.lookup_room(
+        room.id, left.claims, [left.claims.user_id, owner.claims.user_id]
+    )
+    assert refused == {left.claims.user_id: NOT_FOUND}
