@@ -2,7 +2,8 @@
 lost or doubled"): three members on two gateways, all clients given both URLs, keep
 replying to earlier messages, reacting and unreacting (retrying some reacts with the same
 client_id) and sharing files uploaded beforehand, while the gateway two of them are on is
-killed (SIGKILL, or drained with SIGTERM). Checked from what each client received, live
+killed (SIGKILL, or drained with SIGTERM) with replies and file sends in flight on it.
+Checked from what each client received, live
 and resumed, and from history: every acked record once, one order for all members,
 reply_to and reply_count, reaction aggregates with ``me``, every shared file downloadable
 through the surviving gateway."""
@@ -35,6 +36,10 @@ OPS_PER_MEMBER = 45
 EMOJI = ("👍", "🎉", "😂", "🔥")
 # The kill comes once this many chain records reached the watcher: mid-flow.
 KILL_AFTER_RECORDS = 40
+# Replies each member on the dying gateway puts on the wire just before the kill (with
+# one file send): in flight when it dies, so their fate is only known after the resume.
+# Well under the gateway's burst of 40 frames.
+IN_FLIGHT_REPLIES = 4
 
 
 def uid(http: RoomcastHttp) -> str:
@@ -151,10 +156,11 @@ async def _conversation_through_gateway_loss(
         room = (await alice.create_room("survivors", visibility="public"))["id"]
         await bob.join_room(room)
         await carol.join_room(room)
-        # Files uploaded before the flow, shared during it: two by alice, one each other.
+        # Files uploaded before the flow, shared during it: two by alice, one each other;
+        # and one each for alice and carol to share just before the kill.
         uploads: dict[str, list[dict[str, Any]]] = {}
         contents: dict[str, bytes] = {}
-        for http, count in ((alice, 2), (bob, 1), (carol, 1)):
+        for http, count in ((alice, 3), (bob, 1), (carol, 2)):
             for n in range(count):
                 data = os.urandom(20_000 + n)
                 path = tmp_path / f"{uid(http)}-{n}.bin"
@@ -180,6 +186,7 @@ async def _conversation_through_gateway_loss(
             ack = await sock.send(room, f"hello from {user}")
             ledger.messages[ack.seq] = {"reply_to": None, "file": None, "sender": user}
 
+        last_files = {uid(h): uploads[uid(h)].pop() for h in (alice, carol)}
         rngs = {user: random.Random(f"{how.name}-{n}") for n, user in enumerate(clients)}
         flows = asyncio.gather(
             *(
@@ -189,6 +196,19 @@ async def _conversation_through_gateway_loss(
         )
         await cb.wait_for(lambda: len(_chain(cb, room)) >= KILL_AFTER_RECORDS, "flow started")
         gateway_a = e2e_stack.services["gateway-a"]
+        in_flight: list[tuple[str, int | None, dict[str, Any] | None, asyncio.Future[Any]]] = []
+        for user in last_files:
+            sock = clients[user][0]
+            for k in range(IN_FLIGHT_REPLIES):
+                parent = sorted(ledger.messages)[-1 - k]
+                in_flight.append(
+                    (user, parent, None, sock.send_future(room, f"last {k}", reply_to=parent))
+                )
+            file = last_files[user]
+            in_flight.append(
+                (user, None, file, asyncio.ensure_future(sock.send_file(room, file["id"])))
+            )
+        await asyncio.sleep(0)  # one turn of the loop: the file sends' frames go out too
         if how is signal.SIGKILL:
             gateway_a.kill()
         else:
@@ -197,12 +217,22 @@ async def _conversation_through_gateway_loss(
         try:
             async with asyncio.timeout(90):
                 await flows
+                for user, reply_to, shared_file, future in in_flight:
+                    ack = await future
+                    ledger.messages[ack.seq] = {
+                        "reply_to": reply_to,
+                        "file": shared_file,
+                        "sender": user,
+                    }
         except TimeoutError:
             raise AssertionError(f"flow stalled: {[s.stats.as_dict() for s in socks]}") from None
         assert ledger.retries > 0
+        # The kill caught sends in flight (what this test is about): re-sent after the
+        # reconnect, or found stored by the resume.
+        assert sum(s.stats.retried_sends + s.stats.confirmed_by_resume for s in (sa, sc)) > 0
         assert sum(1 for m in ledger.messages.values() if m["file"]) == len(contents)
         acked = ledger.seqs()
-        assert len(acked) == 3 + 3 * OPS_PER_MEMBER
+        assert len(acked) == 3 + 3 * OPS_PER_MEMBER + 2 * (IN_FLIGHT_REPLIES + 1)
 
         # Live + resumed: each member got every acked record once, nothing else, in one
         # order shared by all members.
@@ -272,19 +302,20 @@ async def _conversation_through_gateway_loss(
         assert [int(i["seq"]) for i in thread["items"]] == want[::-1]
 
         # Every shared file, downloaded by a member who did not upload it, through B.
-        for owner, metas in uploads.items():
+        shared = [(m["sender"], m["file"]) for m in ledger.messages.values() if m["file"]]
+        assert {meta["id"] for _, meta in shared} == set(contents)
+        for owner, meta in shared:
             reader = next(h for u, h in people.items() if u != owner)
-            for meta in metas:
 
-                async def downloaded(file_id: str = meta["id"], http: Any = reader) -> bool:
-                    try:
-                        return bool(await http.download_file(file_id) == contents[file_id])
-                    except ApiError as exc:
-                        if exc.status != 404:
-                            raise
-                        return False
+            async def downloaded(file_id: str = meta["id"], http: Any = reader) -> bool:
+                try:
+                    return bool(await http.download_file(file_id) == contents[file_id])
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    return False
 
-                await eventually(downloaded, f"file {meta['id']} downloadable through B")
+            await eventually(downloaded, f"file {meta['id']} downloadable through B")
     finally:
         for sock in socks:
             await sock.close()
