@@ -31,6 +31,10 @@ BOOTSTRAP_TIMEOUT_SECONDS = 120
 NOTIFIER_ACCOUNT = "roomcast-notifier"
 # One registration through a gateway (a bcrypt hash on a loaded machine).
 REGISTER_TIMEOUT_SECONDS = 30
+# Between two inbox reads: the inbox allows 120 reads per user a minute
+# (ROOMCAST_NOTIFIER_API_RATE_*), so a 30 s wait polled every 0.5 s (60 reads) ends
+# with the DM or with the deadline, never with a 429.
+INBOX_POLL_SECONDS = 0.5
 
 
 def vapid_private_key() -> str:
@@ -214,7 +218,9 @@ async def test_a_dm_reaches_the_recipients_inbox_through_the_played_notifier(
             page = await bob.notifications(limit=10)
             return [(n["seq"], n["kind"]) for n in page["items"]] == [(sent.seq, "dm")]
 
-        await eventually(in_inbox, "alice's DM in bob's inbox, read through gateway-2")
+        await eventually(
+            in_inbox, "alice's DM in bob's inbox, read through gateway-2", poll=INBOX_POLL_SECONDS
+        )
         page = await bob.notifications(limit=10)
         assert page["unread"] == 1
         assert page["items"][0]["preview"] == "hello bob"
