@@ -46,7 +46,6 @@ async def serve(settings: Settings) -> None:
     # Redirects are never followed: a push endpoint or webhook answering 3xx is a failed
     # attempt, not a way to make the notifier request another address.
     http = httpx.AsyncClient(follow_redirects=False)
-    directory = RoomDirectory(settings, ServiceSession(settings, http))
     sender = WebPushSender(
         vapid_private_key=settings.vapid_private_key.get_secret_value(),
         subject=settings.vapid_subject,
@@ -62,10 +61,11 @@ async def serve(settings: Settings) -> None:
         pushes.wake()
         webhooks.wake()
 
-    consumer = NotifierConsumer(settings, store, directory, on_written=written)
     revocations = RevocationWatcher()
     revocations.start(settings.nats_url, name="roomcast-notifier-revocations")
     verifier = build_verifier(settings, revocations)
+    directory = RoomDirectory(settings, ServiceSession(settings, http, verifier))
+    consumer = NotifierConsumer(settings, store, directory, on_written=written)
 
     async def readiness() -> None:
         await ping(mongo)

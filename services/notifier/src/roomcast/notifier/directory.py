@@ -9,7 +9,10 @@ kind never changes into or out of "direct" (a DM room's members are fixed), so i
 kept until evicted; member lists for ``members_cache_seconds``.
 
 Any failure to reach auth or rooms raises :class:`RoomsUnavailable`: the consumer
-retries the batch, unacknowledged, until it can decide correctly.
+retries the batch, unacknowledged, until it can decide correctly. So does a login whose
+token lacks the service-reader role (the account registered but not yet listed in
+auth's setting): rooms would answer "not found" for every DM and private room, and the
+notifier would acknowledge those records having notified nobody.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from dataclasses import dataclass
 import grpc
 import httpx
 
+from roomcast.common.errors import RoomcastError
 from roomcast.common.grpcmeta import bearer_metadata
+from roomcast.common.tokens import TokenVerifier
 from roomcast.notifier.errors import RoomsUnavailable
 from roomcast.notifier.settings import Settings
 from roomcast.rpc.rooms.v1 import rooms_pb2, rooms_pb2_grpc
@@ -50,11 +55,14 @@ class RoomInfo:
 
 class ServiceSession:
     """The service account's access token, logged in on first use and renewed before
-    it expires."""
+    it expires; refused unless it carries the service-reader role."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: Settings, http: httpx.AsyncClient, verifier: TokenVerifier
+    ) -> None:
         self._settings = settings
         self._http = http
+        self._verifier = verifier
         self._token = ""
         self._renew_at = 0.0
 
@@ -80,7 +88,17 @@ class ServiceSession:
         if response.status_code != 200:
             raise RoomsUnavailable(f"the service account cannot log in ({response.status_code})")
         payload = response.json()
-        self._token = str(payload["access_token"])
+        token = str(payload["access_token"])
+        try:
+            claims = await self._verifier.verify(token)
+        except RoomcastError as exc:
+            raise RoomsUnavailable(f"the service account's token does not verify: {exc}") from exc
+        if not claims.is_service_reader:
+            raise RoomsUnavailable(
+                f"the service account {self._settings.service_username!r} lacks the "
+                "service-reader role: list it in ROOMCAST_AUTH_SERVICE_READER_USERNAMES"
+            )
+        self._token = token
         lifetime = float(payload.get("expires_in", 300))
         self._renew_at = time.monotonic() + max(1.0, lifetime - TOKEN_RENEW_MARGIN_SECONDS)
         return self._token
