@@ -520,7 +520,7 @@ class Connection(WSListener):
         first = self.claims is None
         try:
             # Also refuses a revoked session's tokens (session_revoked): the verifier
-            # follows the shared revocation list (keys.py, revocations.py).
+            # follows the shared revocation list (roomcast.common.verifier, revocations.py).
             claims = await self.services.verifier.verify(token)
         except Unauthenticated as exc:
             if first:
