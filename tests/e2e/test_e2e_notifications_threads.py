@@ -43,7 +43,9 @@ async def wait_inbox_has(http: RoomcastHttp, seq: int, what: str) -> None:
     async def there() -> bool:
         return any(n["seq"] == seq for n in await inbox(http))
 
-    await eventually(there, what)
+    # Every 0.5 s: the inbox API allows a user 120 reads a minute (2 a second after the
+    # burst), so faster polling would meet 429 on a slow machine before the deadline.
+    await eventually(there, what, poll=0.5)
 
 
 async def test_mentions_and_replies_reach_the_inbox_once(e2e_stack: Stack) -> None:
