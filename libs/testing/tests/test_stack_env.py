@@ -23,6 +23,7 @@ PROCESS_OF = {
     "roomcast-rooms-config": "rooms",
     "roomcast-history-config": "history",
     "roomcast-gateway-config": "gateway-a",
+    "roomcast-notifier-config": "notifier",
 }
 
 
