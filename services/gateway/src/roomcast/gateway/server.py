@@ -2,8 +2,9 @@
 
 Start: the HTTP app and the port multiplexer come up first (/healthz answers at once,
 /readyz says 503), then NATS is connected, the CHAT stream ensured, auth's signing
-keys fetched and the event subscriptions made in the background, retrying until they
-succeed; only then is the gateway ready and WebSocket handshakes accepted.
+keys fetched, the event subscriptions made and the revoked sessions loaded in the
+background, retrying until they succeed; only then is the gateway ready and WebSocket
+handshakes accepted.
 
 Drain (SIGTERM), within ``shutdown_grace_seconds``:
 1. not ready (/readyz 503, new handshakes 503, new sends refused with
@@ -227,6 +228,12 @@ class Gateway:
             drain=self.drain,
             revoked=self.revoked,
         )
+        if self.revoked.required:
+            # Handshakes only once the revoked sessions are known (the watch loads them
+            # on this NATS connection): /readyz says not ready until then, but a
+            # reconnect burst that never asks /readyz would have every token refused
+            # "cannot verify tokens right now" in the meantime.
+            await self.revoked.wait_loaded()
         self.handshakes.serve(self.live.services)
         log.info("gateway ready", extra={"port": self.port})
 
