@@ -1,8 +1,9 @@
 """A removed member loses access even when the gateway never hears of the removal: a
 membership answer in flight during a kick does not admit, a kick published while the
 gateway was cut off from NATS ends the subscription at the reconnect, and a kick whose
-event never comes ends it within the revalidation bound. Real gateway processes and
-real NATS; rooms is the fake (its answers can be held back)."""
+event never comes ends it within the revalidation bound, also when rooms is too old
+to answer FilterMembers. Real gateway processes and real NATS; rooms is the fake (its
+answers can be held back)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 import orjson
 import pytest
 from gateway_testkit import (
+    TEST_AUDIENCE,
+    TEST_ISSUER,
     WAIT,
     CuttableProxy,
     OpenWs,
@@ -25,7 +28,7 @@ from gateway_testkit import (
 from nats.aio.client import Client as NatsClient
 
 from roomcast.common.subjects import room_events_subject
-from roomcast.common.tokens import TokenSigner
+from roomcast.common.tokens import TokenSigner, TokenVerifier
 from roomcast.testing.fakes import FakeRooms, JwksServer
 from roomcast.testing.processes import NatsServer
 
@@ -251,3 +254,53 @@ async def test_a_sweep_asks_rooms_once_per_room_not_once_per_member(
     for client in stayers:
         assert not frames_of(client, room, "unsubscribed")
     await assert_cut_off(stayers[0], stayers[-1], kicked, room)
+
+
+async def test_a_rooms_without_filter_members_is_asked_per_member_and_still_ends_access(
+    open_ws: OpenWs,
+    gw_jwks: JwksServer,
+    gw_nats: NatsServer,
+    signer: TokenSigner,
+    spawn: Spawner,
+) -> None:
+    # An older rooms during a rolling upgrade: FilterMembers answers UNIMPLEMENTED.
+    old_rooms = FakeRooms(
+        TokenVerifier.from_jwks(signer.jwks(), issuer=TEST_ISSUER, audience=TEST_AUDIENCE),
+        filter_members_implemented=False,
+    )
+    await old_rooms.start()
+    try:
+        env = {
+            **base_env(gw_nats.url, gw_jwks.url, old_rooms.target),
+            **FAST,
+            "ROOMCAST_GATEWAY_MEMBERSHIP_CACHE_TTL_SECONDS": str(TTL_SECONDS),
+            "ROOMCAST_GATEWAY_MEMBERSHIP_REVALIDATE_INTERVAL_SECONDS": str(SWEEP_SECONDS),
+        }
+        gw = await spawn(env, "gw-old-rooms")
+        alice, bob = make_user(signer), make_user(signer)
+        room = room_with(old_rooms, alice.id, bob.id)
+        watcher = await open_ws(gw.ws_url, alice)
+        kicked = await open_ws(gw.ws_url, bob)
+        for client in (watcher, kicked):
+            assert (await client.subscribe(room))["type"] == "subscribed"
+        checked = old_rooms.method_calls["CheckMembership"]
+
+        del old_rooms.rooms[room].members[bob.id]  # removed, and no event is ever published
+        removed = time.monotonic()
+        bound = TTL_SECONDS + SWEEP_SECONDS
+        ended = await kicked.expect(
+            lambda f: f.get("type") == "unsubscribed" and f.get("room") == room,
+            within=bound + SLACK_SECONDS,
+        )
+        assert ended["reason"] == "member_removed"
+        assert time.monotonic() - removed < bound + SLACK_SECONDS
+        # The sweep tried FilterMembers, was refused, and asked per member instead.
+        assert old_rooms.method_calls["FilterMembers"] >= 1
+        assert old_rooms.method_calls["CheckMembership"] > checked
+        assert await gw.metric("roomcast_gateway_revalidation_ended_subscriptions_total") == 1
+        await assert_cut_off(watcher, watcher, kicked, room)
+        # The member, re-checked by the same sweeps, keeps their subscription.
+        assert not frames_of(watcher, room, "unsubscribed")
+    finally:
+        await spawn.stop_all()
+        await old_rooms.stop()

@@ -117,6 +117,10 @@ class _FakeRoomsServicer(rooms_pb2_grpc.RoomsServicer):
         request: rooms_pb2.FilterMembersRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> rooms_pb2.FilterMembersResponse:
+        if not self.owner.filter_members_implemented:
+            # An older rooms without the RPC: gRPC refuses it before any token check.
+            self.owner.method_calls["FilterMembers"] += 1
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         user_id = await self._caller(context)
         self.owner.method_calls["FilterMembers"] += 1
         room = self.owner.rooms.get(request.room_id)
@@ -147,10 +151,13 @@ class FakeRooms:
     counts them per RPC. While :attr:`hold`
     is set to an unset event, answers are decided and then held back until it is set
     (:attr:`held` counts them): an answer in flight while the membership changes.
+    ``filter_members_implemented=False`` answers ``FilterMembers`` with UNIMPLEMENTED
+    (still counted in :attr:`method_calls`), as a rooms older than the RPC does.
     """
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    def __init__(self, verifier: TokenVerifier, *, filter_members_implemented: bool = True) -> None:
         self.verifier = verifier
+        self.filter_members_implemented = filter_members_implemented
         self.rooms: dict[str, FakeRoom] = {}
         self.calls = 0
         self.method_calls: collections.Counter[str] = collections.Counter()
