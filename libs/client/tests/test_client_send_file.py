@@ -5,7 +5,8 @@ Alice uploads a file with ``RoomcastHttp.upload_file`` and shares it through gat
 Bob, subscribed through gateway B, receives a ``file`` message carrying the file's
 metadata (and can download it). Alice's retry with the same ``client_id`` is acked as a
 duplicate of the same message; a file id that is not the sender's upload into that room
-is refused with ``file_not_found`` (docs/protocol.md) and stores nothing.
+is refused with ``file_not_found`` (docs/protocol.md), a malformed id or an oversized
+caption with their own codes, and none of them stores anything.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ WITHIN_SECONDS = 30.0
 # Between two looks at in-process state (the socket's items): cheap, so poll often.
 LOCAL_POLL_SECONDS = 0.01
 CONTENT = b"minutes of the meeting\n" * 100
+# The gateway's default limit of a text (ROOMCAST_GATEWAY_MAX_BODY_CHARS), which a
+# caption shares.
+DEFAULT_MAX_BODY_CHARS = 4000
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +168,14 @@ async def test_send_file_is_received_with_its_metadata_stored_once_and_checked(
             with pytest.raises(RequestRejected) as refused:
                 await sock.send_file(room, file_id, caption="not mine")
             assert refused.value.code == "file_not_found"
+        malformed = [
+            (uploaded["id"], "x" * (DEFAULT_MAX_BODY_CHARS + 1), "payload_too_large"),
+            ("not-a-file-id", None, "invalid_request"),
+        ]
+        for file_id, caption, code in malformed:
+            with pytest.raises(RequestRejected) as refused:
+                await alice_sock.send_file(room, file_id, caption=caption)
+            assert refused.value.code == code
 
         # Bob's own upload shares fine, and arrives after the one file message.
         last = await bob_sock.send_file(room, bobs_upload["id"])
