@@ -142,7 +142,13 @@ def stack(tmp_path: Path) -> Iterator[Any]:
 async def test_chat_mix_smoke_delivers_messages_typing_and_read_receipts(stack: Any) -> None:
     scenario = parse_scenario(smoke_variant())
     report = await run_scenario(
-        RunConfig(scenario=scenario, gateways=stack.gateway_urls, workers=1, progress=False)
+        RunConfig(
+            scenario=scenario,
+            gateways=stack.gateway_urls,
+            workers=1,
+            progress=False,
+            mongo_url=stack.mongo.url,
+        )
     )
     acc, sig = report["accounting"], report["signals"]
     assert report["passed"], (report["expectations"], report["errors"])
@@ -175,6 +181,15 @@ async def test_chat_mix_smoke_delivers_messages_typing_and_read_receipts(stack: 
     checks = await slow_mode_checks(stack.gateway_urls)
     assert checks.get("allowed", 0) > 0, checks
     assert checks.get("refused", 0) == 0, checks
+    # The database's time over the window is split by namespace, i.e. by caller: history
+    # stored the messages (inserts into its messages collection) within the window.
+    top = report["database_top"]
+    by_ns = {row["namespace"]: row for row in top["rows"]}
+    messages = by_ns["roomcast_history.messages"]
+    assert messages["commands"] > 0, top
+    assert messages["time_ms"] > 0, top
+    assert top["acked"] == acc["acked"]
+    assert abs(sum(row["share_pct"] for row in top["rows"]) - 100) < 1, top
 
 
 async def slow_mode_checks(gateways: list[str]) -> dict[str, float]:

@@ -173,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
                 users=users,
                 room_ids=room_ids,
                 stack_pids=_stack_pids(stack),
+                mongo_url=stack.mongo.url if stack is not None and stack.mongo else None,
             )
             coordinator = Coordinator(cfg)
             report = uvloop.run(coordinator.run())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from roomcast.load.accounting import Accounting
+from roomcast.load.dbtop import top_table_text
 from roomcast.load.histogram import Histogram
 from roomcast.load.plan import Layout
 from roomcast.load.proccpu import table_text
@@ -335,6 +336,8 @@ def summary_text(report: dict[str, Any]) -> str:
         )
     if report.get("process_cpu"):
         lines.append(table_text(report["process_cpu"]))
+    if report.get("database_top"):
+        lines.append(top_table_text(report["database_top"]))
     verdict = "PASS" if report["passed"] else "FAIL"
     failed = [
         f"{e['name']}={e['got']} (want {e['want']})" for e in report["expectations"] if not e["ok"]

@@ -26,6 +26,7 @@ from roomcast.load import plan as planning
 from roomcast.load import wire
 from roomcast.load.accounting import Accounting, reconcile
 from roomcast.load.client import SocketSpec
+from roomcast.load.dbtop import TopReading, top_table, try_read_top
 from roomcast.load.histogram import Histogram
 from roomcast.load.pipe import EOF_MESSAGE, start_reader
 from roomcast.load.proccpu import Reading, cpu_table, read_all
@@ -86,6 +87,9 @@ class RunConfig:
     # of the window for the per-process CPU table; the load generator's own processes
     # are always added. --start-stack passes the started stack's.
     stack_pids: Callable[[], dict[str, int | None]] | None = None
+    # The stack's database, read with ``top`` at both ends of the window for the
+    # database-time-by-namespace table (roomcast.load.dbtop); --start-stack passes it.
+    mongo_url: str | None = None
 
 
 @dataclass
@@ -354,6 +358,7 @@ class Coordinator:
             self.phase = "settle"
             await self.pump(until=lambda: time.monotonic() >= settle_until)
             memory_after = await self.memory_snapshot()
+        top_before = await self._db_top()
         cpu_before = read_all(self._pids())
         t_cpu = time.monotonic()
         t0 = time.time() + GO_DELAY_SECONDS
@@ -375,6 +380,7 @@ class Coordinator:
         finals = await self.pump(kind="final", within=sc.drain_timeout + PHASE_SLACK_SECONDS)
         cpu_after = read_all(self._pids())
         cpu_seconds = time.monotonic() - t_cpu
+        top_after = await self._db_top()
         await restarts
         if self.cfg.progress and self._tty:
             print(file=sys.stderr)
@@ -382,7 +388,7 @@ class Coordinator:
         accounting = reconcile(
             [d["sends"] for d in data], [pair for d in data for pair in d["rooms"]]
         )
-        return build_report(
+        report = build_report(
             scenario=sc,
             layout=self.layout,
             cfg_gateways=self.cfg.gateways,
@@ -403,6 +409,16 @@ class Coordinator:
             process_cpu=self._cpu_table(cpu_before, cpu_after, accounting, cpu_seconds),
             load_average=[self.load_before, os.getloadavg()],
         )
+        if top_before is not None and top_after is not None:
+            report["database_top"] = top_table(
+                top_before, top_after, acked=int(accounting.totals()["acked"])
+            )
+        return report
+
+    async def _db_top(self) -> TopReading | str | None:
+        if self.cfg.mongo_url is None:
+            return None
+        return await asyncio.to_thread(try_read_top, self.cfg.mongo_url)
 
     def _cpu_table(
         self,
