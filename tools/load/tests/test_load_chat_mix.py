@@ -181,6 +181,16 @@ async def test_chat_mix_smoke_delivers_messages_typing_and_read_receipts(stack: 
     checks = await slow_mode_checks(stack.gateway_urls)
     assert checks.get("allowed", 0) > 0, checks
     assert checks.get("refused", 0) == 0, checks
+    # Ack latency split by what each send went through: every ack is in one kind, and
+    # the kinds count what was sent of each.
+    kinds = report["ack_latency_by_kind_ms"]
+    assert sum(k["count"] for k in kinds.values()) == report["ack_latency_ms"]["count"]
+    assert kinds["reply"]["count"] == sig["replies_sent"]
+    assert kinds["file"]["count"] == sig["files_acked"]
+    assert kinds["reaction"]["count"] == sig["reactions_acked"]
+    assert 0 < kinds["mention"]["count"] <= sig["mentions_sent"]
+    assert kinds["slow_mode"]["count"] > 0
+    assert kinds["plain"]["count"] > 0
     # The database's time over the window is split by namespace, i.e. by caller: history
     # stored the messages (inserts into its messages collection) within the window.
     top = report["database_top"]

@@ -39,6 +39,11 @@ RECONNECT_JITTER_SECONDS = 0.25
 # A send refused with one of these codes is retried (same client_id) after this delay:
 # the gateway's rate limiter refills 20 tokens/s, 1 s is always enough for one.
 RETRY_SEND_SECONDS = 1.0
+# What a send goes through besides the publish, for the ack latency split: a plain
+# send, a reply (the gateway reads its parent from the stream), a mention (a username
+# lookup at auth), a file message (a share check at history), a send in a slow-mode room
+# (the shared pace in NATS key-value) and a reaction.
+SEND_KINDS = ("plain", "reply", "mention", "file", "slow_mode", "reaction")
 RETRYABLE_SEND_ERRORS = frozenset(
     {"rate_limited", "unavailable", "dependency_unavailable", "timeout", "internal"}
 )
@@ -67,6 +72,9 @@ class SocketSpec:
     # room id -> (share of sends that reply, share that mention, the username mentioned)
     threads: dict[str, tuple[float, float, str]] = field(default_factory=dict)
     files: dict[str, float] = field(default_factory=dict)  # room id -> share of file sends
+    # rooms in slow mode: their sends pass the gateways' shared pace check (the report
+    # splits ack latency by what a send goes through, roomcast.load.report)
+    slow_rooms: frozenset[str] = frozenset()
     inbox_rate: float = 0.0  # inbox reads/s
     user: int = 0
     username: str = ""
@@ -115,6 +123,10 @@ class Shared:
     error_examples: dict[str, str] = field(default_factory=dict)
     closes: dict[str, int] = field(default_factory=dict)
     ack_sec: Histogram = field(default_factory=Histogram)
+    # the whole run's ack latency by send kind (SEND_KINDS): which path a tail comes from
+    ack_by_kind: dict[str, Histogram] = field(
+        default_factory=lambda: {kind: Histogram() for kind in SEND_KINDS}
+    )
     sends: SendLog = field(default_factory=SendLog)
     rooms: dict[str, RoomLog] = field(default_factory=dict)
     members: list[MemberLog] = field(default_factory=list)
@@ -455,7 +467,7 @@ class Client(WSListener):
         frame = wire.react_frame(room, cid, target, REACTION_EMOJI)
         self._reacts.add(cid)
         shared.reactions_sent += 1
-        entry = [room, sched_us, frame, False, 0]
+        entry = [room, sched_us, frame, False, 0, "reaction"]
         self.pending[cid] = entry
         if self.live and self.transport is not None:
             self._transmit(self.transport, entry)
@@ -493,7 +505,15 @@ class Client(WSListener):
         frame = wire.send_frame(
             room, cid, sched_us, shared.message_bytes, reply_to=reply_to, mention=mention
         )
-        entry = [room, sched_us, frame, False, 0]
+        if room in self.spec.slow_rooms:
+            kind = "slow_mode"
+        elif reply_to is not None:
+            kind = "reply"
+        elif mention is not None:
+            kind = "mention"
+        else:
+            kind = "plain"
+        entry = [room, sched_us, frame, False, 0, kind]
         self.pending[cid] = entry
         if self.live and self.transport is not None:
             self._transmit(self.transport, entry)
@@ -519,7 +539,7 @@ class Client(WSListener):
         frame = wire.file_frame(room, cid, file_id, sched_us, shared.message_bytes)
         self._files.add(cid)
         shared.files_sent += 1
-        entry = [room, sched_us, frame, False, 0]
+        entry = [room, sched_us, frame, False, 0, "file"]
         self.pending[cid] = entry
         if self.live and self.transport is not None:
             self._transmit(self.transport, entry)
@@ -559,7 +579,9 @@ class Client(WSListener):
             shared.sends.on_late_ack(cid, int(msg["seq"]), duplicate=bool(msg.get("duplicate")))
             return
         shared.sends.on_ack(entry[0], cid, int(msg["seq"]), duplicate=bool(msg.get("duplicate")))
-        shared.ack_sec.record(time_ns() // 1000 - entry[1])
+        waited = time_ns() // 1000 - entry[1]
+        shared.ack_sec.record(waited)
+        shared.ack_by_kind[entry[5]].record(waited)
 
 
 def _error_kind(exc: BaseException) -> str:

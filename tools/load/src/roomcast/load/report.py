@@ -81,6 +81,14 @@ def _merge(finals: list[dict[str, Any]], key: str) -> Histogram:
     return h
 
 
+def _by_kind(finals: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Histogram] = {}
+    for f in finals:
+        for kind, sparse in f.get("ack_by_kind", {}).items():
+            merged.setdefault(kind, Histogram()).merge_sparse(sparse)
+    return {kind: h.summary() for kind, h in merged.items() if h.summary()["count"]}
+
+
 def build_report(
     *,
     scenario: Scenario,
@@ -154,6 +162,9 @@ def build_report(
         },
         "latency_ms": lat.summary(),
         "ack_latency_ms": ack.summary(),
+        # The same, by what each send went through (roomcast.load.client.SEND_KINDS);
+        # kinds the run did not send are left out.
+        "ack_latency_by_kind_ms": _by_kind(finals),
         "accounting": totals,
         "worst_rooms": [
             {
@@ -285,6 +296,10 @@ def summary_text(report: dict[str, Any]) -> str:
         f"latency ms   p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  "
         f"p99.9 {lat['p99_9']}  max {lat['max']}  (send->receive, from the scheduled time)",
         f"ack ms       p50 {ack['p50']}  p99 {ack['p99']}  max {ack['max']}",
+        *(
+            f"  {kind:<10} {k['count']} acked  p50 {k['p50']}  p99 {k['p99']}  max {k['max']}"
+            for kind, k in report.get("ack_latency_by_kind_ms", {}).items()
+        ),
         f"accounting   expected {acc['expected']}  delivered {acc['delivered']}  "
         f"LOST {acc['lost']}  DUPLICATED {acc['duplicated']}  out-of-order {acc['out_of_order']}"
         f"  unacked-delivered {acc['unacked_delivered']}",

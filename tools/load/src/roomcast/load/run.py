@@ -212,6 +212,11 @@ class Coordinator:
                 if room_ids and users
                 else {},
                 files={room_ids[r]: share for r, share in s.files.items()} if room_ids else {},
+                slow_rooms=frozenset(
+                    room_ids[r] for r, _ in s.sends if self.layout.rooms[r].slow_mode_seconds
+                )
+                if room_ids
+                else frozenset(),
                 inbox_rate=self.scenario.inbox_rate if users else 0.0,
                 user=s.user,
                 username=user.username,

@@ -346,6 +346,7 @@ class Worker:
             ],
             "lat": self.lat_all.to_sparse(),
             "ack_lat": self.ack_all.to_sparse(),
+            "ack_by_kind": {k: h.to_sparse() for k, h in self.shared.ack_by_kind.items()},
             "deliveries": self.shared.deliveries,
             "unexpected": self.shared.unexpected,
             "signals": {key: int(getattr(self.shared, key)) for key in SIGNALS},
