@@ -44,6 +44,7 @@ async def serve(settings: Settings) -> None:
     membership = MembershipChecker(
         settings.rooms_target,
         ttl_seconds=settings.membership_cache_seconds,
+        read_position_ttl_seconds=settings.read_position_membership_cache_seconds,
         timeout_seconds=settings.rooms_timeout_seconds,
         max_entries=settings.membership_cache_entries,
     )

@@ -137,7 +137,7 @@ def create_app(
         """Move the caller's read position forward (never back); answers the stored one."""
         claims = await authorize(request, room_id)
         seq = _read_seq(await json_object_body(request, error=InvalidBody))
-        await membership.require_member(claims, room_id)
+        await membership.require_member_to_mark_read(claims, room_id)
         return json_response({"seq": await store.mark_read(room_id, claims.user_id, seq)})
 
     @app.post("/v1/summaries")

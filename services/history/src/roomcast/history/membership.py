@@ -34,6 +34,7 @@ class MembershipChecker:
         target: str,
         *,
         ttl_seconds: float,
+        read_position_ttl_seconds: float,
         timeout_seconds: float,
         max_entries: int,
         clock: Callable[[], float] = time.monotonic,
@@ -43,12 +44,25 @@ class MembershipChecker:
         self._cache = MembershipCache(
             self._client, ttl=ttl_seconds, negative_ttl=0, max_entries=max_entries, clock=clock
         )
+        # Moving one's own read position: a longer TTL (settings say why), its own cache
+        # so that it never lengthens how long a removed member can read pages.
+        self._read_position_cache = MembershipCache(
+            self._client,
+            ttl=read_position_ttl_seconds,
+            negative_ttl=0,
+            max_entries=max_entries,
+            clock=clock,
+        )
 
     async def require_member(self, claims: AccessClaims, room_id: str) -> None:
         """Return if the caller is a member of the room, else raise: RoomNotFound for an
         unknown room or a private one the caller is not in, NotAMember for a public
         room the caller has not joined, RoomsUnavailable if rooms is down."""
         await self._cache.require_member(claims, room_id)
+
+    async def require_member_to_mark_read(self, claims: AccessClaims, room_id: str) -> None:
+        """As require_member, for moving the caller's own read position."""
+        await self._read_position_cache.require_member(claims, room_id)
 
     async def close(self) -> None:
         await self._client.close()

@@ -25,6 +25,14 @@ class Settings(ServiceSettings, MongoSettings, NatsSettings, TokenSettings, Stre
     # can still read its history for at most this long; 5 s keeps rooms' load at one
     # call per reader per room per 5 s while paging.
     membership_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # The same for moving one's own read position (PUT /v1/rooms/{id}/read), which
+    # gateways call for every coalesced read receipt: at 5 s nearly every receipt cost
+    # rooms a CheckMembership (the largest share of the database's time in chat-mix).
+    # A read position reveals nothing and is shown to no one by history, and the
+    # gateway checks membership itself (revalidated, following rooms' events) before it
+    # forwards a receipt or broadcasts it, so a member removed within these 300 s can
+    # at most move their own position in a room they left.
+    read_position_membership_cache_seconds: float = Field(default=300.0, ge=0, le=3600)
     # Cached (user, room) answers kept at most (about 200 bytes each).
     membership_cache_entries: int = Field(default=10_000, ge=1, le=1_000_000)
 
