@@ -242,3 +242,68 @@ async def test_a_batch_answer_overtaken_for_a_user_is_neither_used_nor_stored(
     decided = await batch
     assert decided == {u: None if u in overtaken else True for u in (ALICE, BOB)}
     assert {u for u in (ALICE, BOB) if cache.fresh(u, ROOM)} == {ALICE, BOB} - overtaken
+
+
+async def test_a_member_answer_is_served_stale_in_its_grace_but_never_a_refusal() -> None:
+    """Past its TTL a "member" answer is still served (counted "stale") for its grace,
+    while fresh() already says it is due for the revalidation sweep; after the grace
+    rooms is asked again. A refusal gets no grace, and an invalidation ends the grace."""
+    rooms = ScriptedRooms()
+    rooms.truth[(BOB, ROOM)] = True
+    now = [0.0]
+    seen: list[str] = []
+    cache = RoomAnswerCache(
+        rooms.fetch,
+        ttl_for=lambda member: 30.0 if member else 2.0,
+        max_entries=100,
+        observe=seen.append,
+        clock=lambda: now[0],
+        grace_for=lambda member: 8.0 if member else 0.0,
+    )
+    lookup = asyncio.ensure_future(cache.get(BOB, ROOM, "t"))
+    await rooms.release(1)
+    assert await lookup is True
+    now[0] = 35.0  # past the TTL, within the grace
+    assert not cache.fresh(BOB, ROOM)  # the sweep re-asks it...
+    assert cache.peek(BOB, ROOM) is True  # ...while sends keep their answer
+    assert await cache.get(BOB, ROOM, "t") is True
+    assert len(rooms.calls) == 1
+    assert seen == ["miss", "stale", "stale"]
+    cache.invalidate(BOB, ROOM)  # an event: no grace for a dropped answer
+    assert cache.peek(BOB, ROOM) is None
+    lookup = asyncio.ensure_future(cache.get(BOB, ROOM, "t"))
+    await rooms.release(2)
+    assert await lookup is True
+    now[0] = 35.0 + 30.0 + 8.0  # past TTL and grace
+    assert cache.peek(BOB, ROOM) is None
+    lookup = asyncio.ensure_future(cache.get(BOB, ROOM, "t"))
+    await rooms.release(3)
+    await lookup
+    # A refusal: 2 s of TTL, then asked again at once.
+    lookup = asyncio.ensure_future(cache.get(ALICE, ROOM, "t"))
+    await rooms.release(4)
+    assert await lookup is False
+    now[0] += 2.5
+    assert cache.peek(ALICE, ROOM) is None
+
+
+async def test_a_revalidation_does_not_take_an_answer_in_its_grace() -> None:
+    rooms = ScriptedRooms()
+    rooms.truth[(BOB, ROOM)] = True
+    now = [0.0]
+    cache = RoomAnswerCache(
+        rooms.fetch,
+        ttl_for=lambda _member: 30.0,
+        max_entries=100,
+        clock=lambda: now[0],
+        grace_for=lambda _member: 8.0,
+    )
+    lookup = asyncio.ensure_future(cache.get(BOB, ROOM, "t"))
+    await rooms.release(1)
+    await lookup
+    now[0] = 31.0
+    rooms.truth[(BOB, ROOM)] = False  # removed, the event lost
+    assert await cache.get(BOB, ROOM, "t") is True  # a send within the grace
+    lookup = asyncio.ensure_future(cache.get(BOB, ROOM, "t", allow_stale=False))
+    await rooms.release(2)
+    assert await lookup is False  # the sweep's re-check asks rooms

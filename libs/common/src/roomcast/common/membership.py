@@ -35,9 +35,9 @@ API::
             (one FilterMembers, at most MAX_FILTER_IDS ids; None: the asker refused);
         .filter_supported
         await .close()
-    MembershipCache(client, *, ttl, negative_ttl, max_entries, observe=None,
+    MembershipCache(client, *, ttl, negative_ttl, max_entries, observe=None, member_grace=0,
                     clock=time.monotonic)
-        await .lookup(claims, room_id) -> Membership
+        await .lookup(claims, room_id, allow_stale=True) -> Membership
         await .lookup_room(room_id, asker, user_ids) -> {user_id: Membership | None}
         .cached(claims, room_id) -> Membership | None   (a hit, without an await)
         await .require_member(claims, room_id) -> Membership  (or raise not_found /
@@ -280,9 +280,12 @@ class MembershipCache:
         max_entries: int,
         observe: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        member_grace: float = 0.0,
     ) -> None:
         self.client = client
         self._errors = client.errors
+        # member_grace: how long after its TTL a "member" answer is still served while
+        # a sweep refreshes it (roomcache.py); refusals never get one.
         self._cache: RoomAnswerCache[Membership] = RoomAnswerCache(
             lambda _user_id, room_id, token: client.check(token, room_id),
             ttl_for=lambda answer: ttl if answer.member else negative_ttl,
@@ -290,10 +293,17 @@ class MembershipCache:
             observe=observe,
             clock=clock,
             overtaken=client.errors.unavailable,
+            grace_for=(lambda answer: member_grace if answer.member else 0.0)
+            if member_grace > 0
+            else None,
         )
 
-    async def lookup(self, claims: AccessClaims, room_id: str) -> Membership:
-        return await self._cache.get(claims.user_id, room_id, claims.raw)
+    async def lookup(
+        self, claims: AccessClaims, room_id: str, *, allow_stale: bool = True
+    ) -> Membership:
+        """``allow_stale=False``: a revalidation, which must not take a member answer
+        in its grace for the fresh one it is there to fetch."""
+        return await self._cache.get(claims.user_id, room_id, claims.raw, allow_stale=allow_stale)
 
     async def lookup_room(
         self, room_id: str, asker: AccessClaims, user_ids: list[str]

@@ -11,7 +11,14 @@ membership cache needs (membership.py: "am I a member?"; the gateway's recipient
 - concurrent lookups of one key share one RPC (a reconnect storm resubscribing
   thousands of sockets costs one call per distinct key);
 - at most ``max_entries`` answers, least recently stored dropped first (a hit does not
-  keep an answer: it expires after its TTL anyway).
+  keep an answer: it expires after its TTL anyway);
+- optionally, an expired answer is still served for ``grace_for(answer)`` seconds
+  (counted as "stale"), while :meth:`fresh` already says False: the gateway's sweep
+  (revalidation.py) refreshes every live subscription's answer within one interval of
+  its expiry, so a send meanwhile need not wait on rooms. Without it, every answer
+  expiring before the sweep came round cost the next send a synchronous call, queued
+  behind the sweep's own: the chat-mix ack tail. Invalidations drop an answer at once,
+  grace or not.
 
 Lookups racing an invalidation. rooms publishes an event after its write, so an answer
 fetched before the event may predate the change (a kick). Each lookup holds a
@@ -28,7 +35,7 @@ so this bookkeeping is bounded by concurrency, not by the number of rooms.
 API::
 
     RoomAnswerCache(fetch, *, ttl_for, max_entries, observe=None, clock=time.monotonic,
-                    overtaken=DependencyUnavailable)
+                    overtaken=DependencyUnavailable, grace_for=None)
     await cache.get(user_id, room_id, token) -> Answer
     await cache.get_room(room_id, user_ids, fetch_room) -> {user_id: Answer | None}
     cache.peek(user_id, room_id) -> Answer | None   (a hit without an await)
@@ -37,9 +44,9 @@ API::
     cache.invalidate_all(); len(cache)
 
 ``fetch(user_id, room_id, token)`` asks rooms; ``observe(outcome)`` is told "hit",
-"miss" or "overtaken" (for a service's metric); ``overtaken(message)`` builds the
-error raised after ``MAX_LOOKUP_ATTEMPTS`` overtaken lookups (the service's own
-"unavailable, retry" error class).
+"stale" (served in its grace), "miss" or "overtaken" (for a service's metric);
+``overtaken(message)`` builds the error raised after ``MAX_LOOKUP_ATTEMPTS`` overtaken
+lookups (the service's own "unavailable, retry" error class).
 """
 
 from __future__ import annotations
@@ -103,9 +110,11 @@ class RoomAnswerCache(Generic[Answer]):
         observe: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         overtaken: Callable[[str], RoomcastError] = DependencyUnavailable,
+        grace_for: Callable[[Answer], float] | None = None,
     ) -> None:
         self._fetch_answer = fetch
         self._ttl_for = ttl_for
+        self._grace_for = grace_for
         self.max_entries = max_entries
         self._observe = observe
         self._clock = clock
@@ -116,13 +125,18 @@ class RoomAnswerCache(Generic[Answer]):
         # Outstanding lookups by room (see the module docstring).
         self._tickets: dict[str, set[_Ticket]] = {}
 
-    async def get(self, user_id: str, room_id: str, token: str) -> Answer:
+    async def get(
+        self, user_id: str, room_id: str, token: str, *, allow_stale: bool = True
+    ) -> Answer:
+        """The answer, cached or asked; ``allow_stale=False`` (the sweep re-asking a
+        due answer) does not take an answer in its grace."""
         key = (user_id, room_id)
         entry = self._entries.get(key)
         if entry is not None:
-            if entry[0] > self._clock():
+            outcome = self._usable(entry, allow_stale=allow_stale)
+            if outcome is not None:
                 if self._observe is not None:
-                    self._observe("hit")
+                    self._observe(outcome)
                 return entry[1]
             self._drop(key)
         if self._observe is not None:
@@ -177,11 +191,23 @@ class RoomAnswerCache(Generic[Answer]):
         """The cached answer, without an await: what :meth:`get` returns on a hit (and
         counted as one); None when :meth:`get` would have to ask rooms."""
         entry = self._entries.get((user_id, room_id))
-        if entry is None or entry[0] <= self._clock():
+        outcome = None if entry is None else self._usable(entry)
+        if entry is None or outcome is None:
             return None
         if self._observe is not None:
-            self._observe("hit")
+            self._observe(outcome)
         return entry[1]
+
+    def _usable(self, entry: tuple[float, Answer], *, allow_stale: bool = True) -> str | None:
+        """ "hit" for an answer within its TTL, "stale" within its grace after it,
+        None when it must be asked again."""
+        expiry, answer = entry
+        now = self._clock()
+        if expiry > now:
+            return "hit"
+        if allow_stale and self._grace_for is not None and expiry + self._grace_for(answer) > now:
+            return "stale"
+        return None
 
     def fresh(self, user_id: str, room_id: str) -> bool:
         """Is an answer for (user, room) cached and younger than its TTL?"""

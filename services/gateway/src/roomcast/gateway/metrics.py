@@ -58,7 +58,8 @@ NATS_RECONNECTS = Counter("roomcast_gateway_nats_reconnects_total", "NATS reconn
 RATE_LIMITED = Counter("roomcast_gateway_rate_limited_total", "Frames refused by the rate limit.")
 MEMBERSHIP_LOOKUPS = Counter(
     "roomcast_gateway_membership_lookups_total",
-    "Membership checks by outcome (hit, miss, overtaken: the answer predated an event "
+    "Membership checks by outcome (hit; stale: a member answer past its TTL served while "
+    "the revalidation sweep refreshes it; miss; overtaken: the answer predated an event "
     "and was asked again).",
     ["outcome"],
 )

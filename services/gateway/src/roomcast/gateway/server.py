@@ -79,12 +79,20 @@ class Gateway:
         )
         # Every send looks membership up: the counter's children are bound once, not
         # found by labels() (a lock and a hash of the label values) per lookup.
-        lookups = {o: metrics.MEMBERSHIP_LOOKUPS.labels(o) for o in ("hit", "miss", "overtaken")}
+        lookups = {
+            o: metrics.MEMBERSHIP_LOOKUPS.labels(o) for o in ("hit", "stale", "miss", "overtaken")
+        }
         self.membership = MembershipCache(
             self.rooms,
             ttl=settings.membership_cache_ttl_seconds,
             negative_ttl=settings.membership_negative_ttl_seconds,
             max_entries=settings.membership_cache_size,
+            # A member answer past its TTL is served until the revalidation sweep, due
+            # within one interval, has had the rooms timeout to refresh it: a send then
+            # never waits on rooms behind the sweep's own calls (roomcache.py), and a
+            # lost kick ends sends within the same bound as subscriptions.
+            member_grace=settings.membership_revalidate_interval_seconds
+            + settings.rooms_timeout_seconds,
             observe=lambda outcome: (
                 lookups.get(outcome) or metrics.MEMBERSHIP_LOOKUPS.labels(outcome)
             ).inc(),

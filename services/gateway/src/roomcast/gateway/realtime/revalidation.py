@@ -14,8 +14,9 @@ A subscription whose user rooms no longer counts as a member ends like a kick do
 ``unsubscribed`` with reason ``member_removed``, and the user's presence in the room
 ends. So a kick whose event was lost ends access within ``membership_cache_ttl_seconds
 + membership_revalidate_interval_seconds`` (plus one RPC), and at the first reconnect
-when the loss came from a disconnection. Sends check the cache on every message and
-are bounded by the TTL alone.
+when the loss came from a disconnection. Sends check the cache on every message; a
+member answer past its TTL is served for ``interval`` + the rooms timeout more while a
+sweep refreshes it (roomcache.py), so sends are bounded like subscriptions.
 
 When rooms cannot answer (down, slow, the socket's token just expired) the subscription
 is kept and checked at the next sweep: a rooms outage must not end every conversation.
@@ -160,7 +161,7 @@ class MembershipRevalidator:
 
         async def check(user_id: str, claims: AccessClaims) -> int:
             try:
-                answer = await self.membership.lookup(claims, room_id)
+                answer = await self.membership.lookup(claims, room_id, allow_stale=False)
             except RoomcastError:
                 return 0  # rooms unavailable or the token refused: next sweep
             return 0 if answer.member else self._end(room_id, user_id)
