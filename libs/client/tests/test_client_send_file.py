@@ -197,3 +197,56 @@ async def test_send_file_is_received_with_its_metadata_stored_once_and_checked(
     finally:
         await alice_sock.close()
         await bob_sock.close()
+
+
+async def test_a_private_file_reaches_and_opens_for_its_two_people_only(
+    stack: Stack,
+    users: Callable[[str, str], Awaitable[RoomcastHttp]],
+    tmp_path: Path,
+) -> None:
+    gateway_a, gateway_b = stack.gateway_urls[:2]
+    alice = await users(gateway_a, "ali")
+    bob = await users(gateway_b, "bob")
+    carol = await users(gateway_b, "car")
+    room = (await alice.create_room("private files", visibility="public"))["id"]
+    await bob.join_room(room)
+    await carol.join_room(room)
+    path = tmp_path / "for-bob.txt"
+    path.write_bytes(CONTENT)
+    uploaded = await alice.upload_file(room, path, content_type="text/plain")
+
+    bob_items: list[Item] = []
+    carol_items: list[Item] = []
+    bob_sock = await connect([gateway_b], bob.access_token_provider, on_item=bob_items.append)
+    carol_sock = await connect([gateway_b], carol.access_token_provider, on_item=carol_items.append)
+    alice_sock = await connect([gateway_a], alice.access_token_provider)
+    try:
+        for sock in (bob_sock, carol_sock, alice_sock):
+            await sock.subscribe(room)
+        bob_id = (await bob.me())["id"]
+        ack = await alice_sock.send_file(room, uploaded["id"], caption="just you", to=bob_id)
+        after = await alice_sock.send(room, "and this one is for everyone")
+
+        await until(lambda: any(m.seq == ack.seq for m in messages(bob_items, room)), "bob's copy")
+        private = next(m for m in messages(bob_items, room) if m.seq == ack.seq)
+        assert private.body["file"]["id"] == uploaded["id"]
+        assert private.body["caption"] == "just you"
+        # Carol's chain moves on past it (a skip) without the message itself.
+        await until(
+            lambda: any(m.seq == after.seq for m in messages(carol_items, room)), "carol's next"
+        )
+        assert not any(m.seq == ack.seq for m in messages(carol_items, room))
+        assert carol_sock.stats.skips >= 1
+
+        async def bob_downloads() -> bool:
+            try:
+                return await bob.download_file(uploaded["id"]) == CONTENT
+            except NotFound:
+                return False
+
+        await polling.eventually(bob_downloads, "bob to download the private file")
+        with pytest.raises(NotFound):  # carol cannot see a message sharing it
+            await carol.download_file(uploaded["id"])
+    finally:
+        for sock in (alice_sock, bob_sock, carol_sock):
+            await sock.close()

@@ -203,15 +203,19 @@ class RoomcastSocket(Connector):
         file_id: str,
         *,
         caption: str | None = None,
+        to: str | None = None,
         client_id: str | None = None,
         reply_to: int | None = None,
     ) -> Ack:
-        """Share a file uploaded with ``RoomcastHttp.upload_file`` (a ``file`` body);
+        """Share a file uploaded with ``RoomcastHttp.upload_file`` (a ``file`` body),
+        privately to ``to`` if given (only the two of you see it and may download it);
         acked, re-sent and stored exactly once like ``send``."""
         body: dict[str, Any] = {"type": "file", "file_id": file_id}
         if caption is not None:
             body["caption"] = caption
         frame: dict[str, Any] = {"type": "send", "room": room, "body": body}
+        if to is not None:
+            frame["to"] = to
         if reply_to is not None:
             frame["reply_to"] = reply_to
         return await self._queue(frame, client_id)
