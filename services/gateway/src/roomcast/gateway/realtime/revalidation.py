@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 # busy without a burst of thousands of calls (at a few ms per call, 10k rooms take
 # about a second).
 SWEEP_CONCURRENCY = 32
+# The periodic sweep is a background chore with a whole interval to finish: few calls in
+# flight spread its burst (hundreds of rooms come due together: answers cached at the
+# same moment expire together) over that time instead of loading rooms, the database and
+# this event loop all at once, which delayed sends' acks in the same seconds.
+PERIODIC_SWEEP_CONCURRENCY = 4
 # Failed asks (rooms unavailable, an asker's expired token) for one room in one sweep
 # before the rest of its users wait for the next sweep: another user's token may
 # work, but an unavailable rooms would only be asked again and again.
@@ -96,11 +101,11 @@ class MembershipRevalidator:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self.sweep()
+                await self.sweep(concurrency=PERIODIC_SWEEP_CONCURRENCY)
             except Exception:
                 log.exception("membership revalidation sweep failed")
 
-    async def sweep(self) -> int:
+    async def sweep(self, concurrency: int = SWEEP_CONCURRENCY) -> int:
         """Check the subscriptions whose answer is missing or too old; end those of
         users who are no longer members. Returns how many subscriptions ended."""
         membership = self.membership
@@ -113,7 +118,7 @@ class MembershipRevalidator:
                 users = due.setdefault(room_id, {})
                 if claims.user_id not in users and not membership.fresh(claims.user_id, room_id):
                     users[claims.user_id] = claims
-        limit = asyncio.Semaphore(SWEEP_CONCURRENCY)
+        limit = asyncio.Semaphore(concurrency)
 
         async def check_room(room_id: str, users: dict[str, AccessClaims]) -> int:
             async with limit:
