@@ -81,6 +81,19 @@ def messages(items: list[Item], room: str) -> list[Message]:
     return [i for i in items if isinstance(i, Message) and i.room == room]
 
 
+async def until_downloaded(http: RoomcastHttp, file_id: str, what: str) -> None:
+    """history allows a download once it has stored a message sharing the file, which
+    follows the live delivery by a moment: poll until the bytes come back."""
+
+    async def downloadable() -> bool:
+        try:
+            return await http.download_file(file_id) == CONTENT
+        except NotFound:
+            return False
+
+    await polling.eventually(downloadable, what)
+
+
 async def test_send_file_is_received_with_its_metadata_stored_once_and_checked(
     stack: Stack,
     users: Callable[[str, str], Awaitable[RoomcastHttp]],
@@ -134,15 +147,7 @@ async def test_send_file_is_received_with_its_metadata_stored_once_and_checked(
             "caption": "meeting minutes",
         }
 
-        async def downloadable() -> bool:
-            # history allows the download once it has stored the sharing message,
-            # which follows the live delivery by a moment.
-            try:
-                return await bob.download_file(uploaded["id"]) == CONTENT
-            except NotFound:
-                return False
-
-        await polling.eventually(downloadable, "bob to download the shared file")
+        await until_downloaded(bob, uploaded["id"], "bob to download the shared file")
 
         # Alice's own retry (after a crash, say) is the same message, stored once.
         retry = await alice_sock.send_file(
@@ -238,13 +243,7 @@ async def test_a_private_file_reaches_and_opens_for_its_two_people_only(
         assert not any(m.seq == ack.seq for m in messages(carol_items, room))
         assert carol_sock.stats.skips >= 1
 
-        async def bob_downloads() -> bool:
-            try:
-                return await bob.download_file(uploaded["id"]) == CONTENT
-            except NotFound:
-                return False
-
-        await polling.eventually(bob_downloads, "bob to download the private file")
+        await until_downloaded(bob, uploaded["id"], "bob to download the private file")
         with pytest.raises(NotFound):  # carol cannot see a message sharing it
             await carol.download_file(uploaded["id"])
     finally:

@@ -131,11 +131,7 @@ async def test_summaries_count_unread_visible_messages(
 
 
 async def test_read_positions_reuse_a_membership_answer_that_pages_do_not(
-    history_proc: Callable[..., ServiceProcess],
-    nats_url: str,
-    mongo_url: str,
-    mongo_db_name: str,
-    jwks_server: JwksServer,
+    start_history: Callable[..., Any],
     fake_rooms: FakeRooms,
     issue_token: Callable[..., str],
     kit: type[Kit],
@@ -145,30 +141,21 @@ async def test_read_positions_reuse_a_membership_answer_that_pages_do_not(
     stream of receipts costs rooms one CheckMembership; pages keep their own, shorter
     cache (0 here: every page asks), so a removed member loses page access at once while
     at most moving their own read position."""
-    proc = history_proc(
-        nats_url=nats_url,
-        mongo_url=mongo_url,
-        mongo_db=mongo_db_name,
-        jwks_url=jwks_server.url,
-        rooms_target=fake_rooms.target,
-        membership_cache_seconds="0",
-    )
-    await asyncio.to_thread(proc.start)
+    client = (await start_history(membership_cache_seconds="0")).client
     room, alice = kit.oid(), kit.oid()
     fake_rooms.add_member(room, alice)
     headers = bearer(issue_token(user_id=alice))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{proc.port}", timeout=10) as client:
-        before = fake_rooms.method_calls["CheckMembership"]
-        for seq in range(1, 21):
-            r = await client.put(f"/v1/rooms/{room}/read", json={"seq": seq}, headers=headers)
-            assert r.json() == {"seq": seq}
-        assert fake_rooms.method_calls["CheckMembership"] - before == 1
-        for _ in range(3):
-            page = await client.get(f"/v1/rooms/{room}/messages", headers=headers)
-            assert page.status_code == 200, page.text
-        assert fake_rooms.method_calls["CheckMembership"] - before == 4
-        del fake_rooms.rooms[room].members[alice]
+    before = fake_rooms.method_calls["CheckMembership"]
+    for seq in range(1, 21):
+        r = await client.put(f"/v1/rooms/{room}/read", json={"seq": seq}, headers=headers)
+        assert r.json() == {"seq": seq}
+    assert fake_rooms.method_calls["CheckMembership"] - before == 1
+    for _ in range(3):
         page = await client.get(f"/v1/rooms/{room}/messages", headers=headers)
-        assert page.status_code == 403
-        r = await client.put(f"/v1/rooms/{room}/read", json={"seq": 21}, headers=headers)
-        assert r.json() == {"seq": 21}
+        assert page.status_code == 200, page.text
+    assert fake_rooms.method_calls["CheckMembership"] - before == 4
+    del fake_rooms.rooms[room].members[alice]
+    page = await client.get(f"/v1/rooms/{room}/messages", headers=headers)
+    assert page.status_code == 403
+    r = await client.put(f"/v1/rooms/{room}/read", json={"seq": 21}, headers=headers)
+    assert r.json() == {"seq": 21}
