@@ -218,8 +218,12 @@ async def test_an_s3_store_that_refuses_the_upload_answers_503(
 ) -> None:
     room, alice = kit.oid(), kit.oid()
     fake_rooms.add_member(room, alice)
-    # A bucket that does not exist: the store answers NoSuchBucket.
-    history = await start_history(**s3_server.history_env("roomcast-no-such-bucket"))
+    # The bucket is deleted after history started (ready needs it): the store answers
+    # NoSuchBucket.
+    bucket = await s3_server.new_bucket()
+    history = await start_history(**s3_server.history_env(bucket))
+    async with s3_server.client() as s3:
+        await s3.delete_bucket(Bucket=bucket)
     response = await upload(
         history.client, room, issue_token(user_id=alice), b"x" * 1000, "a.txt", "text/plain"
     )

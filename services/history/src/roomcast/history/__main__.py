@@ -28,6 +28,7 @@ from roomcast.history.errors import StreamMismatch
 from roomcast.history.files import FileCatalog
 from roomcast.history.filesbackend import open_blob_store
 from roomcast.history.filesgc import FileCollector
+from roomcast.history.filesready import files_store_readiness
 from roomcast.history.membership import MembershipChecker
 from roomcast.history.retention import RetentionPurger
 from roomcast.history.settings import Settings
@@ -62,6 +63,8 @@ async def serve(settings: Settings) -> None:
             raise StreamMismatch("CHAT was re-created; history refuses to consume it")
         if not revocations.loaded:
             raise DependencyUnavailable("revoked sessions not loaded")
+        if files_store is not None:  # an S3 bucket (filesready.py); assigned below
+            await files_store()
 
     limiter = KeyedRateLimiter(
         capacity=settings.read_rate_capacity, per_seconds=settings.read_rate_per_seconds
@@ -69,6 +72,7 @@ async def serve(settings: Settings) -> None:
     catalog = FileCatalog(mongo, settings.mongo_db)
     await catalog.ensure_indexes()
     blobs = await open_blob_store(settings, mongo)
+    files_store = files_store_readiness(settings, blobs)
     app = create_app(
         store=store,
         verifier=verifier,

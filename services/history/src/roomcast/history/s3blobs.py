@@ -12,6 +12,7 @@ with aiobotocore (asyncio-native, so no thread holds a request):
   response body on in chunks of at most ``READ_BYTES``.
 - ``delete`` is ``DeleteObject``, which succeeds for a key that is already gone (the
   collector and retention may both delete the same file).
+- ``check_bucket`` is ``HeadBucket``, for history's readiness (filesready.py).
 """
 
 from __future__ import annotations
@@ -196,6 +197,23 @@ class S3BlobStore:
                     return
                 left -= len(data)
                 yield data
+
+    async def check_bucket(self) -> None:
+        """``HeadBucket``: the bucket exists and these keys may use it (readiness,
+        filesready.py). Raises :class:`BlobStoreUnavailable` with what the store said."""
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            # HeadBucket has no body: the code is the HTTP status (404 missing bucket,
+            # 403 keys refused, 301 wrong region).
+            code = exc.response.get("Error", {}).get("Code", "?")
+            raise BlobStoreUnavailable(
+                f"files_store: HeadBucket on {self.bucket!r} answered {code}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise BlobStoreUnavailable(
+                f"files_store: HeadBucket on {self.bucket!r} failed ({type(exc).__name__})"
+            ) from exc
 
     async def delete(self, file_id: str) -> None:
         # DeleteObject answers success for a missing key: deleting twice is harmless.
