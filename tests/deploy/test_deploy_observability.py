@@ -40,6 +40,8 @@ CONTRACT = {
     "roomcast_history_retention_round_seconds",
     "roomcast_history_retention_unfinished_rooms",
     "roomcast_history_retention_round_failures_total",
+    "roomcast_history_retention_files_deleted_total",
+    "roomcast_history_files_store_up",
     "roomcast_history_consumer_recreated_total",
     "roomcast_history_stream_mismatch",
     "roomcast_notifier_consumer_recreated_total",

@@ -1,8 +1,8 @@
 """A small, bounded load through the public contract that makes every metric of the
 dashboard and of the alert rules exist: users registered and logged in through the
 gateway's REST API, a room with members, WebSockets on both gateways, messages fanned
-out, a resume, a failed login, rate-limited logins, a bcrypt queue overflow, a socket
-closed for flooding (4008) and one closed as too slow (4009).
+out, a resume, a file upload, a failed login, rate-limited logins, a bcrypt queue
+overflow, a socket closed for flooding (4008) and one closed as too slow (4009).
 
 Everything it sends goes to the stack's loopback ports; every loop is bounded.
 """
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -286,6 +288,11 @@ async def drive(stack: Stack) -> LoadReport:
             finally:
                 await resumer.close()
             await bob.http.messages(room_id, limit=10)
+            # One file, for the dashboard's file panels (history's file routes).
+            with tempfile.TemporaryDirectory() as tmp:
+                upload = Path(tmp) / "observability.txt"
+                upload.write_bytes(b"observability file\n")
+                await alice.http.upload_file(room_id, upload, content_type="text/plain")
         finally:
             await sender.close()
             await listener.close()
