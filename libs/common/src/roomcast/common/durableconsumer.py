@@ -27,13 +27,9 @@ What the runner does, each step retried with backoff until it works or ``stop`` 
   A pull on a deleted consumer gets no error from nats-py, only timeouts for ever
   (nats-server answers the pull in flight with 409 "Consumer Deleted", which nats-py
   reports as a timeout, and later pulls with nothing), so the info read is what
-  notices. The new consumer starts after the last ack floor the info reads saw (every
-  record at or below it was acknowledged), so a long stream is not replayed: what was
-  acked between that read and the deletion comes again and is a no-op (``write`` is
-  idempotent), what was not is written. With no floor seen, or when the stream itself
-  is a different one (created at another time: its sequences restarted), it delivers
-  from the start of the stream as at first creation. Counted in
-  ``roomcast_<service>_consumer_recreated_total``.
+  notices. The new consumer delivers from the start of the stream: what was acked
+  before the deletion comes again and is a no-op (``write`` is idempotent), what was
+  not is written. Counted in ``roomcast_<service>_consumer_recreated_total``.
 
 With ``prefetch_batches`` > 0 the next batches are fetched and parsed while one is
 written (the fetch round trip overlaps the write); with 0 the next fetch starts only
@@ -51,7 +47,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from nats.aio.client import Client as NatsClient
@@ -172,11 +168,6 @@ class DurableConsumer(abc.ABC, Generic[B]):
         # When the runner last bound to the consumer: an info read asked before that
         # may still answer "not found" about the one it replaced.
         self._bound_at = 0.0
-        # The highest ack floor (stream sequence) the info reads saw, and the creation
-        # time of the stream it belongs to: where a re-created consumer resumes.
-        self._ack_floor = 0
-        self._stream_created: object = None
-        self._resumed_from = 1
         self._recreated = recreated_counter(options.client_name)
         # Logged under the service's module: its log reads as the service's own.
         self.log = logging.getLogger(type(self).__module__)
@@ -253,7 +244,7 @@ class DurableConsumer(abc.ABC, Generic[B]):
         recreate = False
         try:
             while not stop.is_set():
-                sub = await self._subscribe(stop, resume=recreate)
+                sub = await self._subscribe(stop)
                 if sub is None:
                     break
                 self._bound_at = time.monotonic()
@@ -261,10 +252,9 @@ class DurableConsumer(abc.ABC, Generic[B]):
                 if recreate:
                     self._recreated.inc()
                     self.log.warning(
-                        "JetStream consumer %s re-created; records are delivered from "
-                        "stream sequence %d",
+                        "JetStream consumer %s re-created; records are delivered again "
+                        "from the start of the stream",
                         self.options.config.durable_name,
-                        self._resumed_from,
                     )
                 try:
                     await self._consume(sub, stop)
@@ -341,12 +331,8 @@ class DurableConsumer(abc.ABC, Generic[B]):
                 await sleep_unless(stop, backoff.next_delay())
         return False
 
-    async def _subscribe(
-        self, stop: asyncio.Event, *, resume: bool = False
-    ) -> JetStreamContext.PullSubscription | None:
-        """Ensure the stream and the durable consumer exist, and bind to it; with
-        ``resume`` (re-creating a deleted consumer) start after the last ack floor seen
-        on the same stream (the module docstring)."""
+    async def _subscribe(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
+        """Ensure the stream and the durable consumer exist, and bind to it."""
         name = self.options.config.durable_name
         assert name is not None
         backoff = Backoff()
@@ -354,20 +340,8 @@ class DurableConsumer(abc.ABC, Generic[B]):
             try:
                 stream = await ensure_chat_stream(self.js, self.options.stream, update=False)
                 await self.check_stream(stream)
-                config = self.options.config
-                self._resumed_from = 1
-                if stream.created != self._stream_created:
-                    self._stream_created = stream.created
-                    self._ack_floor = 0  # another stream: its sequences restarted
-                if resume and self._ack_floor > 0:
-                    self._resumed_from = self._ack_floor + 1
-                    config = replace(
-                        config,
-                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                        opt_start_seq=self._resumed_from,
-                    )
                 try:
-                    await self.js.add_consumer(STREAM_NAME, config)
+                    await self.js.add_consumer(STREAM_NAME, self.options.config)
                 except (BadRequestError, ServerError) as exc:
                     # It exists with a configuration the server cannot change in place
                     # (an older deploy's): use it as it is rather than fail; the
@@ -461,8 +435,6 @@ class DurableConsumer(abc.ABC, Generic[B]):
             except Exception as exc:
                 self.log.debug("cannot read the consumer's info: %s", exc)
             if info is not None:
-                if info.ack_floor is not None and info.ack_floor.stream_seq:
-                    self._ack_floor = max(self._ack_floor, info.ack_floor.stream_seq)
                 try:
                     await self.on_progress(info)
                 except Exception as exc:
