@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
 from roomcast.history.errors import FileTooLarge
-from roomcast.history.files import READ_BYTES, FileCatalog, FileMeta
+from roomcast.history.files import GRIDFS_CHUNK_BYTES, READ_BYTES, FileCatalog, FileMeta
 from roomcast.history.filesbackend import OwnedBlobStore, open_blob_store
 from roomcast.history.filesgc import FileCollector
 from roomcast.history.s3blobs import MIN_PART_BYTES, S3BlobStore
@@ -121,16 +121,47 @@ async def test_an_upload_cancelled_midway_leaves_nothing_behind(
             yield chunk
         await stalled.wait()  # never set: the client stops sending
 
-    upload = asyncio.create_task(backend.blobs.put(kit.oid(), then_stall()))
+    # Several times: where the cancel lands (between writes, or while one is on its way
+    # to the store) varies from one upload to the next.
+    for attempt in range(4):
+        upload = asyncio.create_task(backend.blobs.put(kit.oid(), then_stall()))
 
-    async def partly_stored() -> bool:
-        return (await backend.stored())[1] > 0
+        async def partly_stored() -> bool:
+            return (await backend.stored())[1] > 0
 
-    await kit.eventually(partly_stored, within=30, what="part of the upload stored")
-    upload.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await upload
-    assert await backend.stored() == (0, 0)
+        await kit.eventually(partly_stored, within=30, what="part of the upload stored")
+        upload.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+        assert await backend.stored() == (0, 0), f"upload {attempt}"
+
+
+async def cancelled_at_the_end(
+    data: bytes, upload: list[asyncio.Task[None]]
+) -> AsyncIterator[bytes]:
+    """``data`` in socket-sized chunks; once put has all of it, its task is cancelled
+    at its next await: the request that makes the file (GridFS's file document, S3's
+    PutObject or CompleteMultipartUpload), which is then on its way."""
+    async for chunk in chunked(data):
+        yield chunk
+    asyncio.get_running_loop().call_soon(upload[0].cancel)
+
+
+async def test_an_upload_cancelled_as_it_finishes_leaves_nothing_behind(
+    backend: Backend, kit: type[Kit]
+) -> None:
+    unit = GRIDFS_CHUNK_BYTES if backend.storage.s3 is None else MIN_PART_BYTES
+    # One request's worth, and two whole stored units (nothing is left to write but
+    # the request that makes the file).
+    for size in (11, 2 * unit):
+        upload: list[asyncio.Task[None]] = []
+        data = os.urandom(size)
+        upload.append(
+            asyncio.create_task(backend.blobs.put(kit.oid(), cancelled_at_the_end(data, upload)))
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await upload[0]
+        assert await backend.stored() == (0, 0), f"{size} bytes"
 
 
 async def test_unshared_files_are_collected_after_the_grace_period(

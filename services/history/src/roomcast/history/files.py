@@ -15,6 +15,7 @@ uploads and downloads here without keeping anything (docs/files.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -106,36 +107,54 @@ class GridFSBlobStore:
         await self._ensure_indexes()
         pending = bytearray()
         number = length = 0
+        # The insert under way. A cancel (the client went away) must not interrupt it:
+        # a request already sent is still applied by the server, possibly after the
+        # cleanup's delete on another connection, leaving an orphan chunk (or a file
+        # document without its chunks). So each insert is shielded, and the cleanup
+        # waits for it before deleting.
+        writing: asyncio.Future[Any] | None = None
+
+        async def write(collection: AsyncCollection[Doc], doc: Doc) -> None:
+            nonlocal writing
+            writing = asyncio.ensure_future(collection.insert_one(doc))
+            await asyncio.shield(writing)
+
+        def chunk_doc(size: int) -> Doc:
+            data = bytes(memoryview(pending)[:size])
+            del pending[:size]
+            return {"files_id": file_id, "n": number, "data": data}
+
         try:
             async for chunk in chunks:
                 pending += chunk
                 while len(pending) >= GRIDFS_CHUNK_BYTES:
-                    await self._put_chunk(file_id, number, pending, GRIDFS_CHUNK_BYTES)
+                    await write(self._chunks, chunk_doc(GRIDFS_CHUNK_BYTES))
                     number += 1
                     length += GRIDFS_CHUNK_BYTES
             if pending:
                 length += len(pending)
-                await self._put_chunk(file_id, number, pending, len(pending))
-            await self._files.insert_one(
-                {
-                    "_id": file_id,
-                    "filename": file_id,
-                    "length": length,
-                    "chunkSize": GRIDFS_CHUNK_BYTES,
-                    "uploadDate": dt.datetime.now(dt.UTC),
-                }
-            )
+                await write(self._chunks, chunk_doc(len(pending)))
+            file_doc = {
+                "_id": file_id,
+                "filename": file_id,
+                "length": length,
+                "chunkSize": GRIDFS_CHUNK_BYTES,
+                "uploadDate": dt.datetime.now(dt.UTC),
+            }
+            await write(self._files, file_doc)
         except BaseException:
-            # The chunks written so far, as pymongo's abort does; a failed delete
-            # leaves chunks no file document points to, never a readable partial file.
+            # What was written so far, as pymongo's abort does, once the last insert has
+            # an outcome: the file document first (if it was written as the upload was
+            # cancelled), then the chunks. A failed delete leaves chunks no file
+            # document points to, never a readable partial file.
+            if writing is not None:
+                await asyncio.wait([writing])
+                if not writing.cancelled():
+                    writing.exception()  # retrieved: its failure is the upload's
             with contextlib.suppress(PyMongoError):
+                await self._files.delete_one({"_id": file_id})
                 await self._chunks.delete_many({"files_id": file_id})
             raise
-
-    async def _put_chunk(self, file_id: str, number: int, pending: bytearray, size: int) -> None:
-        data = bytes(memoryview(pending)[:size])
-        del pending[:size]
-        await self._chunks.insert_one({"files_id": file_id, "n": number, "data": data})
 
     async def read(self, file_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         stream = await self._bucket.open_download_stream(file_id)

@@ -7,7 +7,9 @@ with aiobotocore (asyncio-native, so no thread holds a request):
   under 5 MiB but the last), each full part is sent with ``UploadPart`` before more of
   the upload is read, so an upload holds about one part in memory. A file smaller than
   one part goes in one ``PutObject``. Any failure, a file over the limit included,
-  aborts the multipart upload so that no object and no stored parts are left behind.
+  aborts the multipart upload so that no object and no stored parts are left behind;
+  a cancelled upload first lets the request it was sending finish, so that nothing
+  it stores lands after the cleanup.
 - ``read`` asks for the byte range with ``GetObject`` and ``Range`` and hands the
   response body on in chunks of at most ``READ_BYTES``.
 - ``delete`` is ``DeleteObject``, which succeeds for a key that is already gone (the
@@ -21,7 +23,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +46,10 @@ MAX_ATTEMPTS = 3
 # Connections kept to the store: one per upload or download in flight; 32 covers a
 # replica's concurrent transfers without opening a socket per request.
 MAX_POOL_CONNECTIONS = 32
-# How long aborting a failed upload may take: it runs after the request already
-# failed, and a stuck abort must not hold the handler (a bucket lifecycle rule is the
-# backstop, docs/files.md).
+# How long cleaning up a failed upload (abort, or delete of an object completed as the
+# upload was cancelled) may take: it runs after the request already failed, and a
+# stuck clean-up must not hold the handler (a bucket lifecycle rule is the backstop,
+# docs/files.md).
 ABORT_TIMEOUT_SECONDS = 10.0
 
 
@@ -135,33 +138,74 @@ class S3BlobStore:
         part = io.BytesIO()
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+        # The request under way. A cancel (the client went away) must not interrupt
+        # it: one already sent may still be applied after the cleanup (S3 may keep a
+        # part that was uploading during an abort; a begun upload whose answer was lost
+        # has an id we never saw; a completed object would stay). So each request is
+        # shielded, and the cleanup waits for its outcome.
+        sending: asyncio.Future[Any] | None = None
+        finishing = False  # the request under way makes the object (Put or Complete)
+
+        async def send(request: Awaitable[Any]) -> Any:
+            nonlocal sending
+            sending = asyncio.ensure_future(request)
+            return await asyncio.shield(sending)
+
         try:
             async for chunk in chunks:
                 part.write(chunk)
                 if part.tell() < self._config.part_bytes:
                     continue
                 if upload_id is None:
-                    started = await self._client.create_multipart_upload(
-                        Bucket=self.bucket, Key=key
-                    )
-                    upload_id = str(started["UploadId"])
-                parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
+                    begun = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)
+                    upload_id = str((await send(begun))["UploadId"])
+                number = len(parts) + 1
+                parts.append(await send(self._upload_part(key, upload_id, number, part)))
                 part = io.BytesIO()
             if upload_id is None:  # smaller than one part: a single request
                 part.seek(0)
-                await self._client.put_object(Bucket=self.bucket, Key=key, Body=part)
+                finishing = True
+                await send(self._client.put_object(Bucket=self.bucket, Key=key, Body=part))
                 return
             if part.tell():
-                parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
-            await self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                parts.append(await send(self._upload_part(key, upload_id, len(parts) + 1, part)))
+            finishing = True
+            await send(
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
             )
         except BaseException as exc:
-            if upload_id is not None:
-                await self._abort(key, upload_id)
+            await self._clean_up(key, upload_id, sending, finishing)
             if isinstance(exc, BotoCoreError | ClientError):
                 raise BlobStoreUnavailable("the file store refused or failed the upload") from exc
             raise
+
+    async def _clean_up(
+        self, key: str, upload_id: str | None, sending: asyncio.Future[Any] | None, finishing: bool
+    ) -> None:
+        """Leave nothing of a failed or cancelled upload, once the request it was
+        sending has an outcome."""
+        answered = None
+        if sending is not None:
+            await asyncio.wait([sending])
+            if not sending.cancelled() and sending.exception() is None:
+                answered = sending.result()
+        if finishing and answered is not None:
+            # The object was made as the upload was cancelled: nobody will refer to it.
+            delete = self._client.delete_object(Bucket=self.bucket, Key=key)
+            await self._bounded(delete, f"could not delete the unfinished upload {key}")
+            return
+        if upload_id is None and answered is not None:
+            upload_id = str(answered["UploadId"])  # begun as the upload was cancelled
+        if upload_id is not None:
+            abort = self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+            await self._bounded(abort, f"could not abort the multipart upload of {key}")
 
     async def _upload_part(
         self, key: str, upload_id: str, number: int, data: io.BytesIO
@@ -172,15 +216,14 @@ class S3BlobStore:
         )
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
-    async def _abort(self, key: str, upload_id: str) -> None:
-        """Drop the parts stored so far. Shielded: a cancelled upload (the client went
-        away) still cleans up. A failed abort is logged; the parts then wait for the
-        bucket's lifecycle rule."""
-        abort = self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+    async def _bounded(self, request: Awaitable[Any], failure: str) -> None:
+        """A clean-up request. Shielded: a cancelled upload (the client went away) still
+        cleans up. A failure is logged; the parts then wait for the bucket's lifecycle
+        rule."""
         try:
-            await asyncio.shield(asyncio.wait_for(abort, ABORT_TIMEOUT_SECONDS))
+            await asyncio.shield(asyncio.wait_for(request, ABORT_TIMEOUT_SECONDS))
         except (BotoCoreError, ClientError, TimeoutError, asyncio.CancelledError):
-            log.warning("could not abort the multipart upload of %s", key, exc_info=True)
+            log.warning("%s", failure, exc_info=True)
 
     async def read(self, file_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         try:
