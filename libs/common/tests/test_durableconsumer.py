@@ -49,6 +49,7 @@ class Sink(DurableConsumer[Sequence[Msg]]):
         super().__init__(options)
         self.stored: dict[int, bytes] = {}
         self.deliveries: dict[int, int] = {}
+        self.handled: dict[int, int] = {}  # times each stream sequence reached handle
         self.failures_left = 0
         self.write_attempts = 0
         self.failed_writes = 0
@@ -64,6 +65,7 @@ class Sink(DurableConsumer[Sequence[Msg]]):
         for msg in batch:
             seq = msg.metadata.sequence.stream
             self.deliveries[seq] = max(self.deliveries.get(seq, 0), msg.metadata.num_delivered)
+            self.handled[seq] = self.handled.get(seq, 0) + 1
         await self.write_then_ack(batch, lambda: self._write(batch), stop)
 
     async def _write(self, batch: Sequence[Msg]) -> int:
@@ -338,11 +340,14 @@ async def test_a_deleted_consumer_is_recreated_and_consumption_resumes(
     assert sorted(sink.stored) == list(range(1, 11))
     assert sink.stored[10] == b"record 4"
     assert REGISTRY.get_sample_value(RECREATED_METRIC) == recreated + 1
-    # The same configuration as before.
+    # The same configuration as before, but starting after the ack floor the info
+    # read saw (lag 0: all five acked), so nothing before the deletion came again.
     assert info.config.durable_name == CONSUMER
     assert info.config.ack_wait == ACK_WAIT_SECONDS
     assert info.config.max_ack_pending == 64
-    assert info.config.deliver_policy == DeliverPolicy.ALL
+    assert info.config.deliver_policy == DeliverPolicy.BY_START_SEQUENCE
+    assert info.config.opt_start_seq == 6
+    assert sink.handled == dict.fromkeys(range(1, 11), 1)
 
 
 async def test_nats_down_at_start_is_retried_in_sight_and_consumption_starts_once_up(

@@ -27,9 +27,14 @@ What the runner does, each step retried with backoff until it works or ``stop`` 
   A pull on a deleted consumer gets no error from nats-py, only timeouts for ever
   (nats-server answers the pull in flight with 409 "Consumer Deleted", which nats-py
   reports as a timeout, and later pulls with nothing), so the info read is what
-  notices. The new consumer delivers from the start of the stream: what was acked
-  before the deletion comes again and is a no-op (``write`` is idempotent), what was
-  not is written. Counted in ``roomcast_<service>_consumer_recreated_total``.
+  notices (or a fetch error, with some servers: binding again finds it missing).
+  The new consumer starts after the last ack floor the info reads saw (every record
+  at or below it was acknowledged), so a long stream is not replayed: what was acked
+  between that read and the deletion comes again and is a no-op (``write`` is
+  idempotent), what was not is written. With no floor seen yet, or when ``CHAT`` is
+  another stream (created at another time: its sequences restarted), it delivers from
+  the start of the stream as at first creation. Counted in
+  ``roomcast_<service>_consumer_recreated_total``.
 
 With ``prefetch_batches`` > 0 the next batches are fetched and parsed while one is
 written (the fetch round trip overlaps the write); with 0 the next fetch starts only
@@ -47,7 +52,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from nats.aio.client import Client as NatsClient
@@ -168,6 +173,12 @@ class DurableConsumer(abc.ABC, Generic[B]):
         # When the runner last bound to the consumer: an info read asked before that
         # may still answer "not found" about the one it replaced.
         self._bound_at = 0.0
+        # Whether the runner has bound once: a consumer missing after that was deleted.
+        self._bound_once = False
+        # The highest ack floor (stream sequence) the info reads saw, and the creation
+        # time of the stream it belongs to: where a re-created consumer resumes.
+        self._ack_floor = 0
+        self._stream_created: object = None
         self._recreated = recreated_counter(options.client_name)
         # Logged under the service's module: its log reads as the service's own.
         self.log = logging.getLogger(type(self).__module__)
@@ -241,27 +252,19 @@ class DurableConsumer(abc.ABC, Generic[B]):
         if not await self._prepare(stop):
             return
         progress = asyncio.create_task(self._track_progress(stop))
-        recreate = False
         try:
             while not stop.is_set():
                 sub = await self._subscribe(stop)
                 if sub is None:
                     break
                 self._bound_at = time.monotonic()
+                self._bound_once = True
                 self._gone.clear()
-                if recreate:
-                    self._recreated.inc()
-                    self.log.warning(
-                        "JetStream consumer %s re-created; records are delivered again "
-                        "from the start of the stream",
-                        self.options.config.durable_name,
-                    )
                 try:
                     await self._consume(sub, stop)
                 finally:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
-                recreate = self._gone.is_set()
         finally:
             progress.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -340,8 +343,9 @@ class DurableConsumer(abc.ABC, Generic[B]):
             try:
                 stream = await ensure_chat_stream(self.js, self.options.stream, update=False)
                 await self.check_stream(stream)
+                config, recreated = await self._config_to_create(name, stream)
                 try:
-                    await self.js.add_consumer(STREAM_NAME, self.options.config)
+                    await self.js.add_consumer(STREAM_NAME, config)
                 except (BadRequestError, ServerError) as exc:
                     # It exists with a configuration the server cannot change in place
                     # (an older deploy's): use it as it is rather than fail; the
@@ -350,11 +354,44 @@ class DurableConsumer(abc.ABC, Generic[B]):
                     # step is retried, if the consumer does not exist after all.)
                     self.log.warning("consumer %s exists with another config: %s", name, exc)
                     await self.js.consumer_info(STREAM_NAME, name)
-                return await self.js.pull_subscribe_bind(durable=name, stream=STREAM_NAME)
+                sub = await self.js.pull_subscribe_bind(durable=name, stream=STREAM_NAME)
+                if recreated:
+                    self._recreated.inc()
+                    self.log.warning(
+                        "JetStream consumer %s re-created; records are delivered from "
+                        "stream sequence %d",
+                        name,
+                        config.opt_start_seq or 1,
+                    )
+                return sub
             except Exception as exc:
                 self.log.warning("cannot set up the JetStream consumer (%s); retrying", exc)
                 await sleep_unless(stop, backoff.next_delay())
         return None
+
+    async def _config_to_create(self, name: str, stream: StreamInfo) -> tuple[ConsumerConfig, bool]:
+        """The configuration to create the consumer with, and whether it is being
+        re-created: the service's own, unless it was deleted since the runner bound to
+        it (the module docstring); then starting after the last ack floor seen on this
+        same stream."""
+        if stream.created != self._stream_created:
+            self._stream_created = stream.created
+            self._ack_floor = 0  # another stream: its sequences restarted
+        if not self._bound_once:
+            return self.options.config, False
+        try:
+            await self.js.consumer_info(STREAM_NAME, name)
+            return self.options.config, False  # still there: bind to it as it is
+        except NotFoundError:
+            pass
+        if self._ack_floor == 0:
+            return self.options.config, True  # nothing seen acked: the whole stream
+        resumed = replace(
+            self.options.config,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self._ack_floor + 1,
+        )
+        return resumed, True
 
     async def _batches(
         self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event
@@ -434,6 +471,9 @@ class DurableConsumer(abc.ABC, Generic[B]):
                     self._consumer_gone(exc)
             except Exception as exc:
                 self.log.debug("cannot read the consumer's info: %s", exc)
+            if info is not None and asked > self._bound_at and info.ack_floor is not None:
+                # Read after binding: the floor of the consumer bound to, on its stream.
+                self._ack_floor = max(self._ack_floor, info.ack_floor.stream_seq or 0)
             if info is not None:
                 try:
                     await self.on_progress(info)
