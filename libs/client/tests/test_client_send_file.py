@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from roomcast.client import Item, Message, NotFound, RequestRejected, RoomcastHttp, connect
+from roomcast.client import (
+    Item,
+    Message,
+    NotFound,
+    PayloadTooLarge,
+    RequestRejected,
+    RoomcastHttp,
+    connect,
+)
 from roomcast.testing import polling
 from roomcast.testing.stack import Stack, StackPorts
 
@@ -33,6 +41,8 @@ CONTENT = b"minutes of the meeting\n" * 100
 # The gateway's default limit of a text (ROOMCAST_GATEWAY_MAX_BODY_CHARS), which a
 # caption shares.
 DEFAULT_MAX_BODY_CHARS = 4000
+# The gateway's file limit in this module's stack.
+FILES_MAX_BYTES = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +54,8 @@ def stack() -> Iterator[Stack]:
         extra_env={
             "ROOMCAST_AUTH_LOGIN_RATE_LIMIT": "1000",
             "ROOMCAST_AUTH_REGISTER_RATE_LIMIT": "1000",
+            # Small, so that a refused upload is much larger than the limit.
+            "ROOMCAST_GATEWAY_FILES_MAX_BYTES": str(FILES_MAX_BYTES),
         },
     )
     s.start()
@@ -249,3 +261,21 @@ async def test_a_private_file_reaches_and_opens_for_its_two_people_only(
     finally:
         for sock in (alice_sock, bob_sock, carol_sock):
             await sock.close()
+
+
+async def test_a_file_over_the_limit_is_refused_with_413_not_a_broken_connection(
+    stack: Stack, users: Callable[[str, str], Awaitable[RoomcastHttp]], tmp_path: Path
+) -> None:
+    """A file far over the limit (more than the sockets' buffers hold): the client
+    still reads the gateway's 413 answer, and can go on using its connection."""
+    alice = await users(stack.gateway_urls[0], "alice")
+    room = await alice.create_room("big files", visibility="public")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (20 * FILES_MAX_BYTES))
+    with pytest.raises(PayloadTooLarge) as refused:
+        await alice.upload_file(room["id"], big)
+    assert refused.value.status == 413
+    assert refused.value.code == "file_too_large"
+    small = tmp_path / "small.txt"
+    small.write_bytes(CONTENT)
+    assert (await alice.upload_file(room["id"], small))["size"] == len(CONTENT)
