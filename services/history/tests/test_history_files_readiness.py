@@ -1,6 +1,7 @@
 """history's readiness with an S3 file store: ``/readyz`` answers 503 naming
 ``files_store`` while the bucket is missing (moto's real S3-compatible server), and
-recovers when it is back; checks are bounded in time and shared by concurrent probes."""
+recovers when it is back; checks are bounded in time and shared by concurrent probes.
+With GridFS the store's gauge follows readiness's MongoDB ping."""
 
 from __future__ import annotations
 
@@ -10,18 +11,54 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from prometheus_client import REGISTRY
+from pymongo import AsyncMongoClient
 
+from roomcast.common.errors import DependencyUnavailable
+from roomcast.common.mongo import ping
 from roomcast.history.errors import BlobStoreUnavailable
-from roomcast.history.filesready import FilesStoreReadiness
+from roomcast.history.filesready import FilesStoreReadiness, gridfs_store_check
 from roomcast.history.s3blobs import S3BlobStore
+from roomcast.testing.processes import free_port
 
 if TYPE_CHECKING:
     from conftest import History, Kit, S3Server
 
 
-def store_up(metrics: str) -> float | None:
-    match = re.search(r'^roomcast_history_files_store_up\{backend="s3"\} (\S+)$', metrics, re.M)
+def store_up(metrics: str, backend: str = "s3") -> float | None:
+    pattern = rf'^roomcast_history_files_store_up\{{backend="{backend}"\}} (\S+)$'
+    match = re.search(pattern, metrics, re.M)
     return float(match.group(1)) if match else None
+
+
+async def test_with_gridfs_the_store_gauge_follows_mongodb(
+    start_history: Callable[..., Any], mongo_url: str
+) -> None:
+    history: History = await start_history()  # GridFS, the default
+    ready = await history.client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    metrics = (await history.client.get("/metrics")).text
+    assert store_up(metrics, "gridfs") == 1.0
+    assert store_up(metrics, "s3") is None
+
+    # The same check in this process, against a MongoDB that is there, then one that
+    # is not (a port nothing listens on).
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("roomcast_history_files_store_up", {"backend": "gridfs"})
+
+    up: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    down: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{free_port()}", serverSelectionTimeoutMS=300
+    )
+    try:
+        await gridfs_store_check(lambda: ping(up))()
+        assert gauge() == 1.0
+        with pytest.raises(DependencyUnavailable):
+            await gridfs_store_check(lambda: ping(down))()
+        assert gauge() == 0.0
+    finally:
+        await up.close()
+        await down.close()
 
 
 async def test_readiness_follows_the_bucket(

@@ -28,7 +28,7 @@ from roomcast.history.errors import StreamMismatch
 from roomcast.history.files import FileCatalog
 from roomcast.history.filesbackend import open_blob_store
 from roomcast.history.filesgc import FileCollector
-from roomcast.history.filesready import files_store_readiness
+from roomcast.history.filesready import files_store_readiness, gridfs_store_check
 from roomcast.history.membership import MembershipChecker
 from roomcast.history.retention import RetentionPurger
 from roomcast.history.settings import Settings
@@ -55,8 +55,14 @@ async def serve(settings: Settings) -> None:
     revocations.start(settings.nats_url, name="roomcast-history-revocations")
     verifier = build_verifier(settings, revocations)
 
-    async def readiness() -> None:
+    async def ping_mongo() -> None:
         await ping(mongo)
+
+    # With GridFS the files live in MongoDB: its ping is the file store's check too.
+    mongo_ready = ping_mongo if settings.files_backend == "s3" else gridfs_store_check(ping_mongo)
+
+    async def readiness() -> None:
+        await mongo_ready()
         if not consumer.nats_connected:
             raise DependencyUnavailable("NATS is not connected")
         if consumer.stream_mismatch:

@@ -4,7 +4,9 @@ With GridFS the bytes live in history's MongoDB, which readiness already pings. 
 bucket is a dependency of its own: a bucket deleted or renamed, keys revoked or a store
 that cannot be reached would otherwise show only as failed uploads and downloads. So
 ``/readyz`` asks the store with ``HeadBucket`` and answers 503 naming ``files_store``
-while it fails; ``roomcast_history_files_store_up`` records the last answer.
+while it fails; ``roomcast_history_files_store_up`` records the last answer. With
+GridFS the same gauge (``backend="gridfs"``) records readiness's MongoDB ping, since
+that is where the files are: one alert covers both backends.
 
 A check is bounded in time and its answer is kept for a few seconds: probes from the
 kubelet, a load balancer and people checking by hand then cost the store at most one
@@ -36,8 +38,8 @@ CACHE_SECONDS = 4.0
 
 FILES_STORE_UP = Gauge(
     "roomcast_history_files_store_up",
-    "1 if the file store's last readiness check (HeadBucket) succeeded, 0 if it failed; "
-    "by backend (only s3 is checked, so a GridFS deployment exports no series).",
+    "1 if the file store's last readiness check succeeded, 0 if it failed; by backend "
+    "(s3: HeadBucket; gridfs: the MongoDB ping that readiness makes anyway).",
     ["backend"],
 )
 
@@ -97,3 +99,18 @@ def files_store_readiness(settings: Settings, blobs: OwnedBlobStore) -> FilesSto
     if not isinstance(blobs, S3BlobStore):
         raise TypeError("files_backend=s3 opened a store that is not S3BlobStore")
     return FilesStoreReadiness(blobs.check_bucket, backend="s3")
+
+
+def gridfs_store_check(ping: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """readiness's MongoDB ``ping``, also recorded as the GridFS file store's state."""
+    gauge = FILES_STORE_UP.labels("gridfs")
+
+    async def check() -> None:
+        try:
+            await ping()
+        except Exception:
+            gauge.set(0)
+            raise
+        gauge.set(1)
+
+    return check
